@@ -1,0 +1,141 @@
+"""The backend registry: what each backend can run, and why it cannot when it cannot.
+
+One record per backend (name, module, layers, devices, dtypes, passes); ``select`` turns a
+request (backend name, layer, input tensor) into the backend module that runs it, or
+raises ``BackendUnavailable`` naming the backend and the reason.  ``"auto"`` takes the
+first backend of ``AUTO_ORDER`` that accepts the request.
+"""
+import functools
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+
+import torch
+
+LAYERS = ("dau", "dau_gauss", "acu", "njet")
+F16 = (torch.float16, torch.bfloat16)
+F32_64 = (torch.float32, torch.float64)
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend refuses a request (not installed, no device, dtype or layer unsupported)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str  # import path of the module holding one callable per layer
+    layers: tuple
+    devices: tuple  # torch device types: "cpu", "cuda"
+    dtypes: tuple
+    passes: tuple = ("forward", "backward")
+    requires: tuple = ()  # importable Python modules it needs
+    summary: str = ""
+    cuda_dtypes: tuple = field(default=())  # extra dtypes accepted on CUDA only
+
+    def unavailable(self):
+        """Why this backend cannot run on this machine at all, or None."""
+        return _unavailable(self)
+
+    def refusal(self, layer, device, dtype):
+        """Why this backend cannot run ``layer`` on ``device`` (a torch device) in ``dtype``, or None."""
+        reason = self.unavailable()
+        if reason:
+            return reason
+        if layer not in self.layers:
+            return f"layer '{layer}' not implemented (has {', '.join(self.layers)})"
+        if device.type not in self.devices:
+            return f"runs on {'/'.join(self.devices)} only, not {device.type}"
+        dtypes = self.dtypes + (self.cuda_dtypes if device.type == "cuda" else ())
+        if dtype not in dtypes:
+            return f"dtype {dtype} not supported on {device.type} (has {', '.join(str(d).split('.')[-1] for d in dtypes)})"
+        return None
+
+    def load(self):
+        reason = self.unavailable()
+        if reason:
+            raise BackendUnavailable(f"backend '{self.name}' is unavailable: {reason}")
+        return importlib.import_module(self.module)
+
+
+@functools.lru_cache(maxsize=None)
+def _unavailable(b):
+    for mod in b.requires:
+        if importlib.util.find_spec(mod) is None:
+            return f"{mod} not installed"
+    if b.devices == ("cuda",) and not torch.cuda.is_available():
+        return "no CUDA device"
+    return None
+
+
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend(
+            "reference",
+            "impls.reference_backend",
+            LAYERS,
+            ("cpu",),
+            (torch.float64,),
+            requires=("scipy",),
+            summary="SciPy/NumPy float64 ground truth (slow, loops)",
+        ),
+        Backend(
+            "torch-naive",
+            "impls.torch_naive",
+            LAYERS,
+            ("cpu", "cuda"),
+            F32_64,
+            cuda_dtypes=F16,
+            summary="materialised dense kernel + conv2d; autograd",
+        ),
+    )
+}
+
+# Preference of backend="auto", fastest first (to be revised from benchmark results).
+AUTO_ORDER = ("cupy", "numba-cuda", "torch-fast", "numba", "torch-naive", "reference")
+
+
+def get(name):
+    if name not in BACKENDS:
+        raise ValueError(f"argument 'backend' expected 'auto' or one of {sorted(BACKENDS)}, got {name!r}")
+    return BACKENDS[name]
+
+
+def select(name, layer, x):
+    """Backend module that runs ``layer`` on ``x``'s device and dtype. -> ``(name, module)``"""
+    if name == "auto":
+        reasons = []
+        for cand in AUTO_ORDER:
+            if cand in BACKENDS:
+                why = BACKENDS[cand].refusal(layer, x.device, x.dtype)
+                if why is None:
+                    return cand, BACKENDS[cand].load()
+                reasons.append(f"{cand}: {why}")
+        raise BackendUnavailable(f"no backend runs {layer} for {x.dtype} on {x.device}: " + "; ".join(reasons))
+    b = get(name)
+    why = b.refusal(layer, x.device, x.dtype)
+    if why:
+        raise BackendUnavailable(f"backend '{name}' refuses {layer} for {x.dtype} on {x.device}: {why}")
+    return name, b.load()
+
+
+def available_backends():
+    """Names of the backends that can run on this machine (some layer, some dtype)."""
+    return [n for n, b in BACKENDS.items() if b.unavailable() is None]
+
+
+def table():
+    """One dict per backend: capabilities and the reason it is unavailable (None if available)."""
+    return [
+        {
+            "backend": b.name,
+            "layers": list(b.layers),
+            "devices": list(b.devices),
+            "dtypes": [str(d).split(".")[-1] for d in b.dtypes + b.cuda_dtypes],
+            "passes": list(b.passes),
+            "unavailable": b.unavailable(),
+            "summary": b.summary,
+        }
+        for b in BACKENDS.values()
+    ]

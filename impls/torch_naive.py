@@ -1,0 +1,129 @@
+"""Backend ``torch-naive``: materialise each layer's dense kernel exactly, then ``conv2d``.
+
+Gradients come from torch autograd through the kernel construction (``impls._math``),
+except ``dau``'s displacement gradient under ``mu_grad="gauss"``, which is DAU IJCV
+Eq. 16 (SPEC section 2).
+
+MACs (SPEC section 8), ``P = N Ho Wo``, ``Kn`` the side of the kernel built in the run:
+forward ``P F S Kh Kw``; backward ``2 P F S Kh Kw`` (input and kernel gradients) plus the
+kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``kernel_side`` reports ``Kh, Kw``.
+"""
+import torch
+import torch.nn.functional as tnf
+
+from . import _math
+
+
+def conv(x, kern, rows, cols, stride):
+    """Strided correlation with a kernel covering offsets ``rows = (t0, t1)``, ``cols`` (``t0, u0 <= 0``).
+
+    ``x [N,S,H,W]``, ``kern [F,S,t1-t0+1,u1-u0+1]`` -> ``[N,F,Ho,Wo]`` on the zero-extended plane.
+    """
+    h, w = x.shape[2:]
+    ho, wo = _math.out_size(h, stride), _math.out_size(w, stride)
+    bottom = max(0, (ho - 1) * stride + rows[1] - (h - 1))
+    right = max(0, (wo - 1) * stride + cols[1] - (w - 1))
+    xp = tnf.pad(x, (-cols[0], right, -rows[0], bottom))
+    return tnf.conv2d(xp, kern, stride=stride)[:, :, :ho, :wo]
+
+
+def _add_bias(y, bias):
+    return y if bias is None else y + bias[None, :, None, None]
+
+
+def dau_kernel(weight, mu_x, mu_y, sigma, blur_radius, hw, stride):
+    """Dense ``dau`` kernel ``W[f,s] = sum_k weight (G composed with unit k's bilinear stencil)``,
+    cropped to the offsets that reach the image. -> ``(kern, rows, cols)``"""
+    fy, ay = _math.split(mu_y)
+    fx, ax = _math.split(mu_x)
+    g = _math.gauss1d(sigma, blur_radius)
+    reach = blur_radius + max(_math.reach(fy), _math.reach(fx))
+    h, w = hw
+    rows, cols = _math.window(h, w, stride, _math.out_size(h, stride), _math.out_size(w, stride), reach)
+    return _math.stencil_kernel(weight, fy, fx, ay, ax, torch.outer(g, g), rows, cols), rows, cols
+
+
+class _GaussMuGrad(torch.autograd.Function):
+    """Zero in the forward; in the backward, the Eq. 16 gradient of ``mu_x``, ``mu_y``:
+    ``weight[f,s,k] * <dL/dW_dense[f,s], Dx composed with unit k's stencil>``."""
+
+    @staticmethod
+    def forward(ctx, mu_x, mu_y, x, weight, sigma, blur_radius, stride):
+        ctx.save_for_backward(mu_x, mu_y, x, weight, sigma)
+        ctx.hp = (blur_radius, stride)
+        h, w = x.shape[2:]
+        return x.new_zeros(x.shape[0], weight.shape[0], _math.out_size(h, stride), _math.out_size(w, stride))
+
+    @staticmethod
+    def backward(ctx, dy):
+        mu_x, mu_y, x, weight, sigma = ctx.saved_tensors
+        blur_radius, stride = ctx.hp
+        fy, ay = _math.split(mu_y)
+        fx, ax = _math.split(mu_x)
+        g, gd = _math.gauss1d(sigma, blur_radius), _math.gauss_dx1d(sigma, blur_radius)
+        reach = blur_radius + max(_math.reach(fy), _math.reach(fx))
+        h, w = x.shape[2:]
+        rows, cols = _math.window(h, w, stride, dy.shape[2], dy.shape[3], reach)
+        kh, kw = rows[1] - rows[0] + 1, cols[1] - cols[0] + 1
+        # dL/dW for the dense kernel: the correlation's kernel gradient.
+        bottom = max(0, (dy.shape[2] - 1) * stride + rows[1] - (h - 1))
+        right = max(0, (dy.shape[3] - 1) * stride + cols[1] - (w - 1))
+        xp = tnf.pad(x, (-cols[0], right, -rows[0], bottom))
+        xp = xp[:, :, : (dy.shape[2] - 1) * stride + kh, : (dy.shape[3] - 1) * stride + kw]
+        dk = torch.nn.grad.conv2d_weight(xp, (weight.shape[0], weight.shape[1], kh, kw), dy, stride=stride)
+        one = torch.ones_like(weight)
+        out = []
+        for base in (torch.outer(g, gd), torch.outer(gd, g)):  # Dx, Dy (SPEC section 2)
+            per_unit = [
+                (dk * _math.stencil_kernel(one[:, :, k : k + 1], fy[:, :, k : k + 1], fx[:, :, k : k + 1],
+                                            ay[:, :, k : k + 1], ax[:, :, k : k + 1], base, rows, cols)).sum((2, 3))
+                for k in range(weight.shape[2])
+            ]
+            out.append(weight * torch.stack(per_unit, 2))
+        return out[0], out[1], None, None, None, None, None
+
+
+def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
+    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, 0-d ``sigma`` -> ``[N,F,Ho,Wo]``."""
+    sig = sigma.reshape(())
+    if mu_grad == "gauss":
+        mx, my = mu_x.detach(), mu_y.detach()
+    else:
+        mx, my = mu_x, mu_y
+    kern, rows, cols = dau_kernel(weight, mx, my, sig, blur_radius, x.shape[2:], stride)
+    y = conv(x, kern, rows, cols, stride)
+    if mu_grad == "gauss" and (mu_x.requires_grad or mu_y.requires_grad):
+        y = y + _GaussMuGrad.apply(mu_x, mu_y, x.detach(), weight.detach(), sig.detach(), blur_radius, stride)
+    return _add_bias(y, bias)
+
+
+def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
+    """Dense ``sum_k weight Gk`` of side ``2R+1`` (SPEC section 3) -> ``[N,F,Ho,Wo]``."""
+    sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
+    kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius))
+    return _add_bias(conv(x, kern, (-radius, radius), (-radius, radius), stride), bias)
+
+
+def acu_kernel(weight, pos_x, pos_y, hw, stride):
+    """Dense ``acu`` kernel: each synapse's bilinear stencil scaled by its weight. -> ``(kern, rows, cols)``"""
+    f_, s_, k_ = weight.shape
+    px, py = pos_x.reshape(-1, k_), pos_y.reshape(-1, k_)
+    grp = torch.arange(f_, device=weight.device) // (f_ // px.shape[0])
+    fy, ay = _math.split(py[grp][:, None, :].expand(f_, s_, k_))
+    fx, ax = _math.split(px[grp][:, None, :].expand(f_, s_, k_))
+    h, w = hw
+    reach = max(_math.reach(fy), _math.reach(fx))
+    rows, cols = _math.window(h, w, stride, _math.out_size(h, stride), _math.out_size(w, stride), reach)
+    return _math.stencil_kernel(weight, fy, fx, ay, ax, weight.new_ones(1, 1), rows, cols), rows, cols
+
+
+def acu(x, weight, pos_x, pos_y, bias, *, stride):
+    """``weight [F,S,K]``, positions ``[K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
+    kern, rows, cols = acu_kernel(weight, pos_x, pos_y, x.shape[2:], stride)
+    return _add_bias(conv(x, kern, rows, cols, stride), bias)
+
+
+def njet(x, alpha, sigma, bias, *, order, radius, stride):
+    """Dense ``sum_j alpha_j B_j`` of side ``2r+1`` -> ``[N,F,Ho,Wo]``."""
+    kern = torch.einsum("fsj,jtu->fstu", alpha, _math.njet_basis(sigma.reshape(()), radius, order))
+    return _add_bias(conv(x, kern, (-radius, radius), (-radius, radius), stride), bias)
