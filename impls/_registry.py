@@ -65,6 +65,8 @@ def _unavailable(b):
             return f"{mod} not installed"
     if b.devices == ("cuda",) and not torch.cuda.is_available():
         return "no CUDA device"
+    if importlib.util.find_spec(b.module) is None:
+        return f"module {b.module} missing"
     return None
 
 
@@ -88,6 +90,23 @@ BACKENDS = {
             F32_64,
             cuda_dtypes=F16,
             summary="materialised dense kernel + conv2d; autograd",
+        ),
+        Backend(
+            "torch-fast",
+            "impls.torch_fast",
+            LAYERS,
+            ("cpu", "cuda"),
+            F32_64,
+            summary="the papers' efficient algorithms in torch ops; hand-written backward",
+        ),
+        Backend(
+            "numba",
+            "impls.numba_cpu",
+            LAYERS,
+            ("cpu",),
+            F32_64,
+            requires=("numba",),
+            summary="Numba CPU kernels (parallel, deterministic); hand-written backward",
         ),
     )
 }
