@@ -119,7 +119,10 @@ def unit_gaussians(mu_x, mu_y, sigma, radius):
     t = taps(radius, mu_x)
     ex = t - mu_x[..., None, None]  # u - mu_x, along the last axis
     ey = t[:, None] - mu_y[..., None, None]  # t - mu_y, along rows
-    e = torch.exp(-(ex**2 + ey**2) / (2 * sigma[..., None, None] ** 2))
+    arg = -(ex**2 + ey**2) / (2 * sigma[..., None, None] ** 2)
+    # Shift by the largest exponent before exp: the normalised value is unchanged, and units
+    # centred far outside the window do not underflow to 0/0 in float32.
+    e = torch.exp(arg - arg.detach().amax(dim=(-2, -1), keepdim=True))
     return e / e.sum(dim=(-2, -1), keepdim=True)
 
 

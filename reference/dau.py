@@ -116,7 +116,8 @@ def _unit_kernels(mu_x, mu_y, sigma, radius, absolute=False):
     ey = (t[None, None, None, :, None] - mu_y[..., None, None])  # t - mu_y
     sig = sigma[..., None, None]
     rr = ex**2 + ey**2
-    e = np.exp(-rr / (2.0 * sig**2))
+    arg = -rr / (2.0 * sig**2)
+    e = np.exp(arg - arg.max(axis=(-2, -1), keepdims=True))  # shift: same normalised values, no underflow
     z = e.sum(axis=(-2, -1), keepdims=True)
 
     def quotient(de):

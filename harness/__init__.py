@@ -1,0 +1,1 @@
+"""rfbench harness: cases, error metrics and tolerances, the correctness runner, reports, CLI."""

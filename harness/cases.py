@@ -1,0 +1,200 @@
+"""Test and benchmark cases: one dataclass per case, named grids of cases.
+
+A case fixes shapes, unit count, scale, displacement range, stride, order and seed; it
+draws its float64 tensors deterministically from its seed (``arrays``), so a failing case
+is re-run exactly from its printed fields.
+"""
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Case:
+    """One layer configuration.
+
+    ``spread``: displacements / positions uniform in ``[-spread, spread]`` plus ``offset``;
+    ``displace``: ``"random"``, ``"integer"`` (rounded) or ``"near-integer"`` (integer +- 1e-6..1e-4);
+    ``radius``: ``blur_radius`` (dau), ``radius`` (dau_gauss, njet), None for the default;
+    ``groups``: ACU position groups (0: one shared ``[K]`` set);
+    ``per_unit_sigma``: dau_gauss with ``sigma [F,S,K]``; ``contiguous``: False gives ``x`` permuted strides.
+    """
+
+    name: str
+    layer: str
+    n: int = 2
+    s: int = 3
+    f: int = 4
+    h: int = 7
+    w: int = 6
+    k: int = 2
+    sigma: float = 0.8
+    spread: float = 3.0
+    offset: float = 0.0
+    displace: str = "random"
+    stride: int = 1
+    order: int = 2
+    radius: int = None
+    groups: int = 0
+    per_unit_sigma: bool = False
+    mu_grad: str = "exact"
+    bias: bool = True
+    contiguous: bool = True
+    seed: int = 0
+
+    @property
+    def id(self):
+        return f"{self.layer}-{self.name}"
+
+    def fields(self):
+        return asdict(self)
+
+    def resolved_radius(self):
+        """The radius the layer will use (SPEC defaults from ``sigma``)."""
+        if self.radius is not None:
+            return self.radius
+        if self.layer == "dau":
+            return math.ceil(3.0 * self.sigma)
+        if self.layer == "njet":
+            return math.ceil(2.0 * self.sigma)
+        raise ValueError(f"case {self.id}: dau_gauss needs an explicit radius")
+
+    def out_shape(self):
+        return (self.n, self.f, -(-self.h // self.stride), -(-self.w // self.stride))
+
+    def _displacements(self, rng, shape):
+        d = rng.uniform(-self.spread, self.spread, shape) + self.offset
+        if self.displace == "integer":
+            return np.round(d)
+        if self.displace == "near-integer":
+            eps = rng.uniform(1e-6, 1e-4, shape) * rng.choice([-1.0, 1.0], shape)
+            return np.round(d) + eps
+        return d
+
+    def arrays(self, seed=0):
+        """The case's float64 arguments (``seed`` is mixed with the case's own) -> dict name -> array."""
+        rng = np.random.default_rng([self.seed, seed])
+        f_, s_, k_ = self.f, self.s, self.k
+        a = {"x": rng.standard_normal((self.n, s_, self.h, self.w))}
+        if self.layer in ("dau", "dau_gauss"):
+            a["weight"] = rng.standard_normal((f_, s_, k_))
+            a["mu_x"] = self._displacements(rng, (f_, s_, k_))
+            a["mu_y"] = self._displacements(rng, (f_, s_, k_))
+            if self.per_unit_sigma:
+                a["sigma"] = self.sigma * rng.uniform(0.7, 1.3, (f_, s_, k_))
+            else:
+                a["sigma"] = np.asarray(self.sigma)
+        elif self.layer == "acu":
+            a["weight"] = rng.standard_normal((f_, s_, k_))
+            pshape = (self.groups, k_) if self.groups else (k_,)
+            a["pos_x"] = self._displacements(rng, pshape)
+            a["pos_y"] = self._displacements(rng, pshape)
+        elif self.layer == "njet":
+            j_ = (self.order + 1) * (self.order + 2) // 2
+            a["alpha"] = rng.standard_normal((f_, s_, j_))
+            a["sigma"] = np.asarray(self.sigma)
+        if self.bias:
+            a["bias"] = rng.standard_normal(f_)
+        else:
+            a["bias"] = None
+        return a
+
+    def hparams(self):
+        """Keyword hyper-parameters of the public API (and of ``reference``)."""
+        hp = {"stride": self.stride}
+        if self.layer == "dau":
+            hp["blur_radius"] = self.resolved_radius()
+        elif self.layer == "dau_gauss":
+            hp["radius"] = self.resolved_radius()
+        elif self.layer == "njet":
+            hp.update(order=self.order, radius=self.resolved_radius())
+        return hp
+
+    def backward_hparams(self):
+        hp = self.hparams()
+        if self.layer == "dau":
+            hp["mu_grad"] = self.mu_grad
+        return hp
+
+
+def _awkward(layer, **base):
+    """The awkward cases every layer is tested on (odd sizes, H = W = 1, batch 0, stride 2,
+    displacements beyond the image, negative / integer / near-integer displacements,
+    non-contiguous input, no bias)."""
+    c = Case("odd", layer, **base)
+    cases = [
+        c,
+        replace(c, name="stride2", stride=2, h=9, w=8, seed=1),
+        replace(c, name="stride3", stride=3, h=8, w=7, seed=2),
+        replace(c, name="pixel", h=1, w=1, seed=3),
+        replace(c, name="batch0", n=0, seed=4),
+        replace(c, name="beyond", offset=-9.0, spread=4.0, seed=5),
+        replace(c, name="integer", displace="integer", seed=6),
+        replace(c, name="near-integer", displace="near-integer", seed=7),
+        replace(c, name="strided-x", contiguous=False, bias=False, seed=8),
+    ]
+    if layer == "njet":  # no displacements: vary order and scale instead
+        cases = [d for d in cases if d.name not in ("beyond", "integer", "near-integer")]
+        cases += [replace(c, name="order0", order=0, seed=9), replace(c, name="order4", order=4, sigma=1.3, seed=10)]
+    return cases
+
+
+def _smoke():
+    cases = []
+    cases += _awkward("dau", k=3, sigma=0.7)
+    cases.append(Case("gauss-grad", "dau", k=3, mu_grad="gauss", sigma=0.9, seed=11))
+    cases.append(Case("radius0", "dau", k=2, radius=0, sigma=0.4, seed=12))
+    cases += _awkward("dau_gauss", k=3, radius=3, sigma=0.9)
+    cases.append(Case("per-unit-sigma", "dau_gauss", k=3, radius=2, per_unit_sigma=True, seed=13))
+    cases += _awkward("acu", k=5, spread=2.5)
+    cases.append(Case("groups", "acu", k=4, f=6, groups=3, seed=14))
+    cases += _awkward("njet", sigma=0.9, order=2)
+    return cases
+
+
+def _default():
+    cases = list(_smoke())
+    for layer in ("dau", "dau_gauss", "acu", "njet"):
+        big = Case("wide", layer, n=2, s=5, f=6, h=15, w=13, k=4, sigma=1.2, spread=6.0, radius=4 if layer == "dau_gauss" else None, seed=20)
+        cases += [
+            big,
+            replace(big, name="wide-stride2", stride=2, seed=21),
+            replace(big, name="far", offset=15.0, seed=22),
+        ]
+    cases += [
+        Case("gauss-grad-stride2", "dau", k=3, mu_grad="gauss", stride=2, h=10, w=9, seed=23),
+        Case("gauss-grad-integer", "dau", k=3, mu_grad="gauss", displace="integer", seed=24),
+        Case("sigma-large", "dau", k=2, sigma=2.1, seed=25),
+        Case("groups-stride2", "acu", k=9, f=4, groups=2, stride=2, h=9, w=10, seed=26),
+        Case("order3-stride2", "njet", order=3, sigma=1.5, stride=2, h=12, w=11, seed=27),
+        Case("per-unit-sigma-stride2", "dau_gauss", k=2, radius=3, per_unit_sigma=True, stride=2, seed=28),
+    ]
+    return cases
+
+
+def _paper():
+    """DAU IJCV section 4.4: K = 2 units, displacements up to 4 px (9 x 9 standard kernel),
+    192 output channels, 32 x 32 input.  S = 64 and N = 8 are our choice for the middle layer
+    of a 3-layer network; the harness's speed sweeps (issue 6) vary the displacement and K."""
+    return [
+        Case("paper", "dau", n=8, s=64, f=192, h=32, w=32, k=2, sigma=0.5, spread=4.0, radius=2, seed=30),
+        Case("paper", "acu", n=8, s=64, f=192, h=32, w=32, k=9, spread=1.5, seed=31),
+        Case("paper", "njet", n=8, s=64, f=192, h=32, w=32, order=2, sigma=1.0, seed=32),
+        Case("paper", "dau_gauss", n=8, s=64, f=192, h=32, w=32, k=2, sigma=0.5, spread=2.0, radius=4, seed=33),
+    ]
+
+
+GRIDS = {
+    "smoke": _smoke,
+    "default": _default,
+    "paper": _paper,
+    "full": lambda: _default() + _paper(),
+}
+
+
+def grid(name, layers=None):
+    """Cases of a named grid, optionally restricted to ``layers``."""
+    if name not in GRIDS:
+        raise ValueError(f"grid: expected one of {sorted(GRIDS)}, got {name!r}")
+    return [c for c in GRIDS[name]() if layers is None or c.layer in layers]

@@ -1,0 +1,21 @@
+"""Shared fixtures: the session seed (fresh random data each run, printed so a failure can be
+replayed with RFBENCH_SEED=...), and the grid the correctness matrix expands."""
+import os
+import random
+
+import pytest
+
+SEED = int(os.environ.get("RFBENCH_SEED", random.SystemRandom().randrange(2**31)))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--grid", default="smoke", help="case grid of the correctness matrix (smoke, default, paper, full)")
+
+
+def pytest_report_header(config):
+    return f"rfbench: seed {SEED} (replay with RFBENCH_SEED={SEED}), matrix grid {config.getoption('--grid')}"
+
+
+@pytest.fixture
+def seed():
+    return SEED

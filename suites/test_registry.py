@@ -1,0 +1,47 @@
+"""The backend registry: capabilities, refusals that name backend and reason, "auto"."""
+import pytest
+import torch
+
+import impls
+from impls import _registry
+
+
+def test_every_backend_has_a_complete_record():
+    for row in impls.backend_table():
+        assert row["layers"] and row["devices"] and row["dtypes"] and row["passes"], row
+        assert row["unavailable"] is None or isinstance(row["unavailable"], str)
+
+
+def test_reference_is_registered_and_available():
+    assert "reference" in impls.available_backends()
+    assert impls.BACKENDS["reference"].dtypes == (torch.float64,)
+
+
+def test_refusal_names_backend_and_reason():
+    x = torch.zeros(1, 2, 4, 4, dtype=torch.float32)
+    w = torch.zeros(3, 2, 5)
+    p = torch.zeros(5)
+    with pytest.raises(impls.BackendUnavailable, match="backend 'reference'.*float32"):
+        impls.acu_conv2d(x, w, p, p, backend="reference")
+
+
+def test_unavailable_backends_say_why():
+    for row in impls.backend_table():
+        if row["unavailable"]:
+            b = impls.BACKENDS[row["backend"]]
+            with pytest.raises(impls.BackendUnavailable, match=row["backend"]):
+                _registry.select(row["backend"], "acu", torch.zeros(1, 1, 2, 2, device=b.devices[0] if b.devices[0] == "cpu" else "cpu"))
+
+
+def test_auto_picks_the_first_capable_backend_in_order():
+    x64 = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    name, _ = _registry.select("auto", "njet", x64)
+    capable = [n for n in _registry.AUTO_ORDER if n in impls.BACKENDS
+               and impls.BACKENDS[n].refusal("njet", x64.device, x64.dtype) is None]
+    assert name == capable[0]
+
+
+def test_auto_refuses_when_nothing_can_run():
+    x = torch.zeros(1, 1, 3, 3, dtype=torch.float16)  # no CPU backend runs float16
+    with pytest.raises(impls.BackendUnavailable, match="no backend runs acu"):
+        _registry.select("auto", "acu", x)
