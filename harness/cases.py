@@ -174,15 +174,27 @@ def _default():
 
 
 def _paper():
-    """DAU IJCV section 4.4: K = 2 units, displacements up to 4 px (9 x 9 standard kernel),
-    192 output channels, 32 x 32 input.  S = 64 and N = 8 are our choice for the middle layer
-    of a 3-layer network; the harness's speed sweeps (issue 6) vary the displacement and K."""
-    return [
-        Case("paper", "dau", n=8, s=64, f=192, h=32, w=32, k=2, sigma=0.5, spread=4.0, radius=2, seed=30),
-        Case("paper", "acu", n=8, s=64, f=192, h=32, w=32, k=9, spread=1.5, seed=31),
-        Case("paper", "njet", n=8, s=64, f=192, h=32, w=32, order=2, sigma=1.0, seed=32),
-        Case("paper", "dau_gauss", n=8, s=64, f=192, h=32, w=32, k=2, sigma=0.5, spread=2.0, radius=4, seed=33),
+    """DAU IJCV section 4.4: K = 2 units, displacements up to 4 px (a 9 x 9 standard kernel),
+    192 output channels, 32 x 32 input.  N = 8 and S = 64 are our choice, as for the middle layer
+    of a 3-layer network on 32 x 32 images.  Sweeps (smaller N, S, F so that the whole grid runs
+    on a 2-core CPU): the maximum displacement (standard kernel side 5 to 33) and K (1 to 6) for
+    DAU, the number of synapses and their spread for ACU, sigma and order for N-Jet."""
+    main = dict(n=8, s=64, f=192, h=32, w=32)
+    small = dict(n=2, s=32, f=64, h=32, w=32)
+    out = [
+        Case("paper", "dau", **main, k=2, sigma=0.5, spread=4.0, radius=2, seed=30),
+        Case("paper", "acu", **main, k=9, spread=1.5, seed=31),
+        Case("paper", "njet", **main, order=2, sigma=1.0, seed=32),
+        Case("paper", "dau_gauss", **main, k=2, sigma=0.5, spread=2.0, radius=4, seed=33),
     ]
+    out += [Case(f"side{2 * d + 1}", "dau", **small, k=2, sigma=0.5, spread=d - 1e-3, radius=2, seed=40 + d)
+            for d in range(2, 17, 2)]
+    out += [Case(f"k{k}", "dau", **small, k=k, sigma=0.5, spread=4 - 1e-3, radius=2, seed=60 + k) for k in range(1, 7)]
+    out += [Case(f"syn{k}", "acu", **small, k=k, spread=1.5, seed=70 + k) for k in (4, 9, 16, 25)]
+    out += [Case(f"spread{sp:g}", "acu", **small, k=9, spread=sp, seed=80 + i) for i, sp in enumerate((3.0, 6.0))]
+    out += [Case(f"sigma{sg:g}", "njet", **small, order=2, sigma=sg, seed=90 + i) for i, sg in enumerate((0.5, 1.0, 2.0, 3.0))]
+    out += [Case(f"order{o}", "njet", **small, order=o, sigma=1.5, seed=95 + o) for o in (1, 2, 3, 4)]
+    return out
 
 
 GRIDS = {

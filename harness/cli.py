@@ -2,6 +2,7 @@
 
     rfbench backends                       the registry: what each backend runs, why not
     rfbench matrix [--grid smoke] ...      correctness matrix vs the float64 reference
+    rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up, gamma
 """
 import argparse
 import random
@@ -10,7 +11,7 @@ import time
 
 import impls
 
-from . import cases, results, runner
+from . import bench, cases, results, runner
 
 
 def _progress(i, total, start=[None]):  # noqa: B006 - keeps the start time between calls
@@ -53,6 +54,21 @@ def cmd_matrix(args):
     return 1 if bad else 0
 
 
+def cmd_bench(args):
+    grid = cases.grid(args.grid, args.layers)
+    backends = args.backends or [b for b in impls.BACKENDS if b != "reference"]
+    if bench.BASELINE not in backends:
+        backends = [bench.BASELINE] + backends
+    print(f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
+          f"{args.dtype} on {args.device}, results in {args.out}/{bench.RESULTS}")
+    rows, done = bench.sweep(grid, backends, args.device, args.dtype, args.out, args.seed, args.reps, args.threads,
+                             _progress, args.budget)
+    if done:
+        print(f"resumed: {done} groups were already measured in {args.out}/{bench.RESULTS}")
+    print(bench.format_table(rows))
+    return 0
+
+
 def parser():
     p = argparse.ArgumentParser(prog="rfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -66,6 +82,18 @@ def parser():
     m.add_argument("--seed", type=int, help="data seed (default: fresh, printed)")
     m.add_argument("--out", help="append result rows to this JSON-lines file")
     m.set_defaults(fn=cmd_matrix)
+    b = sub.add_parser("bench", help="speed sweep with the theoretical speed-up (appends JSON lines, resumable)")
+    b.add_argument("--grid", default="paper", choices=sorted(cases.GRIDS))
+    b.add_argument("--layers", nargs="+", choices=["dau", "dau_gauss", "acu", "njet"])
+    b.add_argument("--backends", nargs="+", choices=list(impls.BACKENDS))
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    b.add_argument("--dtype", default="float32", choices=list(runner.DTYPES))
+    b.add_argument("--out", default="results", help="folder of bench.jsonl (rerun with the same folder to resume)")
+    b.add_argument("--reps", type=int, default=5, help="timed repetitions per backend (after warm-up)")
+    b.add_argument("--budget", type=float, default=20.0, help="seconds per group after which repetitions stop (>= 3 kept)")
+    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    b.add_argument("--seed", type=int, default=0)
+    b.set_defaults(fn=cmd_bench)
     return p
 
 

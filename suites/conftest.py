@@ -12,6 +12,13 @@ def pytest_addoption(parser):
     parser.addoption("--grid", default="smoke", help="case grid of the correctness matrix (smoke, default, paper, full)")
 
 
+def pytest_ignore_collect(collection_path, config):
+    """The speed benchmarks run only when asked for by path (``pytest suites/benchmarks``)."""
+    if collection_path.name == "benchmarks" and not any("benchmarks" in str(a) for a in config.args):
+        return True
+    return None
+
+
 def pytest_report_header(config):
     return f"rfbench: seed {SEED} (replay with RFBENCH_SEED={SEED}), matrix grid {config.getoption('--grid')}"
 

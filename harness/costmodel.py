@@ -1,0 +1,115 @@
+"""Cost models of SPEC.md section 8: multiply-accumulates (MACs) and minimal memory traffic
+per layer, algorithm and pass; the paper's and the model's theoretical speed-up.
+
+``P = N Ho Wo`` output positions.  "naive" is the materialised kernel of side ``kh x kw``
+(what ``torch-naive`` builds in that run); "efficient" is each paper's algorithm as the
+efficient backends implement it (blur then shift for DAU, shift then 1x1 products for ACU,
+separable basis then mixing for N-Jet).  Backward counts are the passes those backends perform:
+
+- dau: input gradient (scatter ``4PFSK`` + adjoint blur), weight (``4PFSK``), displacement
+  (two bilinear derivatives, ``8PFSK``), sigma (``4PFSK`` + two extra separable blurs for
+  ``dG/dsigma``; Eq. 16 adds two more for ``Dx, Dy``).
+- acu: 1x1 products for input, weight and position gradients (``3PFSK``) and the bilinear
+  passes (shift for the weight gradient, scatter for the input, two derivatives: ``16PSKG``).
+- njet: mixing for input and alpha (``2PFSJ``) and twice the separable basis (input gradient
+  and the sigma chain through the 1-D taps).
+"""
+import math
+
+import torch
+
+from impls import _math
+
+PASSES = ("forward", "backward", "forward+backward")
+
+
+def _dims(case):
+    n, f_, ho, wo = case.out_shape()
+    return n, case.s, f_, case.h, case.w, ho, wo, n * ho * wo
+
+
+def naive_kernel(case, arrays):
+    """Side ``(kh, kw)`` of the dense kernel ``torch-naive`` materialises for these parameters."""
+    if case.layer in ("dau_gauss", "njet"):
+        side = 2 * case.resolved_radius() + 1
+        return side, side
+    if case.layer == "dau":
+        fy, fx = (torch.floor(torch.from_numpy(arrays[k])) for k in ("mu_y", "mu_x"))
+        reach = case.resolved_radius() + max(_math.reach(fy), _math.reach(fx))
+    else:
+        fy, fx = (torch.floor(torch.from_numpy(arrays[k])) for k in ("pos_y", "pos_x"))
+        reach = max(_math.reach(fy), _math.reach(fx))
+    n, s_, f_, h, w, ho, wo, _ = _dims(case)
+    rows, cols = _math.window(h, w, case.stride, ho, wo, reach)
+    return rows[1] - rows[0] + 1, cols[1] - cols[0] + 1
+
+
+def naive_macs(case, kernel, pass_):
+    """``P F S kh kw`` forward; backward twice that plus the chain ``F S K kh kw``."""
+    n, s_, f_, *_, p = _dims(case)
+    fwd = p * f_ * s_ * kernel[0] * kernel[1]
+    units = {"dau": case.k, "dau_gauss": case.k, "acu": case.k, "njet": _math.n_basis(case.order)}[case.layer]
+    bwd = 2 * fwd + f_ * s_ * units * kernel[0] * kernel[1]
+    return {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[pass_]
+
+
+def efficient_macs(case, pass_):
+    """MACs of the efficient algorithm (module docstring) for ``pass_``."""
+    n, s_, f_, h, w, ho, wo, p = _dims(case)
+    if case.layer == "dau":
+        rb = case.resolved_radius()
+        blur = n * h * w * s_ * 2 * (2 * rb + 1)
+        shift = 4 * p * f_ * s_ * case.k
+        fwd = shift + blur
+        bwd = 5 * shift + (3 + (2 if case.mu_grad == "gauss" else 0)) * blur
+    elif case.layer == "acu":
+        g = max(case.groups, 1)
+        interp = 4 * p * s_ * case.k * g
+        prod = p * f_ * s_ * case.k
+        fwd = interp + prod
+        bwd = 3 * prod + 4 * interp
+    elif case.layer == "njet":
+        r, j_ = case.resolved_radius(), _math.n_basis(case.order)
+        sep = n * h * wo * s_ * (case.order + 1) * (2 * r + 1) + p * s_ * j_ * (2 * r + 1)
+        mix = p * f_ * s_ * j_
+        fwd = sep + mix
+        bwd = 2 * mix + 2 * sep
+    else:  # dau_gauss has no efficient form: per-unit scales make the kernel non-separable
+        side = 2 * case.resolved_radius() + 1
+        return naive_macs(case, (side, side), pass_)
+    return {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[pass_]
+
+
+def paper_gamma(kn, k):
+    """DAU IJCV Eq. 17: ``gamma = Kn^2 / (4 K)`` for a standard ``Kn x Kn`` kernel and ``K`` units."""
+    return kn * kn / (4.0 * k)
+
+
+def standard_side(case, arrays):
+    """Side of the standard kernel covering the units' reach: ``2 ceil(max |mu|) + 1`` (dau, acu)."""
+    names = ("mu_x", "mu_y") if case.layer == "dau" else ("pos_x", "pos_y")
+    reach = max(float(abs(arrays[k]).max()) for k in names)
+    return 2 * math.ceil(reach) + 1
+
+
+def min_bytes(case, pass_, itemsize):
+    """Compulsory memory traffic: read inputs and parameters, write outputs (and the reverse for backward)."""
+    n, s_, f_, h, w, ho, wo, p = _dims(case)
+    units = {"dau": 3 * case.k, "dau_gauss": 3 * case.k, "acu": case.k, "njet": _math.n_basis(case.order)}[case.layer]
+    x, y, params = n * s_ * h * w, p * f_, f_ * s_ * units
+    fwd = x + params + y
+    bwd = y + x + params + x + params  # dy, x, params in; dx, dparams out
+    return itemsize * {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[pass_]
+
+
+def model(case, arrays, pass_):
+    """Everything the speed table needs about ``case`` and ``pass_`` -> dict."""
+    kernel = naive_kernel(case, arrays)
+    naive = naive_macs(case, kernel, pass_)
+    eff = efficient_macs(case, pass_)
+    out = {"kernel_naive": list(kernel), "macs_naive": naive, "macs_efficient": eff, "model_gamma": naive / eff,
+           "paper_gamma": None, "standard_side": None}
+    if case.layer in ("dau", "acu"):
+        side = standard_side(case, arrays)
+        out.update(standard_side=side, paper_gamma=paper_gamma(side, case.k))
+    return out

@@ -1,0 +1,113 @@
+"""Timers: one per device, interleaved across the implementations being compared.
+
+CPU: ``time.perf_counter`` around the call, torch's thread count fixed and recorded.
+CUDA: events on the current stream, an L2 flush (not timed) before each repetition,
+synchronisation before reading.  Warm-up by count and by time; raw samples kept; statistics
+are the median, p10, p90 and IQR/median, flagged when the IQR exceeds 10% of the median.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+NOISY = 0.10  # IQR / median above which a measurement is flagged
+
+
+@dataclass
+class Stats:
+    samples: list = field(default_factory=list)  # seconds
+
+    def summary(self):
+        s = np.asarray(self.samples, dtype=np.float64)
+        if s.size == 0:
+            return {"median_s": None, "p10_s": None, "p90_s": None, "iqr_rel": None, "noisy": None, "samples_s": []}
+        med = float(np.median(s))
+        iqr = float(np.percentile(s, 75) - np.percentile(s, 25))
+        return {
+            "median_s": med,
+            "p10_s": float(np.percentile(s, 10)),
+            "p90_s": float(np.percentile(s, 90)),
+            "iqr_rel": iqr / med if med > 0 else None,
+            "noisy": bool(med > 0 and iqr / med > NOISY),
+            "samples_s": [float(v) for v in s],
+        }
+
+
+class CpuTimer:
+    method = "perf_counter"
+
+    def __init__(self, threads=None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
+
+    def time(self, fn, setup=None):
+        """Seconds of one ``fn(state)`` call, ``state = setup()`` untimed."""
+        state = setup() if setup else None
+        t0 = time.perf_counter()
+        fn(state)
+        return time.perf_counter() - t0
+
+
+class CudaTimer:
+    method = "cuda-events"
+
+    def __init__(self, flush_mb=512):
+        self.threads = torch.get_num_threads()
+        self.flush = torch.empty(flush_mb * 2**20 // 4, dtype=torch.float32, device="cuda")
+
+    def time(self, fn, setup=None):
+        state = setup() if setup else None
+        self.flush.zero_()  # evict the L2 (not timed)
+        stream = torch.cuda.current_stream()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        fn(state)
+        end.record(stream)
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+
+def timer(device, threads=None):
+    return CudaTimer() if torch.device(device).type == "cuda" else CpuTimer(threads)
+
+
+def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
+    """Time each of ``fns`` (name -> ``(fn, setup)``) ``reps`` times, interleaved A B C A B C.
+
+    Warm-up: at least ``warmup`` calls each and ``warmup_s`` seconds in all (compilation and
+    autotuning land there).  ``budget_s`` stops adding repetitions once spent (at least 3 kept).
+    -> name -> ``Stats``.
+    """
+    t0 = time.perf_counter()
+    i = 0
+    while i < warmup or time.perf_counter() - t0 < warmup_s:
+        for fn, setup in fns.values():
+            tm.time(fn, setup)
+        i += 1
+        if i >= 50:
+            break
+    stats = {name: Stats() for name in fns}
+    t1 = time.perf_counter()
+    for r in range(reps):
+        for name, (fn, setup) in fns.items():
+            stats[name].samples.append(tm.time(fn, setup))
+        if budget_s is not None and r >= 2 and time.perf_counter() - t1 > budget_s:
+            break
+    return stats
+
+
+def peaks(device, dtype=torch.float32, seconds=1.0):
+    """Measured peaks of this device in this run: MAC/s of a large matrix product and bytes/s
+    of a large copy (read + write). -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
+    tm = timer(device)
+    n = 4096 if torch.device(device).type == "cuda" else 2048
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    src = torch.empty(2**26 // dtype.itemsize * 4, dtype=dtype, device=device).normal_()
+    dst = torch.empty_like(src)
+    st = interleaved(tm, {"mm": (lambda _: torch.mm(a, b), None), "copy": (lambda _: dst.copy_(src), None)},
+                     reps=7, warmup=2, warmup_s=min(0.2, seconds))
+    mm, cp = min(st["mm"].samples), min(st["copy"].samples)  # the best run: a peak, not a typical time
+    return {"peak_macs": n**3 / mm, "peak_bytes": 2 * src.numel() * src.element_size() / cp}
