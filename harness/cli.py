@@ -3,6 +3,9 @@
     rfbench backends                       the registry: what each backend runs, why not
     rfbench matrix [--grid smoke] ...      correctness matrix vs the float64 reference
     rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up, gamma
+    rfbench report RESULTS... [--out DIR]  report.md, report.html (figures embedded), summary.csv
+    rfbench compare A B                    two results files side by side, regressions flagged
+    rfbench all [--out DIR]                matrix + paper benchmark + DAU studies + report
 """
 import argparse
 import random
@@ -11,7 +14,7 @@ import time
 
 import impls
 
-from . import bench, cases, results, runner
+from . import analysis, bench, cases, report, results, runner
 
 
 def _progress(i, total, start=[None]):  # noqa: B006 - keeps the start time between calls
@@ -69,6 +72,46 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_report(args):
+    path = report.write(args.results, args.out)
+    print(f"report: {path} (and report.html, summary.csv beside it)")
+    return 0
+
+
+def cmd_compare(args):
+    table = report.compare(args.a, args.b)
+    if table.empty:
+        print("no speed rows in common")
+        return 1
+    with __import__("pandas").option_context("display.width", 200, "display.max_rows", None):
+        print(table[["layer", "case", "pass", "backend", "device", "median_s_a", "median_s_b", "ratio_b_over_a",
+                     "threshold", "verdict"]].to_string(index=False))
+    regressions = int((table["verdict"] == "REGRESSION").sum())
+    print(f"{regressions} regression(s) beyond the measured noise, {len(table)} rows compared")
+    return 1 if regressions else 0
+
+
+def cmd_all(args):
+    import os
+
+    os.makedirs(args.out, exist_ok=True)
+    matrix_path = os.path.join(args.out, "matrix.jsonl")
+    if os.path.exists(matrix_path):
+        os.remove(matrix_path)
+    status = cmd_matrix(argparse.Namespace(grid=args.matrix_grid, layers=None, backends=None,
+                                           dtypes=["float32", "float64"], device="all", seed=args.seed, out=matrix_path))
+    study = os.path.join(args.out, "analysis.jsonl")
+    if os.path.exists(study):
+        os.remove(study)
+    results.append(study, analysis.rows(args.seed or 0))
+    cmd_bench(argparse.Namespace(grid=args.bench_grid, layers=None, backends=None, device=args.device,
+                                 dtype="float32", out=args.out, reps=args.reps, budget=args.budget, threads=None,
+                                 seed=args.seed or 0))
+    path = report.write([matrix_path, study, os.path.join(args.out, bench.RESULTS)], args.out)
+    print(f"report: {path}")
+    return status
+
+
 def parser():
     p = argparse.ArgumentParser(prog="rfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +137,23 @@ def parser():
     b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(fn=cmd_bench)
+    r = sub.add_parser("report", help="write report.md / report.html / summary.csv from results files")
+    r.add_argument("results", nargs="+")
+    r.add_argument("--out", default="report")
+    r.set_defaults(fn=cmd_report)
+    c = sub.add_parser("compare", help="compare the speed rows of two results files")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.set_defaults(fn=cmd_compare)
+    a = sub.add_parser("all", help="matrix + paper benchmark + DAU studies + report (the main job)")
+    a.add_argument("--out", default="results/all", help="folder of the results files and the report")
+    a.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the benchmark")
+    a.add_argument("--matrix-grid", default="default", choices=sorted(cases.GRIDS))
+    a.add_argument("--bench-grid", default="paper", choices=sorted(cases.GRIDS))
+    a.add_argument("--reps", type=int, default=5)
+    a.add_argument("--budget", type=float, default=20.0)
+    a.add_argument("--seed", type=int)
+    a.set_defaults(fn=cmd_all)
     return p
 
 

@@ -5,6 +5,7 @@ CUDA: events on the current stream, an L2 flush (not timed) before each repetiti
 synchronisation before reading.  Warm-up by count and by time; raw samples kept; statistics
 are the median, p10, p90 and IQR/median, flagged when the IQR exceeds 10% of the median.
 """
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -98,9 +99,10 @@ def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
     return stats
 
 
+@functools.lru_cache(maxsize=None)
 def peaks(device, dtype=torch.float32, seconds=1.0):
     """Measured peaks of this device in this run: MAC/s of a large matrix product and bytes/s
-    of a large copy (read + write). -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
+    of a large copy (read + write), once per process. -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
     tm = timer(device)
     n = 4096 if torch.device(device).type == "cuda" else 2048
     a = torch.randn(n, n, dtype=dtype, device=device)
