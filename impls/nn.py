@@ -1,0 +1,526 @@
+"""Trainable layers over the functional API, and the papers' training helpers.
+
+Modules (drop-in for ``nn.Conv2d`` in shape: ``Ho = ceil(H / stride)``, "same" at stride 1):
+
+- ``DAUConv2d``       DAU, efficient form (SPEC section 2): ``weight, mu_x, mu_y [F,S,K]``, one ``sigma``.
+- ``DAUGaussConv2d``  DAU with per-unit Gaussian kernels (SPEC section 3): ``sigma [F,S,K]``, fixed radius.
+- ``ACUConv2d``       active convolution (SPEC section 4): ``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]``.
+- ``NJetConv2d``      Gaussian-derivative basis with learned scale (SPEC section 5): ``alpha [F,S,J]``, one ``sigma``.
+
+Every scale is stored as ``log_sigma`` (``sigma = exp(log_sigma)``, so it stays positive
+whatever the optimiser does); it is a Parameter when learned and a buffer otherwise, so the
+state_dict keys do not depend on ``learn_sigma``.
+
+Helpers (small functions, composable with any optimiser):
+
+- ``normalized_grad``, ``zero_center``: the ACU position-gradient transforms (ACU Eq. 15-16,
+  fixed centre), applied by ``ACUConv2d`` as a gradient hook on its stacked positions.
+- ``freeze_positions``, ``PositionWarmup``: ACU warm-up with frozen positions.
+- ``param_groups``: optimiser groups with a displacement learning-rate factor, no weight decay
+  on displacements and scales.
+- ``safe_subsample``: N-Jet safe subsampling (SPEC section 5).
+- ``prune_units``, ``shrink_units``: DAU unit pruning by relative weight (DAU IJCV Table 2).
+"""
+import math
+
+import torch
+import torch.nn.functional as tnf
+from torch import nn
+
+from . import acu_conv2d, dau_conv2d, dau_gauss_conv2d, njet_conv2d
+from ._math import n_basis
+
+__all__ = [
+    "ACUConv2d",
+    "DAUConv2d",
+    "DAUGaussConv2d",
+    "NJetConv2d",
+    "PositionWarmup",
+    "freeze_positions",
+    "normalized_grad",
+    "param_groups",
+    "prune_units",
+    "safe_subsample",
+    "shrink_units",
+    "zero_center",
+]
+
+MU_RANGE = 1.5  # DAU IJCV section 5.2: displacements initialised uniformly in [-1.5, 1.5]
+
+
+# ---------------------------------------------------------------- initialisation
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"argument '{name}' expected an int >= {low}, got {value!r}")
+    return value
+
+
+def _check_pos(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"argument '{name}' expected a finite real > 0, got {value!r}")
+    return float(value)
+
+
+def _check_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"argument '{name}' expected one of {options}, got {value!r}")
+    return value
+
+
+def glorot_(w):
+    """Glorot-uniform fill of unit weights ``w [F,S,K]`` (fan_in ``S K``, fan_out ``F K``), in place."""
+    f_, s_, k_ = w.shape
+    bound = math.sqrt(6.0 / (s_ * k_ + f_ * k_))
+    with torch.no_grad():
+        return w.uniform_(-bound, bound)
+
+
+def grid_offsets(k, half=MU_RANGE):
+    """``k`` points row-major on the smallest near-square grid spanning ``[-half, half]``. -> ``(x, y)`` lists.
+
+    ``cols = ceil(sqrt(k))``, ``rows = ceil(k / cols)``; a single row or column sits at 0.
+    """
+    cols = math.ceil(math.sqrt(k))
+    rows = math.ceil(k / cols)
+
+    def line(n):
+        return [0.0] if n == 1 else [-half + 2 * half * i / (n - 1) for i in range(n)]
+
+    pts = [(u, t) for t in line(rows) for u in line(cols)][:k]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def init_mu_(mu_x, mu_y, mode):
+    """DAU displacements ``[F,S,K]``: ``"uniform"`` in ``[-1.5, 1.5]`` (IJCV 5.2) or ``"grid"`` (same grid for
+    every ``(f, s)``, see ``grid_offsets``), in place."""
+    with torch.no_grad():
+        if mode == "uniform":
+            mu_x.uniform_(-MU_RANGE, MU_RANGE)
+            mu_y.uniform_(-MU_RANGE, MU_RANGE)
+        else:
+            gx, gy = grid_offsets(mu_x.shape[-1])
+            mu_x.copy_(torch.tensor(gx, dtype=mu_x.dtype).expand(mu_x.shape))
+            mu_y.copy_(torch.tensor(gy, dtype=mu_y.dtype).expand(mu_y.shape))
+
+
+def acu_offsets(k, init):
+    """Initial ACU synapse positions -> ``(x, y, center)``; ``center`` is the index of the synapse at ``(0, 0)``.
+
+    ``"grid3x3"``: the nine points ``{-1,0,1}^2`` row-major (a 3x3 convolution with ``weight`` reshaped
+    row-major, SPEC section 4), centre index 4. ``"circle"``: the centre first, then ``k - 1`` points on the
+    unit circle at angles ``2 pi i / (k - 1)`` starting at ``+x``; centre index 0.
+    """
+    if init == "grid3x3":
+        if k != 9:
+            raise ValueError(f"argument 'synapses' expected 9 for init='grid3x3', got {k}")
+        return [float(u) for t in (-1, 0, 1) for u in (-1, 0, 1)], [float(t) for t in (-1, 0, 1) for u in (-1, 0, 1)], 4
+    ang = [2 * math.pi * i / (k - 1) for i in range(k - 1)]
+    return [0.0] + [math.cos(a) for a in ang], [0.0] + [math.sin(a) for a in ang], 0
+
+
+def _scale(module, value, shape, learn, kw):
+    """Register ``log_sigma`` (Parameter if ``learn`` else buffer) of ``shape``, filled with ``log(value)``."""
+    t = torch.full(shape, math.log(value), **kw)
+    if learn:
+        module.log_sigma = nn.Parameter(t)
+    else:
+        module.register_buffer("log_sigma", t)
+
+
+def _bias(module, flag, f_, kw):
+    if flag:
+        module.bias = nn.Parameter(torch.empty(f_, **kw))
+    else:
+        module.register_parameter("bias", None)
+
+
+# ---------------------------------------------------------------- modules
+
+
+class DAUConv2d(nn.Module):
+    """DAU convolution, efficient form (SPEC section 2; DAU IJCV Eq. 13-14).
+
+    ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
+
+    Parameters: ``weight [F,S,K]`` (Glorot), ``mu_x, mu_y [F,S,K]`` (pixels; ``mu_init="uniform"`` in
+    ``[-1.5, 1.5]``, IJCV 5.2, or ``"grid"``), ``log_sigma`` 0-d (``sigma = exp(log_sigma)``; a Parameter
+    only if ``learn_sigma``), ``bias [F]`` (zeros). Buffer ``unit_mask [F,S,K]`` (bool): units cleared by
+    ``prune_units`` read weight 0. ``blur_radius`` None means ``ceil(3 sigma)`` of the current sigma.
+    """
+
+    def __init__(self, in_channels, out_channels, units=2, sigma=0.5, stride=1, bias=True, mu_init="uniform",
+                 mu_grad="exact", learn_sigma=False, blur_radius=None, backend="auto", device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.out_channels = _check_int("out_channels", out_channels, 1)
+        self.units = _check_int("units", units, 1)
+        self.init_sigma = _check_pos("sigma", sigma)
+        self.stride = _check_int("stride", stride, 1)
+        self.mu_init = _check_choice("mu_init", mu_init, ("uniform", "grid"))
+        self.mu_grad = _check_choice("mu_grad", mu_grad, ("exact", "gauss"))
+        self.blur_radius = None if blur_radius is None else _check_int("blur_radius", blur_radius, 0)
+        self.backend = backend
+        shape = (out_channels, in_channels, units)
+        self.weight = nn.Parameter(torch.empty(shape, **kw))
+        self.mu_x = nn.Parameter(torch.empty(shape, **kw))
+        self.mu_y = nn.Parameter(torch.empty(shape, **kw))
+        _scale(self, self.init_sigma, (), learn_sigma, kw)
+        _bias(self, bias, out_channels, kw)
+        self.register_buffer("unit_mask", torch.ones(shape, dtype=torch.bool, device=device))
+        self.reset_parameters()
+
+    @property
+    def sigma(self):
+        return self.log_sigma.exp()
+
+    def reset_parameters(self):
+        glorot_(self.weight)
+        init_mu_(self.mu_x, self.mu_y, self.mu_init)
+        with torch.no_grad():
+            self.log_sigma.fill_(math.log(self.init_sigma))
+            self.unit_mask.fill_(True)
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def forward(self, x):
+        w = torch.where(self.unit_mask, self.weight, 0)
+        return dau_conv2d(x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride,
+                          blur_radius=self.blur_radius, mu_grad=self.mu_grad, backend=self.backend)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, units={self.units}, sigma={float(self.sigma.detach()):.4g}, "
+                f"stride={self.stride}, bias={self.bias is not None}, mu_grad={self.mu_grad!r}, "
+                f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}")
+
+
+class DAUGaussConv2d(nn.Module):
+    """DAU with one Gaussian kernel per unit (SPEC section 3; DAU IJCV Eq. 2-4).
+
+    ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``; kernels of side ``2 radius + 1``.
+
+    Parameters: ``weight, mu_x, mu_y [F,S,K]`` as ``DAUConv2d``; ``log_sigma [F,S,K]`` (per-unit
+    ``sigma = exp(log_sigma)``; a Parameter if ``learn_sigma``); ``bias [F]``. ``radius`` is fixed at
+    construction: default ``ceil(1.5 + 3 sigma)`` (the initial displacement range plus 3 sigma).
+    """
+
+    def __init__(self, in_channels, out_channels, units=2, sigma=0.5, radius=None, stride=1, bias=True,
+                 mu_init="uniform", learn_sigma=True, backend="auto", device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.out_channels = _check_int("out_channels", out_channels, 1)
+        self.units = _check_int("units", units, 1)
+        self.init_sigma = _check_pos("sigma", sigma)
+        self.radius = math.ceil(MU_RANGE + 3 * self.init_sigma) if radius is None else _check_int("radius", radius, 0)
+        self.stride = _check_int("stride", stride, 1)
+        self.mu_init = _check_choice("mu_init", mu_init, ("uniform", "grid"))
+        self.backend = backend
+        shape = (out_channels, in_channels, units)
+        self.weight = nn.Parameter(torch.empty(shape, **kw))
+        self.mu_x = nn.Parameter(torch.empty(shape, **kw))
+        self.mu_y = nn.Parameter(torch.empty(shape, **kw))
+        _scale(self, self.init_sigma, shape, learn_sigma, kw)
+        _bias(self, bias, out_channels, kw)
+        self.register_buffer("unit_mask", torch.ones(shape, dtype=torch.bool, device=device))
+        self.reset_parameters()
+
+    @property
+    def sigma(self):
+        return self.log_sigma.exp()
+
+    reset_parameters = DAUConv2d.reset_parameters
+
+    def forward(self, x):
+        w = torch.where(self.unit_mask, self.weight, 0)
+        return dau_gauss_conv2d(x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius,
+                                stride=self.stride, backend=self.backend)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, units={self.units}, radius={self.radius}, "
+                f"sigma_init={self.init_sigma:.4g}, stride={self.stride}, bias={self.bias is not None}, "
+                f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}")
+
+
+class ACUConv2d(nn.Module):
+    """Active convolution unit (SPEC section 4; ACU Eq. 3-5).
+
+    ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
+
+    Parameters: ``weight [F,S,K]`` (uniform ``+-1/sqrt(S K)`` as ``nn.Conv2d``), ``pos_x, pos_y`` ``[K]``
+    (``position_groups=1``) or ``[P,K]`` (see ``acu_offsets`` for ``init``), ``bias [F]`` (as ``nn.Conv2d``).
+
+    Training (ACU sections 2.5-2.7), applied by a gradient hook on the stacked positions, so any optimiser
+    sees the transformed gradient: ``normalize_grad`` divides each synapse's ``(gx, gy)`` by its norm
+    (``normalized_grad``); ``fixed_center`` keeps synapse ``self.center`` (the one at ``(0, 0)``: index 4 of
+    the 3x3 grid, 0 of the circle) at the origin with zero gradient (``zero_center``).
+    """
+
+    def __init__(self, in_channels, out_channels, synapses=9, init="grid3x3", fixed_center=True, position_groups=1,
+                 stride=1, bias=True, normalize_grad=True, backend="auto", device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.out_channels = _check_int("out_channels", out_channels, 1)
+        self.synapses = _check_int("synapses", synapses, 1)
+        self.init = _check_choice("init", init, ("grid3x3", "circle"))
+        self.position_groups = _check_int("position_groups", position_groups, 1)
+        if out_channels % position_groups:
+            raise ValueError(f"argument 'position_groups' expected a divisor of out_channels={out_channels}, "
+                             f"got {position_groups}")
+        self.stride = _check_int("stride", stride, 1)
+        self.fixed_center = bool(fixed_center)
+        self.normalize_grad = bool(normalize_grad)
+        self.backend = backend
+        self.center = acu_offsets(synapses, init)[2]
+        pshape = (synapses,) if position_groups == 1 else (position_groups, synapses)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, synapses, **kw))
+        self.pos_x = nn.Parameter(torch.empty(pshape, **kw))
+        self.pos_y = nn.Parameter(torch.empty(pshape, **kw))
+        _bias(self, bias, out_channels, kw)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1 / math.sqrt(self.in_channels * self.synapses)
+        gx, gy, _ = acu_offsets(self.synapses, self.init)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                self.bias.uniform_(-bound, bound)
+            self.pos_x.copy_(torch.tensor(gx, dtype=self.pos_x.dtype).expand(self.pos_x.shape))
+            self.pos_y.copy_(torch.tensor(gy, dtype=self.pos_y.dtype).expand(self.pos_y.shape))
+
+    def _grad_hook(self, g):
+        """``g [2, ..., K]``: gradient of the stacked ``(pos_x, pos_y)``."""
+        if self.normalize_grad:
+            g = normalized_grad(g)
+        if self.fixed_center:
+            g = zero_center(g, self.center)
+        return g
+
+    def positions(self):
+        """``(pos_x, pos_y)`` with the training hook attached when they require grad."""
+        px, py = self.pos_x, self.pos_y
+        if (self.normalize_grad or self.fixed_center) and torch.is_grad_enabled() and px.requires_grad:
+            pos = torch.stack((px, py))
+            pos.register_hook(self._grad_hook)
+            px, py = pos[0], pos[1]
+        return px, py
+
+    def forward(self, x):
+        px, py = self.positions()
+        return acu_conv2d(x, self.weight, px, py, self.bias, stride=self.stride, backend=self.backend)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, synapses={self.synapses}, init={self.init!r}, "
+                f"fixed_center={self.fixed_center}, position_groups={self.position_groups}, stride={self.stride}, "
+                f"bias={self.bias is not None}, normalize_grad={self.normalize_grad}, backend={self.backend!r}")
+
+
+class NJetConv2d(nn.Module):
+    """N-Jet: Gaussian-derivative basis up to ``order`` with a learned scale (SPEC section 5).
+
+    ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
+
+    Parameters: ``alpha [F,S,J]``, ``J = (order+1)(order+2)/2``, normal with std ``sqrt(2 / (S J))``
+    (fan-in scaled); ``log_sigma`` 0-d (``sigma = exp(log_sigma)``, initially ``sigma``; a Parameter if
+    ``learn_sigma``); ``bias [F]`` (zeros). ``radius`` None means ``ceil(extent sigma)`` of the current sigma.
+    """
+
+    def __init__(self, in_channels, out_channels, order=2, sigma=1.0, extent=2.0, learn_sigma=True, stride=1,
+                 bias=True, radius=None, backend="auto", device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.in_channels = _check_int("in_channels", in_channels, 1)
+        self.out_channels = _check_int("out_channels", out_channels, 1)
+        self.order = _check_int("order", order, 0)
+        self.init_sigma = _check_pos("sigma", sigma)
+        self.extent = _check_pos("extent", extent)
+        self.radius = None if radius is None else _check_int("radius", radius, 0)
+        self.stride = _check_int("stride", stride, 1)
+        self.backend = backend
+        self.alpha = nn.Parameter(torch.empty(out_channels, in_channels, n_basis(order), **kw))
+        _scale(self, self.init_sigma, (), learn_sigma, kw)
+        _bias(self, bias, out_channels, kw)
+        self.reset_parameters()
+
+    @property
+    def sigma(self):
+        return self.log_sigma.exp()
+
+    def reset_parameters(self):
+        with torch.no_grad():
+            self.alpha.normal_(0.0, math.sqrt(2.0 / (self.in_channels * self.alpha.shape[2])))
+            self.log_sigma.fill_(math.log(self.init_sigma))
+            if self.bias is not None:
+                self.bias.zero_()
+
+    def forward(self, x):
+        return njet_conv2d(x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent,
+                           radius=self.radius, stride=self.stride, backend=self.backend)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, order={self.order}, sigma={float(self.sigma.detach()):.4g}, "
+                f"extent={self.extent:g}, stride={self.stride}, bias={self.bias is not None}, "
+                f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}")
+
+
+# ---------------------------------------------------------------- ACU training helpers
+
+
+def normalized_grad(g):
+    """ACU normalised position gradient (ACU Eq. 15-16), per synapse: ``g / sqrt(gx^2 + gy^2)``.
+
+    ``g [2, ...]``: ``g[0]`` the x gradient, ``g[1]`` the y gradient. A synapse whose gradient is zero
+    keeps a zero gradient. -> same shape.
+    """
+    norm = torch.hypot(g[0], g[1])  # hypot: no underflow for tiny gradients
+    return torch.where(norm > 0, g / torch.where(norm > 0, norm, 1), 0)
+
+
+def zero_center(g, index):
+    """Zero the gradient of synapse ``index`` (last axis) of ``g [..., K]``: the fixed centre. -> same shape."""
+    keep = torch.ones(g.shape[-1], dtype=torch.bool, device=g.device)
+    keep[index] = False
+    return torch.where(keep, g, 0)
+
+
+def _acu_layers(model):
+    return [m for m in model.modules() if isinstance(m, ACUConv2d)]
+
+
+def freeze_positions(model, frozen=True):
+    """Freeze (or release) the positions of every ACU layer of ``model``: toggles ``requires_grad`` and
+    drops stale gradients, so optimisers skip them (no momentum or weight-decay step either)."""
+    for m in _acu_layers(model):
+        for p in (m.pos_x, m.pos_y):
+            p.requires_grad_(not frozen)
+            if frozen:
+                p.grad = None
+
+
+class PositionWarmup:
+    """ACU warm-up: positions frozen for the first ``steps`` optimiser steps, then learned.
+
+    Call ``step()`` after each ``optimizer.step()``. ``frozen`` tells the current state.
+    """
+
+    def __init__(self, model, steps):
+        self.model, self.steps, self.count = model, _check_int("steps", steps, 0), 0
+        self._apply()
+
+    @property
+    def frozen(self):
+        return self.count < self.steps
+
+    def _apply(self):
+        freeze_positions(self.model, self.frozen)
+
+    def step(self):
+        self.count += 1
+        if self.count == self.steps:
+            self._apply()
+
+
+# ---------------------------------------------------------------- optimiser groups
+
+
+def param_groups(model, lr, mu_lr_factor=1.0, weight_decay=0.0):
+    """Optimiser parameter groups for a model holding DAU / ACU / N-Jet layers.
+
+    - ``"displacements"``: DAU ``mu_x, mu_y`` and ACU ``pos_x, pos_y``; ``lr * mu_lr_factor``, no weight decay.
+    - ``"scales"``: every ``log_sigma`` that is a Parameter; ``lr``, no weight decay.
+    - ``"weights"``: all other parameters; ``lr``, ``weight_decay``.
+
+    Empty groups are left out. -> list of dicts for ``torch.optim`` (the extra ``"name"`` key is kept).
+    """
+    disp, scales = [], []
+    for m in model.modules():
+        if isinstance(m, (DAUConv2d, DAUGaussConv2d)):
+            disp += [m.mu_x, m.mu_y]
+        elif isinstance(m, ACUConv2d):
+            disp += [m.pos_x, m.pos_y]
+        if isinstance(getattr(m, "log_sigma", None), nn.Parameter):
+            scales.append(m.log_sigma)
+    taken = {id(p) for p in disp + scales}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    groups = [
+        {"name": "weights", "params": rest, "lr": lr, "weight_decay": weight_decay},
+        {"name": "displacements", "params": disp, "lr": lr * mu_lr_factor, "weight_decay": 0.0},
+        {"name": "scales", "params": scales, "lr": lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+# ---------------------------------------------------------------- N-Jet
+
+
+def safe_subsample(y, sigma, r=4):
+    """N-Jet safe subsampling (N-Jet section IV; SPEC section 5).
+
+    ``y [N, C, H, W]`` -> ``[N, C, h, w]`` with ``h = max(1, round(H * 2^(-sigma / r)))`` (likewise ``w``),
+    bilinear, ``align_corners=False``. ``sigma``: float or one-element tensor (its value only; no gradient
+    flows through a size). ``round`` is Python's (ties to even).
+    """
+    r = _check_pos("r", r)
+    sigma = sigma.detach() if isinstance(sigma, torch.Tensor) else sigma
+    f = 2.0 ** (-float(sigma) / r)
+    size = tuple(max(1, round(n * f)) for n in y.shape[-2:])
+    return tnf.interpolate(y, size=size, mode="bilinear", align_corners=False)
+
+
+# ---------------------------------------------------------------- DAU pruning
+
+
+def _dau_layers(model):
+    return [m for m in model.modules() if isinstance(m, (DAUConv2d, DAUGaussConv2d))]
+
+
+def prune_units(model, threshold, shrink=False):
+    """Remove DAU units with small weights (DAU IJCV Table 2), per layer.
+
+    In each DAU layer of ``model`` (or ``model`` itself), a live unit ``(f, s, k)`` is removed when
+    ``|weight| < threshold * max |weight|`` over the layer's live units. Removal zeroes its weight and clears
+    ``unit_mask``; the forward reads masked weights, so a removed unit gets no gradient and stays removed.
+    With ``shrink=True`` the layers are then passed to ``shrink_units`` (rebuild the optimiser after it).
+    -> number of units removed by this call (entries of ``[F,S,K]``).
+    """
+    removed = 0
+    for m in _dau_layers(model):
+        with torch.no_grad():
+            mag = torch.where(m.unit_mask, m.weight.abs(), 0)
+            drop = m.unit_mask & (mag < threshold * mag.max())
+            m.unit_mask &= ~drop
+            m.weight.masked_fill_(drop, 0)
+        removed += int(drop.sum())
+        if shrink:
+            shrink_units(m)
+    return removed
+
+
+def shrink_units(layer):
+    """Drop unit slots ``k`` removed for every ``(f, s)`` from a DAU layer: ``K`` shrinks (at least 1 slot kept).
+
+    Parameters and ``unit_mask`` are replaced by new, smaller tensors (same ``requires_grad``), so existing
+    optimisers no longer hold them. -> number of slots dropped.
+    """
+    keep = layer.unit_mask.any(dim=(0, 1))
+    if bool(keep.all()):
+        return 0
+    if not bool(keep.any()):
+        keep[0] = True
+    for name in ("weight", "mu_x", "mu_y", "log_sigma"):
+        t = getattr(layer, name)
+        if t.dim() != 3:
+            continue
+        new = t.detach()[:, :, keep].clone()
+        if isinstance(t, nn.Parameter):
+            setattr(layer, name, nn.Parameter(new, requires_grad=t.requires_grad))
+        else:
+            setattr(layer, name, new)
+    layer.unit_mask = layer.unit_mask[:, :, keep].clone()
+    dropped = layer.units - int(keep.sum())
+    layer.units = int(keep.sum())
+    return dropped
