@@ -108,6 +108,24 @@ BACKENDS = {
             requires=("numba",),
             summary="Numba CPU kernels (parallel, deterministic); hand-written backward",
         ),
+        Backend(
+            "numba-cuda",
+            "impls.numba_cuda",
+            LAYERS,
+            ("cuda",),
+            F32_64,
+            requires=("numba",),
+            summary="numba.cuda kernels: separable blur, bilinear shift, gather-form adjoints; deterministic",
+        ),
+        Backend(
+            "cupy",
+            "impls.cupy_cuda",
+            LAYERS,
+            ("cuda",),
+            F32_64,
+            requires=("cupy",),
+            summary="CUDA C kernels via cupy.RawModule: shared-memory tiles, block reductions; cuBLAS mixing",
+        ),
     )
 }
 

@@ -2,8 +2,15 @@
 replayed with RFBENCH_SEED=...), and the grid the correctness matrix expands."""
 import os
 import random
+import shutil
 
 import pytest
+
+# Without a GPU, numba.cuda kernels run under Numba's CUDA simulator (suites/test_cuda.py).  It
+# must be set before numba is first imported; it does not affect Numba's CPU targets.  The
+# check is cheap on purpose (no torch.cuda).
+if not (shutil.which("nvidia-smi") or os.path.exists("/dev/nvidia0")):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 SEED = int(os.environ.get("RFBENCH_SEED", random.SystemRandom().randrange(2**31)))
 

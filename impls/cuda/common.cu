@@ -1,0 +1,51 @@
+// Helpers shared by the rfbench CUDA kernels (included by the other .cu files).
+// Maps are NCHW, row-major, read on the zero-extended plane.
+#ifndef RF_COMMON_CU
+#define RF_COMMON_CU
+
+namespace rf {
+
+enum { kWarp = 32 };
+
+// a[plane + p * w + q], or 0 outside [0, h) x [0, w).
+template <typename T>
+__device__ __forceinline__ T at(const T* __restrict__ a, long long plane, int h, int w, int p, int q) {
+    return (p >= 0 && q >= 0 && p < h && q < w) ? __ldg(a + plane + static_cast<long long>(p) * w + q) : T(0);
+}
+
+// Output index o with o * st + it + off == x and 0 <= o < n, or -1 (adjoints written as gathers).
+__device__ __forceinline__ int src_index(int x, int it, int st, int off, int n) {
+    const int num = x - it - off;
+    if (num < 0 || num % st != 0) return -1;
+    const int o = num / st;
+    return o < n ? o : -1;
+}
+
+// Sum of v over the block (blockDim a multiple of 32, at most 1024 threads): warp shuffles, then
+// one value per warp through shared memory.  The result is valid in thread 0.
+template <typename T>
+__device__ T block_sum(T v) {
+    __shared__ T part[kWarp];
+    const int tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const int nthreads = blockDim.x * blockDim.y * blockDim.z;
+    for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    if (tid % kWarp == 0) part[tid / kWarp] = v;
+    __syncthreads();
+    if (tid < kWarp) {
+        v = tid < nthreads / kWarp ? part[tid] : T(0);
+        for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+    }
+    __syncthreads();  // part may be reused by the next call
+    return v;
+}
+
+// Dynamic shared memory as an array of T.
+template <typename T>
+__device__ __forceinline__ T* smem() {
+    extern __shared__ __align__(16) unsigned char raw[];
+    return reinterpret_cast<T*>(raw);
+}
+
+}  // namespace rf
+
+#endif  // RF_COMMON_CU

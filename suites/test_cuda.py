@@ -1,0 +1,401 @@
+"""CUDA backends (``numba-cuda``, ``cupy``) without and with a GPU.
+
+(a) The numba-cuda kernels under Numba's CUDA simulator (enabled by ``conftest`` when the
+    machine has no GPU), on tiny shapes, against the float64 reference: forward and every
+    gradient, through the backend's own glue on CPU tensors (NumPy views) and directly on NumPy.
+(b) Every ``impls/cuda/*.cu`` compiled with nvcc for sm_80 and sm_90, warnings as errors.
+(c) On a GPU: both backends through the public API against the reference.
+(d) The CUDA C kernels of the ``cupy`` backend compiled for the CPU (g++, with a small shim that
+    emulates threads, barriers, warp shuffles and atomics), driven by ``impls.cupy_cuda``'s own
+    launch code and glue with ``cupy`` replaced by that library: everything but DLPack and streams.
+"""
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import impls
+import reference
+
+CUDA_DIR = Path(__file__).resolve().parents[1] / "impls" / "cuda"
+N, S, F, K, H, W = 1, 2, 2, 2, 5, 4
+TOL = {torch.float64: 1e-12, torch.float32: 2e-5}  # relative norm error
+
+
+def _sim():
+    """``impls.numba_cuda`` with small launches when the CUDA simulator is on, else skip."""
+    from numba import config
+
+    if not config.ENABLE_CUDASIM:
+        pytest.skip("numba CUDA simulator not enabled (NUMBA_ENABLE_CUDASIM=1; set by conftest without a GPU)")
+    from impls import numba_cuda
+
+    return numba_cuda
+
+
+@pytest.fixture
+def nc(monkeypatch):
+    mod = _sim()
+    monkeypatch.setattr(mod, "THREADS", 32)
+    monkeypatch.setattr(mod._BACKEND.ops["dau"].P, "per_lane", 4)  # several lanes even on tiny shapes
+    return mod
+
+
+def _units(g, f, s, k, lim):
+    """Weights and displacements ``[F,S,K]``: random in ``(-lim, lim)``, plus one integer and one
+    far outside the image (negative) to cover the exact-border and zero-extension paths."""
+    w = torch.randn(f, s, k, generator=g, dtype=torch.float64)
+    mx = (torch.rand(f, s, k, generator=g, dtype=torch.float64) * 2 - 1) * lim
+    my = (torch.rand(f, s, k, generator=g, dtype=torch.float64) * 2 - 1) * lim
+    mx[0, 0, 0], my[0, 0, 0] = -7.4, 1.0
+    mx[-1, -1, -1], my[-1, -1, -1] = 2.0, 6.3
+    return w, mx, my
+
+
+def _case(layer, stride, seed=0, groups=1, sigma_units=False, order=2):
+    """``(args, hp)`` of a tiny ``layer`` case in float64 (args ordered as ``reference.LAYERS``)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, S, H, W, generator=g, dtype=torch.float64)
+    bias = torch.randn(F, generator=g, dtype=torch.float64)
+    if layer == "dau":
+        w, mx, my = _units(g, F, S, K, 4.0)
+        return [x, w, mx, my, torch.tensor(0.8, dtype=torch.float64), bias], {"stride": stride, "blur_radius": 2}
+    if layer == "dau_gauss":
+        w, mx, my = _units(g, F, S, K, 2.5)
+        sig = 0.5 + torch.rand(F, S, K, generator=g, dtype=torch.float64) if sigma_units else torch.tensor(0.9).double()
+        return [x, w, mx, my, sig, bias], {"radius": 2, "stride": stride}
+    if layer == "acu":
+        w = torch.randn(F, S, K, generator=g, dtype=torch.float64)
+        shape = (groups, K) if groups > 1 else (K,)
+        px = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * 3
+        py = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * 3
+        px.view(-1)[0], py.view(-1)[0] = -6.5, 1.0  # beyond the image; integer
+        return [x, w, px, py, None if groups > 1 else bias], {"stride": stride}
+    j = (order + 1) * (order + 2) // 2
+    alpha = torch.randn(F, S, j, generator=g, dtype=torch.float64)
+    return [x, alpha, torch.tensor(0.9, dtype=torch.float64), bias], {"order": order, "radius": 2, "stride": stride}
+
+
+def _rel(a, b):
+    a, b = a.detach().double(), torch.as_tensor(np.asarray(b), dtype=torch.float64).reshape(a.shape)
+    den = b.norm()
+    return float((a - b).norm() / den) if den > 0 else float(a.norm())
+
+
+def _errors(fn, layer, args, hp, dtype, device="cpu"):
+    """Relative errors of ``fn``'s output and gradients against the float64 reference."""
+    spec = reference.LAYERS[layer]
+    ts = [None if a is None else a.to(device, dtype).clone().requires_grad_() for a in args]
+    y = fn(*ts, **hp)
+    ref_hp = {k: v for k, v in hp.items() if k != "mu_grad"}
+    y_ref = spec.forward(*[None if a is None else a.numpy() for a in args], **ref_hp)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    g_ref = spec.backward(*[None if a is None else a.numpy() for a in args], dy=dy.numpy(), **hp)
+    grads = torch.autograd.grad(y, [t for t in ts if t is not None], dy.to(device, dtype))
+    names = [n for n, t in zip(spec.args, ts) if t is not None]
+    assert y.dtype == dtype and tuple(y.shape) == y_ref.shape
+    errs = {"y": _rel(y.cpu(), y_ref)}
+    for n, gr in zip(names, grads):
+        assert gr.shape == ts[spec.args.index(n)].shape, n
+        errs[n] = _rel(gr.cpu(), g_ref[n])
+    return errs
+
+
+CASES = [
+    ("dau", 1, {"mu_grad": "exact"}),
+    ("dau", 2, {"mu_grad": "gauss"}),
+    ("dau", 2, {"mu_grad": "exact"}),
+    ("dau_gauss", 1, {"sigma_units": True}),
+    ("dau_gauss", 2, {}),
+    ("acu", 1, {}),
+    ("acu", 2, {"groups": 2}),
+    ("njet", 1, {}),
+    ("njet", 2, {"order": 1}),
+]
+
+
+def _split(extra):
+    """Case options -> (``_case`` keywords, extra layer hyper-parameters)."""
+    return {k: v for k, v in extra.items() if k != "mu_grad"}, {k: v for k, v in extra.items() if k == "mu_grad"}
+
+
+# ---------------------------------------------------------------- (a) simulator
+
+
+@pytest.mark.parametrize("layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES])
+def test_sim_float64(nc, layer, stride, extra):
+    kw, more = _split(extra)
+    args, hp = _case(layer, stride, **kw)
+    errs = _errors(getattr(nc, layer), layer, args, {**hp, **more}, torch.float64)
+    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
+    assert not bad, errs
+
+
+@pytest.mark.parametrize("layer", ["dau", "dau_gauss", "acu", "njet"])
+def test_sim_float32(nc, layer):
+    args, hp = _case(layer, 2 if layer == "acu" else 1, seed=3)
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    errs = _errors(getattr(nc, layer), layer, args, hp, torch.float32)
+    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float32]}
+    assert not bad, errs
+
+
+def test_sim_empty_batch(nc):
+    args, hp = _case("dau", 1)
+    args[0] = args[0][:0]
+    ts = [a.clone().requires_grad_() for a in args]
+    y = nc.dau(*ts, **hp, mu_grad="exact")
+    assert y.shape == (0, F, H, W)
+    y.sum().backward()
+    assert ts[0].grad.shape == ts[0].shape and float(ts[1].grad.abs().sum()) == 0.0
+
+
+def test_sim_kernels_numpy(nc):
+    """Layer (1) on plain NumPy arrays: ``shift`` equals the reference's bilinear samples."""
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((N, S, H, W))
+    mu = rng.uniform(-3, 3, (2, F, S, K))
+    fl = np.floor(mu)
+    a = mu - fl
+    a4 = np.stack([(1 - a[0]) * (1 - a[1]), (1 - a[0]) * a[1], a[0] * (1 - a[1]), a[0] * a[1]], -1)  # m = 2 da + db
+    w = rng.standard_normal((F, S, K))
+    y = np.full((N, F, 3, 2), np.nan)
+    nc.shift(c, np.ascontiguousarray(w[..., None] * a4), fl[0].astype(np.int32), fl[1].astype(np.int32), 2, y)
+    ref = np.zeros_like(y)
+    for f in range(F):
+        for s in range(S):
+            for k in range(K):
+                ref[0, f] += w[f, s, k] * reference._ops.sample(c[0, s], mu[0, f, s, k], mu[1, f, s, k], 2, (3, 2))
+    assert np.abs(y - ref).max() < 1e-13
+
+
+# ---------------------------------------------------------------- (b) nvcc
+
+
+ARCHS = ("sm_80", "sm_90")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("src", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
+def test_nvcc_compiles(src, arch, tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-cubin", "-o", str(tmp_path / "k.cubin"),
+           "--Werror", "all-warnings", "-Xcompiler", "-Wall,-Werror", str(CUDA_DIR / src)]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+
+
+# ---------------------------------------------------------------- (c) GPU
+
+
+GPU_FNS = {"dau": impls.dau_conv2d, "dau_gauss": impls.dau_gauss_conv2d, "acu": impls.acu_conv2d,
+           "njet": impls.njet_conv2d}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["numba-cuda", "cupy"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("layer,stride,extra", CASES)
+def test_gpu(backend, dtype, layer, stride, extra):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    why = impls.BACKENDS[backend].refusal(layer, torch.device("cuda"), dtype)
+    if why:
+        pytest.skip(f"{backend}: {why}")
+    kw, more = _split(extra)
+    args, hp = _case(layer, stride, **kw)
+    fn = GPU_FNS[layer]
+
+    def call(*ts, **k):
+        return fn(*ts, **k, backend=backend)
+
+    errs = _errors(call, layer, args, {**hp, **more}, dtype, "cuda")
+    bad = {k: e for k, e in errs.items() if not e < TOL[dtype]}
+    assert not bad, errs
+
+
+# ---------------------------------------------------------------- (d) CUDA C kernels on the CPU
+
+EMU_SHIM = r"""
+// Minimal CPU emulation of the CUDA built-ins used by impls/cuda/*.cu: one std::thread per CUDA
+// thread, std::barrier for __syncthreads and warp shuffles; blocks run one after another.
+#include <atomic>
+#include <barrier>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+inline thread_local dim3 threadIdx;
+inline dim3 blockIdx, blockDim, gridDim;
+inline std::barrier<>* block_bar = nullptr;
+inline std::vector<std::barrier<>*> warp_bar;
+inline std::mutex atomic_mu;
+namespace rf { unsigned char raw[1 << 20]; }
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+#define __align__(n)
+
+inline int emu_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+inline void __syncthreads() { block_bar->arrive_and_wait(); }
+template <class T> T __ldg(const T* p) { return *p; }
+template <class T> T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> g(atomic_mu); T o = *p; *p += v; return o; }
+template <class T> T __shfl_down_sync(unsigned, T v, int o) {
+    static T buf[1024];
+    const int t = emu_tid();
+    buf[t] = v;
+    warp_bar[t / 32]->arrive_and_wait();
+    T r = (t % 32 + o < 32) ? buf[t + o] : v;
+    warp_bar[t / 32]->arrive_and_wait();
+    return r;
+}
+
+template <class P> P emu_arg(void* a) {
+    if constexpr (std::is_pointer_v<P>) return (P)a; else return *(P*)a;
+}
+template <class... P, std::size_t... I> void emu_call(void (*k)(P...), void** a, std::index_sequence<I...>) {
+    k(emu_arg<P>(a[I])...);
+}
+template <class... P> void emu_invoke(void (*k)(P...), void** a) { emu_call(k, a, std::index_sequence_for<P...>{}); }
+
+inline void emu_launch(const std::function<void()>& body, const unsigned* g, const unsigned* b) {
+    gridDim = {g[0], g[1], g[2]};
+    blockDim = {b[0], b[1], b[2]};
+    const int nt = b[0] * b[1] * b[2];
+    for (unsigned z = 0; z < g[2]; ++z) for (unsigned y = 0; y < g[1]; ++y) for (unsigned x = 0; x < g[0]; ++x) {
+        blockIdx = {x, y, z};
+        std::barrier<> bar(nt);
+        block_bar = &bar;
+        std::vector<std::barrier<>*> wb;
+        for (int w = 0; w < (nt + 31) / 32; ++w) wb.push_back(new std::barrier<>(std::min(32, nt - 32 * w)));
+        warp_bar = wb;
+        std::memset(rf::raw, 0xff, sizeof(rf::raw));  // garbage: tiles must be written before they are read
+        std::vector<std::thread> th;
+        for (int t = 0; t < nt; ++t)
+            th.emplace_back([&, t] {
+                threadIdx = {unsigned(t % b[0]), unsigned(t / b[0] % b[1]), unsigned(t / (b[0] * b[1]))};
+                body();
+            });
+        for (auto& h : th) h.join();
+        for (auto* p : wb) delete p;
+    }
+}
+"""
+
+EMU_MAIN = r"""
+#include "passes.cu"
+#include "dau.cu"
+#include "acu.cu"
+
+#define ENTRY(...) {#__VA_ARGS__, [](void** a) { emu_invoke(&__VA_ARGS__, a); }}
+static const std::vector<std::pair<std::string, std::function<void(void**)>>> table = {
+    ENTRY(rf::cpass<float, true>), ENTRY(rf::cpass<float, false>), ENTRY(rf::cpass<double, true>), ENTRY(rf::cpass<double, false>),
+    ENTRY(rf::tpass<float, true>), ENTRY(rf::tpass<float, false>), ENTRY(rf::tpass<double, true>), ENTRY(rf::tpass<double, false>),
+    ENTRY(rf::dtaps<float, true>), ENTRY(rf::dtaps<float, false>), ENTRY(rf::dtaps<double, true>), ENTRY(rf::dtaps<double, false>),
+    ENTRY(rf::shift<float>), ENTRY(rf::shift<double>), ENTRY(rf::tapsum<float>), ENTRY(rf::tapsum<double>),
+    ENTRY(rf::scatter<float>), ENTRY(rf::scatter<double>), ENTRY(rf::sample<float>), ENTRY(rf::sample<double>),
+    ENTRY(rf::sample_t<float>), ENTRY(rf::sample_t<double>), ENTRY(rf::sample_sums<float>), ENTRY(rf::sample_sums<double>),
+};
+
+extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, void** args) {
+    for (auto& [n, f] : table)
+        if (n == name) { emu_launch([&] { f(args); }, g, b); return 0; }
+    return 1;
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def emu_lib(tmp_path_factory):
+    """The ``.cu`` kernels built as a CPU library (``__shared__`` -> ``static``: blocks run one at a time)."""
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found")
+    d = tmp_path_factory.mktemp("emu")
+    for src in CUDA_DIR.glob("*.cu"):
+        text = src.read_text().replace("extern __shared__ __align__(16) unsigned char raw[];", "extern unsigned char raw[];")
+        (d / src.name).write_text(text.replace("__shared__", "static"))
+    (d / "shim.h").write_text(EMU_SHIM)
+    (d / "emu.cpp").write_text('#include "shim.h"\n' + EMU_MAIN)
+    cmd = [gxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-D__CUDACC_RTC__", f"-I{d}", str(d / "emu.cpp"),
+           "-o", str(d / "libemu.so"), "-lpthread"]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    if res.returncode != 0 and "barrier" in res.stderr:
+        pytest.skip("g++ without C++20 <barrier>")
+    assert res.returncode == 0, res.stderr
+    return ctypes.CDLL(str(d / "libemu.so"))
+
+
+@pytest.fixture
+def cc(emu_lib, monkeypatch):
+    """``impls.cupy_cuda`` launching into the CPU build of its kernels."""
+    from impls import cupy_cuda
+
+    class Module:
+        def get_function(self, name):
+            return name
+
+    def launch(kern, grid, block, args, like, smem=0):
+        keep, argv = [], []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                assert a.is_contiguous() and a.device.type == "cpu"
+                argv.append(a.data_ptr())
+            else:
+                keep.append(ctypes.c_int32(int(a)))
+                argv.append(ctypes.addressof(keep[-1]))
+        assert smem <= cupy_cuda.SMEM
+        dims = [(ctypes.c_uint * 3)(*v) for v in (grid, block)]
+        assert emu_lib.emu(kern.encode(), *dims, (ctypes.c_void_p * len(argv))(*argv)) == 0, kern
+
+    monkeypatch.setattr(cupy_cuda, "_module", lambda name: Module())
+    monkeypatch.setattr(cupy_cuda, "_launch", launch)
+    monkeypatch.setattr(cupy_cuda, "THREADS", 64)
+    return cupy_cuda
+
+
+@pytest.mark.parametrize("layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES])
+def test_emu_float64(cc, layer, stride, extra):
+    kw, more = _split(extra)
+    args, hp = _case(layer, stride, **kw)
+    errs = _errors(getattr(cc, layer), layer, args, {**hp, **more}, torch.float64)
+    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
+    assert not bad, errs
+
+
+@pytest.mark.parametrize("layer", ["dau", "acu", "njet"])
+def test_emu_float32(cc, layer):
+    args, hp = _case(layer, 2, seed=3)
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    errs = _errors(getattr(cc, layer), layer, args, hp, torch.float32)
+    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float32]}
+    assert not bad, errs
+
+
+@pytest.mark.parametrize("smem", [48 * 1024, 0], ids=["tiled", "direct"])
+def test_emu_tiles(cc, monkeypatch, smem):
+    """Several tiles, a partial group of output channels, and the direct-read path (no shared memory)."""
+    monkeypatch.setattr(cc, "SMEM", smem)
+    for name, v in {"N": 1, "S": 1, "F": 5, "K": 2, "H": 10, "W": 34}.items():
+        monkeypatch.setitem(globals(), name, v)
+    for layer, kw, hp in (("dau", {}, {"mu_grad": "exact"}), ("njet", {"order": 1}, {})):
+        args, base = _case(layer, 1, **kw)
+        errs = _errors(getattr(cc, layer), layer, args, {**base, **hp}, torch.float64)
+        assert max(errs.values()) < TOL[torch.float64], errs
