@@ -162,6 +162,6 @@ def gauss_backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, radius, stride=1, 
         "weight": np.einsum("fstu,fsktu->fsk", dk, gk),
         "mu_x": weight * np.einsum("fstu,fsktu->fsk", dk, gmx),
         "mu_y": weight * np.einsum("fstu,fsktu->fsk", dk, gmy),
-        "sigma": gsig.sum().reshape(sigma.shape) if sigma.ndim == 0 else gsig,
+        "sigma": gsig.sum().reshape(sigma.shape) if sigma.ndim < 3 else gsig,
         "bias": None if bias is None else dy.sum(axis=(0, 2, 3)),
     }

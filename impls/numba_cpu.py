@@ -1,0 +1,895 @@
+"""Backend ``numba``: the papers' efficient algorithms as parallel Numba CPU kernels.
+
+Every kernel is ``@njit(parallel=True, fastmath=False, cache=True)``, compiled once per
+process and dtype (float32 or float64, computed in the input dtype).  Each ``prange``
+iteration owns the output elements it writes, and parameter-gradient reductions go into
+per-iteration partial buffers summed afterwards in a fixed order, so every result is
+bit-identical from run to run whatever the thread count or schedule.
+
+Zero extension without per-element bounds checks: sampled maps live on a canvas with one
+zero border pixel beyond everything that can be non-zero (index = coordinate + ``pad``),
+so a bilinear sample whose 2x2 stencil is not fully inside the canvas reads only zeros and
+is skipped; the valid column range of each unit is computed once (``_lo``, ``_hi``).
+
+MACs (SPEC section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
+``Hc, Wc = H + 2 rb + 2, W + 2 rb + 2`` (canvas), ``G`` position groups (acu), ``M = order + 1``,
+``J`` basis filters, ``w = 2 r + 1`` (njet taps), ``R2 = (2R + 1)^2`` (dau_gauss):
+
+- dau forward: blur ``N S (H W + Hc Wc) b`` + shift ``4 P F S K``.
+  backward: weight and exact mu share one tap-sum pass ``4 P F S K`` (+ the blur again);
+  gauss mu: ``2 x 4 P F S K`` tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
+  x: scatter ``4 P F S K`` + adjoint blur ``N S (H Wc + H W) b``;
+  sigma: shares that scatter and adjoint blur, then ``N S (H Wc + H W) b`` tap sums (dL/dg).
+  All with every gradient (exact): ``8 P F S K`` + ``O(N S Hc Wc b)``.
+- acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K``.
+  backward: ``P F S K`` (dL/d shifted maps) + ``P F S K`` (weight) + ``4 P S K G`` (x scatter)
+  + ``4 P S K G`` (position tap sums, fused with the scatter) + ``4 P S K G`` (re-interpolate, weight only).
+- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J``.
+  backward: alpha ``P F S J`` (+ the two basis passes again); dL/dbasis ``P F S J``;
+  x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
+- dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
+
+Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``acu`` pads
+``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
+Intermediates (recomputed in the backward, nothing saved): dau canvas ``N S Hc Wc``;
+acu shifted maps ``N G S K Ho Wo``; njet ``N S M H Wo`` and ``N S J Ho Wo``.
+"""
+import numpy as np
+import torch
+from numba import njit, prange
+
+from . import _autograd, _math
+
+_JIT = {"parallel": True, "fastmath": False, "cache": True}
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+@njit(cache=True, inline="always")
+def _lo(a, st):
+    """Smallest ``j >= 0`` with ``j st + a >= 0``."""
+    return max(0, -(a // st))
+
+
+@njit(cache=True, inline="always")
+def _hi(a, st, n, m):
+    """One past the largest ``j < m`` with ``j st + a <= n - 1``."""
+    b = n - 1 - a
+    if b < 0:
+        return 0
+    return min(m, b // st + 1)
+
+
+# Row kernels, inlined into the parallel loops; unit stride gets contiguous slices (vectorised).
+
+
+@njit(cache=True, inline="always")
+def _row4(y, r0, r1, a0, a1, a2, a3, q, nj, st):
+    """``y[j] += a0 r0[q + j st] + a1 r0[q + j st + 1] + a2 r1[q + j st] + a3 r1[q + j st + 1]``, ``j < nj``."""
+    if st == 1:
+        u0, u1 = r0[q:q + nj + 1], r1[q:q + nj + 1]
+        for j in range(nj):
+            y[j] += (a0 * u0[j] + a1 * u0[j + 1]) + (a2 * u1[j] + a3 * u1[j + 1])
+    else:
+        for j in range(nj):
+            v = q + j * st
+            y[j] += (a0 * r0[v] + a1 * r0[v + 1]) + (a2 * r1[v] + a3 * r1[v + 1])
+
+
+@njit(cache=True, inline="always")
+def _dot4(acc, d, r0, r1, q, nj, st):
+    """``acc[2 da + db, j] += d[j] r_da[q + j st + db]``, ``j < nj``."""
+    e0, e1, e2, e3 = acc[0], acc[1], acc[2], acc[3]
+    if st == 1:
+        u0, u1 = r0[q:q + nj + 1], r1[q:q + nj + 1]
+        for j in range(nj):
+            e0[j] += d[j] * u0[j]
+            e1[j] += d[j] * u0[j + 1]
+            e2[j] += d[j] * u1[j]
+            e3[j] += d[j] * u1[j + 1]
+    else:
+        for j in range(nj):
+            v = q + j * st
+            e0[j] += d[j] * r0[v]
+            e1[j] += d[j] * r0[v + 1]
+            e2[j] += d[j] * r1[v]
+            e3[j] += d[j] * r1[v + 1]
+
+
+@njit(cache=True, inline="always")
+def _axpy(b, q, nj, st, am, d):
+    """``b[q + j st] += am d[j]``, ``j < nj``."""
+    if st == 1:
+        u = b[q:q + nj]
+        for j in range(nj):
+            u[j] += am * d[j]
+    else:
+        for j in range(nj):
+            b[q + j * st] += am * d[j]
+
+
+@njit(cache=True, inline="always")
+def _gaxpy(y, b, q, nj, st, am):
+    """``y[j] += am b[q + j st]``, ``j < nj``."""
+    if st == 1:
+        u = b[q:q + nj]
+        for j in range(nj):
+            y[j] += am * u[j]
+    else:
+        for j in range(nj):
+            y[j] += am * b[q + j * st]
+
+
+@njit(cache=True, inline="always")
+def _dot(acc, d, b, q, nj, st):
+    """``acc[j] += d[j] b[q + j st]``, ``j < nj``."""
+    if st == 1:
+        u = b[q:q + nj]
+        for j in range(nj):
+            acc[j] += d[j] * u[j]
+    else:
+        for j in range(nj):
+            acc[j] += d[j] * b[q + j * st]
+
+
+def _np(t):
+    """Tensor -> NumPy view (a copy only when ``t`` is not contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
+def _t(a):
+    return torch.from_numpy(a)
+
+
+def _bilinear(my, mx, pad):
+    """Floors (+ ``pad``, int64 NumPy) and 1-D weights ``wy, wx [..., 2]`` of displacements."""
+    fy, fx = torch.floor(my.detach()), torch.floor(mx.detach())
+    ay, ax = my.detach() - fy, mx.detach() - fx
+    wy = torch.stack((1 - ay, ay), -1)
+    wx = torch.stack((1 - ax, ax), -1)
+    return _np(fy.to(torch.int64) + pad), _np(fx.to(torch.int64) + pad), wy, wx
+
+
+def _taps4(wy, wx):
+    """Stencil weights ``[..., 4]``, index ``2 da + db``."""
+    return (wy[..., :, None] * wx[..., None, :]).flatten(-2)
+
+
+def _add_bias(y, bias):
+    if bias is not None:
+        y += bias.detach()[None, :, None, None]
+    return y
+
+
+# ---------------------------------------------------------------- separable blur on a canvas
+
+
+@njit(**_JIT)
+def _hblur(x, g, pad):
+    """Along columns: ``x [N,S,H,W]`` -> ``[N,S,H,W+2pad]``, ``out[.., q+pad] = sum_u g(u) x[.., q+u]``."""
+    n_, s_, h, w = x.shape
+    r = (g.shape[0] - 1) // 2
+    out = np.zeros((n_, s_, h, w + 2 * pad), x.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for p in range(h):
+            for iu in range(2 * r + 1):
+                u, gu = iu - r, g[iu]
+                for q in range(max(-u, -pad), min(w - u, w + pad)):
+                    out[n, s, p, q + pad] += gu * x[n, s, p, q + u]
+    return out
+
+
+@njit(**_JIT)
+def _hblur_t(b, g, pad, w):
+    """Adjoint of ``_hblur``: ``[N,S,H,W+2pad]`` -> ``[N,S,H,W]``."""
+    n_, s_, h, _ = b.shape
+    r = (g.shape[0] - 1) // 2
+    out = np.zeros((n_, s_, h, w), b.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for p in range(h):
+            for iu in range(2 * r + 1):
+                u, gu = iu - r, g[iu]
+                for q in range(max(-u, -pad), min(w - u, w + pad)):
+                    out[n, s, p, q + u] += gu * b[n, s, p, q + pad]
+    return out
+
+
+@njit(**_JIT)
+def _vblur(a, g, pad):
+    """Along rows: ``a [N,S,H,L]`` -> ``[N,S,H+2pad,L]``, ``out[p+pad] = sum_t g(t) a[p+t]``."""
+    n_, s_, h, l_ = a.shape
+    r = (g.shape[0] - 1) // 2
+    out = np.zeros((n_, s_, h + 2 * pad, l_), a.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for pc in range(h + 2 * pad):
+            for it in range(2 * r + 1):
+                src = pc - pad + it - r
+                if src < 0 or src >= h:
+                    continue
+                gt = g[it]
+                for q in range(l_):
+                    out[n, s, pc, q] += gt * a[n, s, src, q]
+    return out
+
+
+@njit(**_JIT)
+def _vblur_t(b, g, pad, h):
+    """Adjoint of ``_vblur``: ``[N,S,H+2pad,L]`` -> ``[N,S,H,L]``."""
+    n_, s_, _, l_ = b.shape
+    r = (g.shape[0] - 1) // 2
+    out = np.zeros((n_, s_, h, l_), b.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for src in range(h):
+            for it in range(2 * r + 1):
+                pc, gt = src + pad - it + r, g[it]
+                for q in range(l_):
+                    out[n, s, src, q] += gt * b[n, s, pc, q]
+    return out
+
+
+@njit(**_JIT)
+def _vblur_dg(b, a, r, pad):
+    """``dL/dg`` of ``_vblur(a, g)`` given ``b = dL/dout``, per ``(n, s)``. -> ``[N*S, 2r+1]``"""
+    n_, s_, h, l_ = a.shape
+    part = np.zeros((n_ * s_, 2 * r + 1), a.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for it in range(2 * r + 1):
+            acc = part[ns, it]
+            for src in range(h):
+                pc = src + pad - it + r
+                for q in range(l_):
+                    acc += b[n, s, pc, q] * a[n, s, src, q]
+            part[ns, it] = acc
+    return part
+
+
+@njit(**_JIT)
+def _hblur_dg(b, x, r, pad):
+    """``dL/dg`` of ``_hblur(x, g)`` given ``b = dL/dout``, per ``(n, s)``. -> ``[N*S, 2r+1]``"""
+    n_, s_, h, w = x.shape
+    part = np.zeros((n_ * s_, 2 * r + 1), x.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for iu in range(2 * r + 1):
+            u = iu - r
+            acc = part[ns, iu]
+            for p in range(h):
+                for q in range(max(-u, -pad), min(w - u, w + pad)):
+                    acc += b[n, s, p, q + pad] * x[n, s, p, q + u]
+            part[ns, iu] = acc
+    return part
+
+
+def _canvas(x, g1, g2, pad):
+    """``x * outer(g1, g2)`` (``g1`` along rows, ``g2`` along columns) on the full canvas."""
+    return _vblur(_hblur(x, g2, pad), g1, pad)
+
+
+# ---------------------------------------------------------------- bilinear shift, per unit (dau)
+
+
+@njit(**_JIT)
+def _shift(c, a, fy, fx, st, ho, wo):
+    """``y[n,f,i,j] = sum_{s,k,m} a[f,s,k,m] c[n,s, i st + fy + da, j st + fx + db]`` (``m = 2 da + db``).
+
+    ``c [N,S,Hc,Wc]`` canvases with a zero border, ``a [F,S,K,4]``, ``fy, fx [F,S,K]`` canvas
+    indices of the floors -> ``[N,F,Ho,Wo]``.  MACs ``4 P F S K``.
+    """
+    n_, s_, hc, wc = c.shape
+    f_, _, k_ = fy.shape
+    y = np.zeros((n_, f_, ho, wo), c.dtype)
+    for nf in prange(n_ * f_):
+        n, f = nf // f_, nf % f_
+        for s in range(s_):
+            for k in range(k_):
+                r0, q0 = fy[f, s, k], fx[f, s, k]
+                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                for i in range(ho):
+                    p = i * st + r0
+                    if p < 0 or p > hc - 2 or jhi <= jlo:
+                        continue
+                    _row4(y[n, f, i, jlo:jhi], c[n, s, p], c[n, s, p + 1], a[f, s, k, 0], a[f, s, k, 1],
+                          a[f, s, k, 2], a[f, s, k, 3], jlo * st + q0, jhi - jlo, st)
+    return y
+
+
+@njit(**_JIT)
+def _tapsums(c, dy, fy, fx, st):
+    """``C[f,s,k,m] = sum_{n,i,j} dy[n,f,i,j] c[n,s, i st + fy + da, j st + fx + db]``. -> ``[F,S,K,4]``
+
+    Every unit gradient is a combination of these four sums.  MACs ``4 P F S K``.
+    """
+    n_, s_, hc, wc = c.shape
+    f_, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    k_ = fy.shape[2]
+    out = np.zeros((f_, s_, k_, 4), c.dtype)
+    for f in prange(f_):
+        acc = np.zeros((4, wo), c.dtype)  # per-column partial sums: vectorisable, fixed order
+        for s in range(s_):
+            for k in range(k_):
+                acc[:] = 0
+                r0, q0 = fy[f, s, k], fx[f, s, k]
+                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                for n in range(n_):
+                    for i in range(ho):
+                        p = i * st + r0
+                        if p < 0 or p > hc - 2 or jhi <= jlo:
+                            continue
+                        _dot4(acc, dy[n, f, i, jlo:jhi], c[n, s, p], c[n, s, p + 1], jlo * st + q0, jhi - jlo, st)
+                for m in range(4):
+                    for j in range(wo):
+                        out[f, s, k, m] += acc[m, j]
+    return out
+
+
+@njit(**_JIT)
+def _scatter(dy, a, fy, fx, st, s_, hc, wc):
+    """Adjoint of ``_shift``: ``back[n,s] = sum_{f,k}`` stencil-weighted ``dy[n,f]``. -> ``[N,S,Hc,Wc]``
+
+    MACs ``4 P F S K``.
+    """
+    n_, f_, ho, wo = dy.shape
+    k_ = fy.shape[2]
+    back = np.zeros((n_, s_, hc, wc), dy.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for f in range(f_):
+            for k in range(k_):
+                r0, q0 = fy[f, s, k], fx[f, s, k]
+                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                for i in range(ho):
+                    p = i * st + r0
+                    if p < 0 or p > hc - 2 or jhi <= jlo:
+                        continue
+                    d = dy[n, f, i, jlo:jhi]
+                    for m in range(4):
+                        _axpy(back[n, s, p + m // 2], jlo * st + q0 + m % 2, jhi - jlo, st, a[f, s, k, m], d)
+    return back
+
+
+# ---------------------------------------------------------------- shared bilinear shift (acu)
+
+
+@njit(**_JIT)
+def _sample(xp, a, fy, fx, st, ho, wo):
+    """``xs[n,g,s,k,i,j] = sum_m a[g,k,m] xp[n,s, i st + fy + da, j st + fx + db]``.
+
+    ``xp [N,S,H+2,W+2]`` (zero border), ``a [G,K,4]``, ``fy, fx [G,K]`` -> ``[N,G,S,K,Ho,Wo]``.
+    MACs ``4 P S K G``.
+    """
+    n_, s_, hc, wc = xp.shape
+    g_, k_ = fy.shape
+    out = np.zeros((n_, g_, s_, k_, ho, wo), xp.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for g in range(g_):
+            for k in range(k_):
+                r0, q0 = fy[g, k], fx[g, k]
+                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                for i in range(ho):
+                    p = i * st + r0
+                    if p < 0 or p > hc - 2 or jhi <= jlo:
+                        continue
+                    _row4(out[n, g, s, k, i, jlo:jhi], xp[n, s, p], xp[n, s, p + 1], a[g, k, 0], a[g, k, 1],
+                          a[g, k, 2], a[g, k, 3], jlo * st + q0, jhi - jlo, st)
+    return out
+
+
+@njit(**_JIT)
+def _sample_back(xp, e, a, fy, fx, st, want_x):
+    """Adjoint of ``_sample`` applied to ``e [N,G,S,K,Ho,Wo]`` -> ``gxp [N,S,H+2,W+2]`` (if ``want_x``),
+    and per-``(n,s)`` tap sums ``sum_{ij} e xp[tap m]`` -> ``[N*S, G, K, 4]``.  MACs ``8 P S K G``."""
+    n_, s_, hc, wc = xp.shape
+    g_, k_ = fy.shape
+    ho, wo = e.shape[4], e.shape[5]
+    gxp = np.zeros((n_, s_, hc, wc) if want_x else (0, 0, 0, 0), xp.dtype)
+    part = np.zeros((n_ * s_, g_, k_, 4), xp.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        acc = np.zeros((4, wo), xp.dtype)
+        for g in range(g_):
+            for k in range(k_):
+                acc[:] = 0
+                r0, q0 = fy[g, k], fx[g, k]
+                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                for i in range(ho):
+                    p = i * st + r0
+                    if p < 0 or p > hc - 2 or jhi <= jlo:
+                        continue
+                    d, q = e[n, g, s, k, i, jlo:jhi], jlo * st + q0
+                    _dot4(acc, d, xp[n, s, p], xp[n, s, p + 1], q, jhi - jlo, st)
+                    if want_x:
+                        for m in range(4):
+                            _axpy(gxp[n, s, p + m // 2], q + m % 2, jhi - jlo, st, a[g, k, m], d)
+                for m in range(4):
+                    for j in range(wo):
+                        part[ns, g, k, m] += acc[m, j]
+    return gxp, part
+
+
+# ---------------------------------------------------------------- channel mixing (acu, njet)
+
+
+@njit(**_JIT)
+def _mix(b, w, grp):
+    """``y[n,f] = sum_m w[f,m] b[n, grp[f], m]``: ``b [N,G,M,L]``, ``w [F,M]`` -> ``[N,F,L]``. MACs ``N F M L``."""
+    n_, _, m_, l_ = b.shape
+    f_ = w.shape[0]
+    y = np.zeros((n_, f_, l_), b.dtype)
+    for nf in prange(n_ * f_):
+        n, f = nf // f_, nf % f_
+        g = grp[f]
+        for m in range(m_):
+            wm = w[f, m]
+            for q in range(l_):
+                y[n, f, q] += wm * b[n, g, m, q]
+    return y
+
+
+@njit(**_JIT)
+def _mix_t(dy, w, grp, g_):
+    """Adjoint of ``_mix`` in ``b``: ``dy [N,F,L]`` -> ``[N,G,M,L]``. MACs ``N F M L``."""
+    n_, f_, l_ = dy.shape
+    m_ = w.shape[1]
+    out = np.zeros((n_, g_, m_, l_), dy.dtype)
+    for ngm in prange(n_ * g_ * m_):
+        n, g, m = ngm // (g_ * m_), (ngm // m_) % g_, ngm % m_
+        for f in range(f_):
+            if grp[f] != g:
+                continue
+            wm = w[f, m]
+            for q in range(l_):
+                out[n, g, m, q] += wm * dy[n, f, q]
+    return out
+
+
+@njit(**_JIT)
+def _mix_dw(dy, b, grp):
+    """Adjoint of ``_mix`` in ``w``: ``sum_{n,l} dy[n,f,l] b[n,grp[f],m,l]`` -> ``[F,M]``. MACs ``N F M L``."""
+    n_, f_, l_ = dy.shape
+    m_ = b.shape[2]
+    out = np.zeros((f_, m_), dy.dtype)
+    for f in prange(f_):
+        g = grp[f]
+        acc = np.zeros(l_, dy.dtype)
+        for m in range(m_):
+            acc[:] = 0
+            for n in range(n_):
+                for q in range(l_):
+                    acc[q] += dy[n, f, q] * b[n, g, m, q]
+            for q in range(l_):
+                out[f, m] += acc[q]
+    return out
+
+
+# ---------------------------------------------------------------- separable N-Jet basis
+
+
+@njit(**_JIT)
+def _jet_rows(x, d, st, wo):
+    """Along columns, strided: ``hx[n,s,a,p,j] = sum_u d[a,u] x[n,s,p, j st + u]`` -> ``[N,S,M,H,Wo]``."""
+    n_, s_, h, w = x.shape
+    m_, nt = d.shape
+    r = (nt - 1) // 2
+    out = np.zeros((n_, s_, m_, h, wo), x.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for a in range(m_):
+            for p in range(h):
+                for iu in range(nt):
+                    u = iu - r
+                    jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
+                    if jhi > jlo:
+                        _gaxpy(out[n, s, a, p, jlo:jhi], x[n, s, p], jlo * st + u, jhi - jlo, st, d[a, iu])
+    return out
+
+
+@njit(**_JIT)
+def _jet_rows_t(dh, d, st, w):
+    """Adjoint of ``_jet_rows``: ``[N,S,M,H,Wo]`` -> ``[N,S,H,W]``."""
+    n_, s_, m_, h, wo = dh.shape
+    nt = d.shape[1]
+    r = (nt - 1) // 2
+    out = np.zeros((n_, s_, h, w), dh.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for a in range(m_):
+            for p in range(h):
+                for iu in range(nt):
+                    u = iu - r
+                    jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
+                    if jhi > jlo:
+                        _axpy(out[n, s, p], jlo * st + u, jhi - jlo, st, d[a, iu], dh[n, s, a, p, jlo:jhi])
+    return out
+
+
+@njit(**_JIT)
+def _jet_cols(hx, d, pairs, st, ho):
+    """Along rows, strided: ``B[n,s,jb,i] = sum_t d[b,t] hx[n,s,a, i st + t]`` for ``(a,b) = pairs[jb]``.
+
+    -> ``[N,S,J,Ho,Wo]``."""
+    n_, s_, _, h, wo = hx.shape
+    nt = d.shape[1]
+    r = (nt - 1) // 2
+    j_ = pairs.shape[0]
+    out = np.zeros((n_, s_, j_, ho, wo), hx.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for jb in range(j_):
+            a, b = pairs[jb, 0], pairs[jb, 1]
+            for i in range(ho):
+                for it in range(nt):
+                    p = i * st + it - r
+                    if p < 0 or p >= h:
+                        continue
+                    dt = d[b, it]
+                    for j in range(wo):
+                        out[n, s, jb, i, j] += dt * hx[n, s, a, p, j]
+    return out
+
+
+@njit(**_JIT)
+def _jet_cols_t(db, d, pairs, st, h, m_):
+    """Adjoint of ``_jet_cols``: ``[N,S,J,Ho,Wo]`` -> ``[N,S,M,H,Wo]``."""
+    n_, s_, j_, ho, wo = db.shape
+    nt = d.shape[1]
+    r = (nt - 1) // 2
+    out = np.zeros((n_, s_, m_, h, wo), db.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for jb in range(j_):
+            a, b = pairs[jb, 0], pairs[jb, 1]
+            for i in range(ho):
+                for it in range(nt):
+                    p = i * st + it - r
+                    if p < 0 or p >= h:
+                        continue
+                    dt = d[b, it]
+                    for j in range(wo):
+                        out[n, s, a, p, j] += dt * db[n, s, jb, i, j]
+    return out
+
+
+@njit(**_JIT)
+def _jet_dd(x, hx, db, dh, pairs, st, nt):
+    """``dL/dd[m, t]`` (the 1-D filter taps) per ``(n, s)``, from both passes. -> ``[N*S, M, nt]``
+
+    ``db = dL/dB [N,S,J,Ho,Wo]``, ``dh = dL/dhx [N,S,M,H,Wo]``.  MACs ``P S J w + N S H Wo M w``.
+    """
+    n_, s_, m_, h, wo = hx.shape
+    w = x.shape[3]
+    j_, ho = db.shape[2], db.shape[3]
+    r = (nt - 1) // 2
+    part = np.zeros((n_ * s_, m_, nt), x.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for jb in range(j_):
+            a, b = pairs[jb, 0], pairs[jb, 1]
+            for it in range(nt):
+                acc = part[ns, b, it]
+                for i in range(ho):
+                    p = i * st + it - r
+                    if p < 0 or p >= h:
+                        continue
+                    for j in range(wo):
+                        acc += db[n, s, jb, i, j] * hx[n, s, a, p, j]
+                part[ns, b, it] = acc
+        for a in range(m_):
+            for iu in range(nt):
+                u = iu - r
+                acc = part[ns, a, iu]
+                for p in range(h):
+                    for j in range(_lo(u, st), _hi(u, st, w, wo)):
+                        acc += dh[n, s, a, p, j] * x[n, s, p, j * st + u]
+                part[ns, a, iu] = acc
+    return part
+
+
+# ---------------------------------------------------------------- dense strided correlation (dau_gauss)
+
+
+@njit(**_JIT)
+def _corr(x, kern, st, ho, wo):
+    """``y[n,f,i,j] = sum_{s,t,u} kern[f,s,t,u] x[n,s, i st + t, j st + u]`` (centred taps).
+
+    ``x [N,S,H,W]``, ``kern [F,S,2R+1,2R+1]`` -> ``[N,F,Ho,Wo]``.  MACs ``P F S R2``.
+    """
+    n_, s_, h, w = x.shape
+    f_, _, nt, _ = kern.shape
+    r = (nt - 1) // 2
+    y = np.zeros((n_, f_, ho, wo), x.dtype)
+    for nf in prange(n_ * f_):
+        n, f = nf // f_, nf % f_
+        for s in range(s_):
+            for it in range(nt):
+                for i in range(ho):
+                    p = i * st + it - r
+                    if p < 0 or p >= h:
+                        continue
+                    for iu in range(nt):
+                        u = iu - r
+                        jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
+                        if jhi > jlo:
+                            _gaxpy(y[n, f, i, jlo:jhi], x[n, s, p], jlo * st + u, jhi - jlo, st, kern[f, s, it, iu])
+    return y
+
+
+@njit(**_JIT)
+def _corr_dx(dy, kern, st, h, w):
+    """Adjoint of ``_corr`` in ``x``: ``dy [N,F,Ho,Wo]`` -> ``[N,S,H,W]``.  MACs ``P F S R2``."""
+    n_, f_, ho, wo = dy.shape
+    s_, nt = kern.shape[1], kern.shape[2]
+    r = (nt - 1) // 2
+    out = np.zeros((n_, s_, h, w), dy.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        for f in range(f_):
+            for it in range(nt):
+                for i in range(ho):
+                    p = i * st + it - r
+                    if p < 0 or p >= h:
+                        continue
+                    for iu in range(nt):
+                        u = iu - r
+                        jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
+                        if jhi > jlo:
+                            _axpy(out[n, s, p], jlo * st + u, jhi - jlo, st, kern[f, s, it, iu], dy[n, f, i, jlo:jhi])
+    return out
+
+
+@njit(**_JIT)
+def _corr_dk(x, dy, r, st):
+    """Adjoint of ``_corr`` in the kernel: ``sum_{n,i,j} dy[n,f,i,j] x[n,s, i st + t, j st + u]``.
+
+    -> ``[F,S,2r+1,2r+1]``.  MACs ``P F S R2``.
+    """
+    n_, s_, h, w = x.shape
+    f_, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    nt = 2 * r + 1
+    out = np.zeros((f_, s_, nt, nt), x.dtype)
+    for fs in prange(f_ * s_):
+        f, s = fs // s_, fs % s_
+        acc = np.zeros(wo, x.dtype)
+        for it in range(nt):
+            for iu in range(nt):
+                u = iu - r
+                jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
+                acc[:] = 0
+                for n in range(n_):
+                    for i in range(ho):
+                        p = i * st + it - r
+                        if p < 0 or p >= h:
+                            continue
+                        if jhi > jlo:
+                            _dot(acc[jlo:jhi], dy[n, f, i, jlo:jhi], x[n, s, p], jlo * st + u, jhi - jlo, st)
+                for j in range(wo):
+                    out[f, s, it, iu] += acc[j]
+    return out
+
+
+# ---------------------------------------------------------------- layer ops (forward / backward)
+
+
+def _shape_out(x, st):
+    return _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
+
+
+class _Dau:
+    """``dau``: blur each input channel once, then shift per unit (DAU IJCV Eq. 13-14)."""
+
+    def _setup(self, t, hp):
+        sig = t["sigma"].detach().reshape(())
+        r = hp["blur_radius"]
+        fy, fx, wy, wx = _bilinear(t["mu_y"], t["mu_x"], r + 1)
+        return sig, r, fy, fx, wy, wx
+
+    def forward(self, t, hp):
+        x, st = _np(t["x"]), hp["stride"]
+        sig, r, fy, fx, wy, wx = self._setup(t, hp)
+        g = _math.gauss1d(sig, r).numpy()
+        a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))
+        y = _t(_shift(_canvas(x, g, g, r + 1), a, fy, fx, st, *_shape_out(x, st)))
+        return _add_bias(y, t["bias"]), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
+        sig, r, fy, fx, wy, wx = self._setup(t, hp)
+        pad, w = r + 1, t["weight"].detach()
+        g = _math.gauss1d(sig, r).numpy()
+        out = {}
+        h = _hblur(x, g, pad) if needs & {"weight", "mu_x", "mu_y", "sigma"} else None
+        if needs & {"weight", "mu_x", "mu_y"}:
+            c = _t(_tapsums(_vblur(h, g, pad), dyn, fy, fx, st))  # [F,S,K,4]
+            out["weight"] = (c * _taps4(wy, wx)).sum(-1)
+            if hp["mu_grad"] == "exact":  # bilinear derivative rule, floor fixed (SPEC section 1)
+                out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
+                out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
+            else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
+                gd = _math.gauss_dx1d(sig, r).numpy()
+                if "mu_x" in needs:
+                    cx = _t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st))
+                    out["mu_x"] = w * (cx * _taps4(wy, wx)).sum(-1)
+                if "mu_y" in needs:
+                    cy = _t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st))
+                    out["mu_y"] = w * (cy * _taps4(wy, wx)).sum(-1)
+        if needs & {"x", "sigma"}:
+            a = _np(w[..., None] * _taps4(wy, wx))
+            back = _scatter(dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
+            back_h = _vblur_t(back, g, pad, x.shape[2])  # dL/d(column-blurred x)
+            if "x" in needs:
+                out["x"] = _t(_hblur_t(back_h, g, pad, x.shape[3]))
+            if "sigma" in needs:  # dL/dg through both blur passes, then the quotient rule in g
+                dg = _vblur_dg(back, h, r, pad).sum(0) + _hblur_dg(back_h, x, r, pad).sum(0)
+                gs = (_t(dg) * _math.gauss1d_dsigma(sig, r)).sum()
+                out["sigma"] = gs.reshape(t["sigma"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+class _Acu:
+    """``acu``: one bilinear shift of the input per synapse (shared by all F), then 1x1 products."""
+
+    def _setup(self, t):
+        f_, _, k_ = t["weight"].shape
+        fy, fx, wy, wx = _bilinear(t["pos_y"].reshape(-1, k_), t["pos_x"].reshape(-1, k_), 1)
+        grp = np.arange(f_, dtype=np.int64) // (f_ // fy.shape[0])
+        xp = _np(torch.nn.functional.pad(t["x"].detach(), (1, 1, 1, 1)))  # copy: one zero border
+        return xp, fy, fx, wy, wx, grp
+
+    def forward(self, t, hp):
+        st = hp["stride"]
+        xp, fy, fx, wy, wx, grp = self._setup(t)
+        n_ = xp.shape[0]
+        ho, wo = _shape_out(t["x"], st)
+        xs = _sample(xp, _np(_taps4(wy, wx)), fy, fx, st, ho, wo)
+        f_, s_, k_ = t["weight"].shape
+        w = _np(t["weight"].detach().reshape(f_, s_ * k_))
+        y = _mix(xs.reshape(n_, fy.shape[0], s_ * k_, ho * wo), w, grp)
+        return _add_bias(_t(y).reshape(n_, f_, ho, wo), t["bias"]), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        st = hp["stride"]
+        xp, fy, fx, wy, wx, grp = self._setup(t)
+        weight = t["weight"].detach()
+        f_, s_, k_ = weight.shape
+        n_, g_ = xp.shape[0], fy.shape[0]
+        ho, wo = dy.shape[2:]
+        a = _np(_taps4(wy, wx))
+        dyn = dy.numpy().reshape(n_, f_, ho * wo)
+        out = {}
+        if "weight" in needs:
+            xs = _sample(xp, a, fy, fx, st, ho, wo).reshape(n_, g_, s_ * k_, ho * wo)
+            out["weight"] = _t(_mix_dw(dyn, xs, grp)).reshape(f_, s_, k_)
+        if needs & {"x", "pos_x", "pos_y"}:
+            e = _mix_t(dyn, _np(weight.reshape(f_, -1)), grp, g_).reshape(n_, g_, s_, k_, ho, wo)
+            gxp, part = _sample_back(xp, e, a, fy, fx, st, "x" in needs)
+            if "x" in needs:
+                out["x"] = _t(gxp)[:, :, 1:-1, 1:-1].contiguous()  # copy: crop the border
+            c = _t(part.sum(0))  # [G,K,4]
+            gpx = wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2])
+            gpy = wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1])
+            out["pos_x"], out["pos_y"] = gpx.reshape(t["pos_x"].shape), gpy.reshape(t["pos_y"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+class _Njet:
+    """``njet``: separable Gaussian-derivative basis (rows then columns, strided), then mixing."""
+
+    def _basis(self, x, d, pairs, st):
+        hx = _jet_rows(x, d, st, _math.out_size(x.shape[3], st))
+        return hx, _jet_cols(hx, d, pairs, st, _math.out_size(x.shape[2], st))
+
+    def _setup(self, t, hp):
+        sig = t["sigma"].detach().reshape(())
+        d = _math.gauss_derivs1d(sig, hp["radius"], hp["order"])
+        pairs = np.array(_math.njet_pairs(hp["order"]), dtype=np.int64).reshape(-1, 2)
+        return sig, d, pairs
+
+    def forward(self, t, hp):
+        x, st = _np(t["x"]), hp["stride"]
+        _, d, pairs = self._setup(t, hp)
+        _, b = self._basis(x, _np(d), pairs, st)
+        n_, s_, j_, ho, wo = b.shape
+        alpha = t["alpha"].detach()
+        y = _mix(b.reshape(n_, 1, s_ * j_, ho * wo), _np(alpha.reshape(alpha.shape[0], -1)),
+                 np.zeros(alpha.shape[0], np.int64))
+        return _add_bias(_t(y).reshape(n_, alpha.shape[0], ho, wo), t["bias"]), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        x, st = _np(t["x"]), hp["stride"]
+        sig, d, pairs = self._setup(t, hp)
+        dn = _np(d)
+        alpha = t["alpha"].detach()
+        f_, s_, j_ = alpha.shape
+        n_, _, ho, wo = dy.shape
+        dyn = dy.numpy().reshape(n_, f_, ho * wo)
+        grp = np.zeros(f_, np.int64)
+        out = {}
+        hx = b = None
+        if needs & {"alpha", "sigma"}:
+            hx, b = self._basis(x, dn, pairs, st)
+        if "alpha" in needs:
+            out["alpha"] = _t(_mix_dw(dyn, b.reshape(n_, 1, s_ * j_, ho * wo), grp)).reshape(f_, s_, j_)
+        if needs & {"x", "sigma"}:
+            db = _mix_t(dyn, _np(alpha.reshape(f_, -1)), grp, 1).reshape(n_, s_, j_, ho, wo)
+            dh = _jet_cols_t(db, dn, pairs, st, x.shape[2], d.shape[0])
+            if "x" in needs:
+                out["x"] = _t(_jet_rows_t(dh, dn, st, x.shape[3]))
+            if "sigma" in needs:  # dL/d(filter taps) in numba, then autograd through the tiny 1-D filters
+                dd = _t(_jet_dd(x, hx, db, dh, pairs, st, d.shape[1]).sum(0))
+                s = sig.clone().requires_grad_(True)
+                with torch.enable_grad():
+                    (gs,) = torch.autograd.grad(_math.gauss_derivs1d(s, hp["radius"], hp["order"]), s, dd)
+                out["sigma"] = gs.reshape(t["sigma"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+class _DauGauss:
+    """``dau_gauss``: dense kernel built in torch, direct correlation in numba."""
+
+    def _kernel(self, t, hp):
+        w, mx, my, sg = t["weight"], t["mu_x"], t["mu_y"], t["sigma"]
+        sig = sg if sg.dim() == 3 else sg.reshape(()).expand(w.shape)
+        return torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"]))
+
+    def forward(self, t, hp):
+        x, st = _np(t["x"]), hp["stride"]
+        kern = _np(self._kernel({k: v.detach() for k, v in t.items() if v is not None}, hp))
+        return _add_bias(_t(_corr(x, kern, st, *_shape_out(x, st))), t["bias"]), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
+        names = ("weight", "mu_x", "mu_y", "sigma")
+        out = {}
+        if "x" in needs:
+            kern = _np(self._kernel({k: t[k].detach() for k in names}, hp))
+            out["x"] = _t(_corr_dx(dyn, kern, st, x.shape[2], x.shape[3]))
+        want = [k for k in names if k in needs]
+        if want:  # dL/dkernel in numba, then autograd through the kernel construction
+            dk = _t(_corr_dk(x, dyn, hp["radius"], st))
+            leaves = {k: t[k].detach().requires_grad_(k in want) for k in names}
+            with torch.enable_grad():
+                grads = torch.autograd.grad(self._kernel(leaves, hp), [leaves[k] for k in want], dk)
+            out.update(zip(want, grads))
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+_DAU, _DAU_GAUSS, _ACU, _NJET = _Dau(), _DauGauss(), _Acu(), _Njet()
+_UNIT_NAMES = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
+
+
+def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
+    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
+    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+    return _autograd.apply(_DAU, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
+
+
+def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
+    """As ``dau``; ``sigma`` scalar or ``[F,S,K]``; kernel side ``2 radius + 1``."""
+    hp = {"radius": radius, "stride": stride}
+    return _autograd.apply(_DAU_GAUSS, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
+
+
+def acu(x, weight, pos_x, pos_y, bias, *, stride):
+    """``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
+    return _autograd.apply(_ACU, {"stride": stride}, ("x", "weight", "pos_x", "pos_y", "bias"),
+                           (x, weight, pos_x, pos_y, bias))
+
+
+def njet(x, alpha, sigma, bias, *, order, radius, stride):
+    """``alpha [F,S,J]``, scalar ``sigma`` -> ``[N,F,Ho,Wo]``."""
+    hp = {"order": order, "radius": radius, "stride": stride}
+    return _autograd.apply(_NJET, hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))

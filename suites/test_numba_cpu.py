@@ -1,0 +1,168 @@
+"""Backend ``numba`` against the float64 reference: forward and every gradient, all layers."""
+import pytest
+import torch
+
+import impls
+
+pytest.importorskip("numba")
+
+N, S, F, K, H, W = 2, 3, 4, 3, 7, 6
+TOL = {torch.float64: 1e-12, torch.float32: 5e-6}
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(*shape, seed=0):
+    return torch.randn(shape, dtype=torch.float64, generator=_gen(seed))
+
+
+def _uniform(lo, hi, *shape, seed=0):
+    return lo + (hi - lo) * torch.rand(shape, dtype=torch.float64, generator=_gen(seed))
+
+
+def _run(fn, args, kw, backend, dtype):
+    """Output and gradients of every tensor argument for a fixed random ``dy``. -> list of tensors"""
+    ts = [None if a is None else a.to(dtype).requires_grad_(True) for a in args]
+    y = fn(*ts, **kw, backend=backend)
+    dy = torch.randn(y.shape, dtype=torch.float64, generator=_gen(99)).to(dtype)
+    leaves = [a for a in ts if a is not None]
+    return [y.detach(), *torch.autograd.grad(y, leaves, dy)] if y.numel() else [y.detach()]
+
+
+def _compare(fn, args, kw, dtype=torch.float64):
+    got = _run(fn, args, kw, "numba", dtype)
+    want = _run(fn, args, kw, "reference", torch.float64)
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == dtype and a.shape == b.shape, i
+        err = float((a.double() - b).norm() / b.norm().clamp_min(1e-300))
+        assert err < TOL[dtype], f"output {i} (0 = y, then grads in argument order): rel err {err:.2e}"
+
+
+def _dau_args(mu_lo=-6.0, mu_hi=6.0, sigma=0.7, bias=True, hw=(H, W)):
+    return (_randn(N, S, *hw, seed=1), _randn(F, S, K, seed=2), _uniform(mu_lo, mu_hi, F, S, K, seed=3),
+            _uniform(mu_lo, mu_hi, F, S, K, seed=4), torch.tensor(sigma, dtype=torch.float64),
+            _randn(F, seed=5) if bias else None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mu_grad", ["exact", "gauss"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dau(stride, mu_grad, dtype):
+    _compare(impls.dau_conv2d, _dau_args(), {"stride": stride, "mu_grad": mu_grad}, dtype)
+
+
+@pytest.mark.parametrize("mu_grad", ["exact", "gauss"])
+def test_dau_far_and_integer(mu_grad):
+    args = _dau_args(18.0, 22.0, hw=(5, 5))
+    args[2][0, 0, 0] = -40.0  # far outside a 5x5 image: reads zeros
+    args[3][1, 1, 1] = 3.0  # integer position: right derivative
+    _compare(impls.dau_conv2d, args, {"stride": 1, "mu_grad": mu_grad, "blur_radius": 3})
+    _compare(impls.dau_conv2d, _dau_args(-1.5, 1.5, sigma=0.4, bias=False), {"stride": 3, "blur_radius": 0})
+
+
+@pytest.mark.parametrize("sigma_shape", [(), (F, S, K)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dau_gauss(stride, sigma_shape):
+    x, w, mx, my, _, b = _dau_args(-2.0, 2.0)
+    sigma = _uniform(0.5, 1.5, *sigma_shape, seed=6)
+    _compare(impls.dau_gauss_conv2d, (x, w, mx, my, sigma, b), {"radius": 3, "stride": stride})
+
+
+def test_one_element_sigma():
+    """A ``[1]`` sigma gets its gradient in its own shape (the reference backend cannot take ``[1]`` here)."""
+    args = list(_dau_args(-2.0, 2.0))
+    for fn, kw in ((impls.dau_gauss_conv2d, {"radius": 3}), (impls.dau_conv2d, {})):
+        scalar = _run(fn, args, kw, "numba", torch.float64)
+        args[4] = args[4].reshape(1)
+        one = _run(fn, args, kw, "numba", torch.float64)
+        args[4] = args[4].reshape(())
+        assert one[5].shape == (1,) and torch.equal(one[5].reshape(()), scalar[5])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("groups", [None, 1, 2, 4])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_acu(stride, groups, dtype):
+    shape = (K,) if groups is None else (groups, K)
+    args = (_randn(N, S, H, W, seed=1), _randn(F, S, K, seed=2), _uniform(-6, 6, *shape, seed=3),
+            _uniform(-6, 6, *shape, seed=4), _randn(F, seed=5))
+    _compare(impls.acu_conv2d, args, {"stride": stride}, dtype)
+
+
+def test_acu_far_and_integer():
+    px, py = torch.tensor([-20.0, 0.0, 1.0, 2.5]), torch.tensor([21.5, 0.0, -1.0, 0.25])
+    args = (_randn(N, S, 5, 5, seed=1), _randn(F, S, 4, seed=2), px.double(), py.double(), None)
+    _compare(impls.acu_conv2d, args, {"stride": 1})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_njet(stride, order, dtype):
+    j_ = (order + 1) * (order + 2) // 2
+    args = (_randn(N, S, H, W, seed=1), _randn(F, S, j_, seed=2), torch.tensor(1.3, dtype=torch.float64),
+            _randn(F, seed=5))
+    _compare(impls.njet_conv2d, args, {"order": order, "stride": stride}, dtype)
+    _compare(impls.njet_conv2d, args, {"order": order, "stride": stride, "radius": 9}, dtype)  # radius > image
+
+
+def test_small_and_strided_inputs():
+    x = _randn(N, S, 1, 1, seed=1)
+    _compare(impls.dau_conv2d, (x, *_dau_args()[1:]), {"stride": 2})
+    _compare(impls.njet_conv2d, (x, _randn(F, S, 3, seed=2), torch.tensor(0.8, dtype=torch.float64), None),
+             {"order": 1})
+    pos = _uniform(-1.5, 1.5, K, seed=3)
+    _compare(impls.acu_conv2d, (x, _randn(F, S, K, seed=2), pos, pos.flip(0), None), {"stride": 3})
+    _compare(impls.dau_gauss_conv2d, (x, *_dau_args(-1.0, 1.0)[1:]), {"radius": 2})
+    xt = _randn(N, W, H, S, seed=1).permute(0, 3, 2, 1)  # non-contiguous [N,S,H,W]
+    _compare(impls.dau_conv2d, (xt, *_dau_args()[1:]), {"stride": 1, "mu_grad": "gauss"})
+    pos = _uniform(-3, 3, K, seed=3)
+    _compare(impls.acu_conv2d, (xt, _randn(F, S, K, seed=2), pos, -pos, None), {"stride": 2})
+
+
+def test_empty_batch():
+    x = torch.zeros(0, S, H, W, dtype=torch.float64)
+    w, mu, sig = _randn(F, S, K), _uniform(-2, 2, F, S, K), torch.tensor(1.0, dtype=torch.float64)
+    cases = [
+        (impls.dau_conv2d, (x, w, mu, mu, sig, _randn(F)), {"mu_grad": "gauss"}),
+        (impls.dau_gauss_conv2d, (x, w, mu, mu, sig, None), {"radius": 2}),
+        (impls.acu_conv2d, (x, w, mu[0, 0], mu[1, 0], None), {"stride": 2}),
+        (impls.njet_conv2d, (x, _randn(F, S, 3), sig, None), {"order": 1}),
+    ]
+    for fn, args, kw in cases:
+        ts = [None if a is None else a.clone().requires_grad_(True) for a in args]
+        y = fn(*ts, **kw, backend="numba")
+        assert y.shape == (0, F, *y.shape[2:])
+        leaves = [a for a in ts if a is not None]
+        for g, a in zip(torch.autograd.grad(y.sum(), leaves), leaves):
+            assert g.shape == a.shape and not g.any()
+
+
+def _all_layers(dtype):
+    x = _randn(4, 8, 12, 11, seed=1)
+    w, mu = _randn(16, 8, 2, seed=2), _uniform(-4, 4, 16, 8, 2, seed=3)
+    sig = torch.tensor(0.6, dtype=torch.float64)
+    out = []
+    for mg in ("exact", "gauss"):
+        out += _run(impls.dau_conv2d, (x, w, mu, -mu, sig, None), {"mu_grad": mg}, "numba", dtype)
+    out += _run(impls.dau_gauss_conv2d, (x, w, mu / 2, mu / 3, sig, None), {"radius": 2}, "numba", dtype)
+    out += _run(impls.acu_conv2d, (x, w, mu[:2, 0], mu[:2, 1], None), {"stride": 2}, "numba", dtype)
+    out += _run(impls.njet_conv2d, (x, _randn(16, 8, 6), sig, None), {"order": 2}, "numba", dtype)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_deterministic(dtype):
+    first, second = _all_layers(dtype), _all_layers(dtype)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_inputs_untouched():
+    args = _dau_args()
+    before = [a.clone() for a in args]
+    _run(impls.dau_conv2d, args, {"stride": 2}, "numba", torch.float64)
+    assert all(torch.equal(a, b) for a, b in zip(args, before))
