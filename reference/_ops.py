@@ -12,6 +12,11 @@ import numpy as np
 from scipy import signal
 
 
+def scalar(v):
+    """A scalar given as a float, a 0-d or a one-element array -> float."""
+    return float(np.asarray(v, dtype=np.float64).reshape(()))
+
+
 def out_size(n, stride):
     """Output length ``ceil(n / stride)`` of SPEC section 1."""
     return -(-n // stride)

@@ -15,7 +15,7 @@ def _absolute(*arrays):
 
 def default_blur_radius(sigma):
     """``ceil(3 sigma)`` (SPEC section 2)."""
-    return int(math.ceil(3.0 * float(sigma)))
+    return int(math.ceil(3.0 * _ops.scalar(sigma)))
 
 
 def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, absolute=False):
@@ -25,7 +25,7 @@ def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=No
     """
     if absolute:
         x, weight, bias = _absolute(x, weight, bias)
-    sigma = float(sigma)
+    sigma = _ops.scalar(sigma)
     r = default_blur_radius(sigma) if blur_radius is None else int(blur_radius)
     n, s_, h, w = x.shape
     f_, _, k_ = weight.shape
@@ -55,7 +55,7 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
     """
     if absolute:
         x, weight, bias, dy = _absolute(x, weight, bias, dy)
-    sigma = float(sigma)
+    sigma = _ops.scalar(sigma)
     r = default_blur_radius(sigma) if blur_radius is None else int(blur_radius)
     n, s_, h, w = x.shape
     f_, _, k_ = weight.shape

@@ -13,19 +13,19 @@ def n_basis(order):
 
 def default_radius(sigma, extent=2.0):
     """``ceil(k sigma)`` (N-Jet section III-C)."""
-    return int(math.ceil(extent * float(sigma)))
+    return int(math.ceil(extent * _ops.scalar(sigma)))
 
 
 def basis(sigma, radius, order, absolute=False):
     """Basis filters ``B_j(t, u) = d_b(t) d_a(u)`` -> ``[J, 2r+1, 2r+1]``."""
-    d = _ops.gauss_derivs1d(float(sigma), radius, order, absolute)
+    d = _ops.gauss_derivs1d(_ops.scalar(sigma), radius, order, absolute)
     return np.stack([np.outer(d[b], d[a]) for a, b in _ops.njet_pairs(order)])
 
 
 def basis_dsigma(sigma, radius, order, absolute=False):
     """``d B_j / d sigma``, radius fixed -> ``[J, 2r+1, 2r+1]``."""
-    d = _ops.gauss_derivs1d(float(sigma), radius, order, absolute)
-    dd = _ops.gauss_derivs1d_dsigma(float(sigma), radius, order, absolute)
+    d = _ops.gauss_derivs1d(_ops.scalar(sigma), radius, order, absolute)
+    dd = _ops.gauss_derivs1d_dsigma(_ops.scalar(sigma), radius, order, absolute)
     return np.stack([np.outer(dd[b], d[a]) + np.outer(d[b], dd[a]) for a, b in _ops.njet_pairs(order)])
 
 
