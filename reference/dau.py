@@ -122,9 +122,10 @@ def _unit_kernels(mu_x, mu_y, sigma, radius, absolute=False):
 
     def quotient(de):
         # d(e / z) = de / z - e * sum(de) / z^2
-        dz = de.sum(axis=(-2, -1), keepdims=True)
         if absolute:
-            return np.abs(de) / z + e * np.abs(dz) / z**2
+            dz = np.abs(de).sum(axis=(-2, -1), keepdims=True)
+            return np.abs(de) / z + e * dz / z**2
+        dz = de.sum(axis=(-2, -1), keepdims=True)
         return de / z - e * dz / z**2
 
     return e / z, quotient(e * ex / sig**2), quotient(e * ey / sig**2), quotient(e * rr / sig**3)
