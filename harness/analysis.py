@@ -7,6 +7,7 @@
 - ``mu_grad``: the relative difference of the exact displacement gradient and DAU IJCV Eq. 16
   (``mu_grad="gauss"``) against sigma, displacements drawn at random.
 """
+
 import math
 
 import numpy as np
@@ -50,7 +51,10 @@ def mu_grad_rows(seed=0, size=16):
     rows = []
     for sig in SIGMAS:
         rb = math.ceil(3 * sig)
-        g = {m: reference.dau.backward(x, w, mx, my, sig, None, dy, blur_radius=rb, mu_grad=m) for m in ("exact", "gauss")}
+        g = {
+            m: reference.dau.backward(x, w, mx, my, sig, None, dy, blur_radius=rb, mu_grad=m)
+            for m in ("exact", "gauss")
+        }
         a = np.concatenate([g["exact"]["mu_x"].ravel(), g["exact"]["mu_y"].ravel()])
         b = np.concatenate([g["gauss"]["mu_x"].ravel(), g["gauss"]["mu_y"].ravel()])
         rows.append({"kind": "mu_grad", "sigma": sig, "rel_diff": _rel(a, b)})

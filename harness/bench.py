@@ -5,6 +5,7 @@ A (case, pass) group is measured as a whole (all backends interleaved, so the sp
 file as soon as it is done: an interrupted sweep keeps every finished group, and rerunning
 with the same file measures only the missing groups.
 """
+
 import os
 import uuid
 
@@ -26,8 +27,11 @@ def done_groups(path):
     """Keys of the (case, device, dtype, pass) groups already in the results file."""
     if not os.path.exists(path):
         return set()
-    return {(r["layer"] + "-" + r["case"], r["device"], r["dtype"], r["pass"]) for r in results.load([path])
-            if r.get("kind") == "speed"}
+    return {
+        (r["layer"] + "-" + r["case"], r["device"], r["dtype"], r["pass"])
+        for r in results.load([path])
+        if r.get("kind") == "speed"
+    }
 
 
 def _callables(case, backend, t, dy, pass_):
@@ -73,8 +77,20 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     cost = costmodel.model(case, arrays, pass_)
     itemsize = runner.DTYPES[dtype].itemsize
     nbytes = costmodel.min_bytes(case, pass_, itemsize)
-    base = dict(kind="speed", layer=case.layer, device=str(device), dtype=dtype, case=case.name, group=group,
-                timer=tm.method, threads=tm.threads, seed=seed, case_fields=case.fields(), min_bytes=nbytes, **cost)
+    base = dict(
+        kind="speed",
+        layer=case.layer,
+        device=str(device),
+        dtype=dtype,
+        case=case.name,
+        group=group,
+        timer=tm.method,
+        threads=tm.threads,
+        seed=seed,
+        case_fields=case.fields(),
+        min_bytes=nbytes,
+        **cost,
+    )
     base["pass"] = pass_
     rows, fns = [], {}
     for b in backends:
@@ -90,17 +106,29 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
         macs = cost["macs_naive"] if b == BASELINE else cost["macs_efficient"]
         speedup = med[BASELINE] / med[b] if BASELINE in med and med[b] else None
         floor_s = max(macs / peak["peak_macs"], nbytes / peak["peak_bytes"])
-        rows.append({
-            **base, "backend": b, "status": "ok", "reason": "", **summ,
-            "speedup": speedup,
-            "measured_over_model_gamma": speedup / cost["model_gamma"] if speedup and b != BASELINE else None,
-            "measured_over_paper_gamma": speedup / cost["paper_gamma"] if speedup and cost["paper_gamma"] and b != BASELINE else None,
-            "macs": macs, "gmacs_per_s": macs / summ["median_s"] / 1e9,
-            "roofline_fraction": floor_s / summ["median_s"],
-            "peak_macs_per_s": peak["peak_macs"], "peak_bytes_per_s": peak["peak_bytes"],
-            "peak_memory_bytes": _peak_memory(*fns[b], device),
-            "memory_note": None if torch.device(device).type == "cuda" else "not measured on CPU: no per-pass allocator statistics",
-        })
+        rows.append(
+            {
+                **base,
+                "backend": b,
+                "status": "ok",
+                "reason": "",
+                **summ,
+                "speedup": speedup,
+                "measured_over_model_gamma": speedup / cost["model_gamma"] if speedup and b != BASELINE else None,
+                "measured_over_paper_gamma": speedup / cost["paper_gamma"]
+                if speedup and cost["paper_gamma"] and b != BASELINE
+                else None,
+                "macs": macs,
+                "gmacs_per_s": macs / summ["median_s"] / 1e9,
+                "roofline_fraction": floor_s / summ["median_s"],
+                "peak_macs_per_s": peak["peak_macs"],
+                "peak_bytes_per_s": peak["peak_bytes"],
+                "peak_memory_bytes": _peak_memory(*fns[b], device),
+                "memory_note": None
+                if torch.device(device).type == "cuda"
+                else "not measured on CPU: no per-pass allocator statistics",
+            }
+        )
     return rows
 
 
@@ -123,13 +151,17 @@ def sweep(cases, backends, device, dtype, out_dir, seed=0, reps=5, threads=None,
 
 def format_table(rows):
     """Speed rows -> a plain-text table: case, backend, pass, median, speed-up, gammas."""
-    head = (f"{'case':<22} {'pass':<16} {'backend':<12} {'median':>10} {'p10-p90':>17} {'speedup':>8} "
-            f"{'paper g':>8} {'model g':>8} {'meas/g':>7} {'GMAC/s':>7} {'roofl.':>6}")
+    head = (
+        f"{'case':<22} {'pass':<16} {'backend':<12} {'median':>10} {'p10-p90':>17} {'speedup':>8} "
+        f"{'paper g':>8} {'model g':>8} {'meas/g':>7} {'GMAC/s':>7} {'roofl.':>6}"
+    )
     lines = [head, "-" * len(head)]
     f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"{r['layer'] + '-' + r['case']:<22} {r['pass']:<16} {r['backend']:<12} skipped: {r['reason']}")
+            lines.append(
+                f"{r['layer'] + '-' + r['case']:<22} {r['pass']:<16} {r['backend']:<12} skipped: {r['reason']}"
+            )
             continue
         spread = f"{r['p10_s'] * 1e3:.1f}-{r['p90_s'] * 1e3:.1f}ms"
         flag = "*" if r["noisy"] else " "

@@ -4,6 +4,7 @@ A case fixes shapes, unit count, scale, displacement range, stride, order and se
 draws its float64 tensors deterministically from its seed (``arrays``), so a failing case
 is re-run exactly from its printed fields.
 """
+
 import math
 from dataclasses import asdict, dataclass, replace
 
@@ -156,7 +157,20 @@ def _smoke():
 def _default():
     cases = list(_smoke())
     for layer in ("dau", "dau_gauss", "acu", "njet"):
-        big = Case("wide", layer, n=2, s=5, f=6, h=15, w=13, k=4, sigma=1.2, spread=6.0, radius=4 if layer == "dau_gauss" else None, seed=20)
+        big = Case(
+            "wide",
+            layer,
+            n=2,
+            s=5,
+            f=6,
+            h=15,
+            w=13,
+            k=4,
+            sigma=1.2,
+            spread=6.0,
+            radius=4 if layer == "dau_gauss" else None,
+            seed=20,
+        )
         cases += [
             big,
             replace(big, name="wide-stride2", stride=2, seed=21),
@@ -187,12 +201,17 @@ def _paper():
         Case("paper", "njet", **main, order=2, sigma=1.0, seed=32),
         Case("paper", "dau_gauss", **main, k=2, sigma=0.5, spread=2.0, radius=4, seed=33),
     ]
-    out += [Case(f"side{2 * d + 1}", "dau", **small, k=2, sigma=0.5, spread=d - 1e-3, radius=2, seed=40 + d)
-            for d in range(2, 17, 2)]
+    out += [
+        Case(f"side{2 * d + 1}", "dau", **small, k=2, sigma=0.5, spread=d - 1e-3, radius=2, seed=40 + d)
+        for d in range(2, 17, 2)
+    ]
     out += [Case(f"k{k}", "dau", **small, k=k, sigma=0.5, spread=4 - 1e-3, radius=2, seed=60 + k) for k in range(1, 7)]
     out += [Case(f"syn{k}", "acu", **small, k=k, spread=1.5, seed=70 + k) for k in (4, 9, 16, 25)]
     out += [Case(f"spread{sp:g}", "acu", **small, k=9, spread=sp, seed=80 + i) for i, sp in enumerate((3.0, 6.0))]
-    out += [Case(f"sigma{sg:g}", "njet", **small, order=2, sigma=sg, seed=90 + i) for i, sg in enumerate((0.5, 1.0, 2.0, 3.0))]
+    out += [
+        Case(f"sigma{sg:g}", "njet", **small, order=2, sigma=sg, seed=90 + i)
+        for i, sg in enumerate((0.5, 1.0, 2.0, 3.0))
+    ]
     out += [Case(f"order{o}", "njet", **small, order=o, sigma=1.5, seed=95 + o) for o in (1, 2, 3, 4)]
     return out
 

@@ -1,12 +1,13 @@
 """``rfbench``: the command line.
 
-    rfbench backends                       the registry: what each backend runs, why not
-    rfbench matrix [--grid smoke] ...      correctness matrix vs the float64 reference
-    rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up, gamma
-    rfbench report RESULTS... [--out DIR]  report.md, report.html (figures embedded), summary.csv
-    rfbench compare A B                    two results files side by side, regressions flagged
-    rfbench all [--out DIR]                matrix + paper benchmark + DAU studies + report
+rfbench backends                       the registry: what each backend runs, why not
+rfbench matrix [--grid smoke] ...      correctness matrix vs the float64 reference
+rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up, gamma
+rfbench report RESULTS... [--out DIR]  report.md, report.html (figures embedded), summary.csv
+rfbench compare A B                    two results files side by side, regressions flagged
+rfbench all [--out DIR]                matrix + paper benchmark + DAU studies + report
 """
+
 import argparse
 import random
 import sys
@@ -32,8 +33,10 @@ def cmd_backends(args):
     for b in impls.backend_table():
         state = "available" if b["unavailable"] is None else f"unavailable: {b['unavailable']}"
         print(f"{b['backend']:<12} {state}")
-        print(f"{'':<12} layers {', '.join(b['layers'])}; devices {', '.join(b['devices'])}; "
-              f"dtypes {', '.join(b['dtypes'])}; passes {', '.join(b['passes'])}")
+        print(
+            f"{'':<12} layers {', '.join(b['layers'])}; devices {', '.join(b['devices'])}; "
+            f"dtypes {', '.join(b['dtypes'])}; passes {', '.join(b['passes'])}"
+        )
         print(f"{'':<12} {b['summary']}")
     return 0
 
@@ -43,8 +46,10 @@ def cmd_matrix(args):
     grid = cases.grid(args.grid, args.layers)
     backends = args.backends or list(impls.BACKENDS)
     devs = runner.devices() if args.device == "all" else [args.device]
-    print(f"correctness matrix: grid {args.grid} ({len(grid)} cases), backends {', '.join(backends)}, "
-          f"dtypes {', '.join(args.dtypes)}, devices {', '.join(devs)}, seed {seed}")
+    print(
+        f"correctness matrix: grid {args.grid} ({len(grid)} cases), backends {', '.join(backends)}, "
+        f"dtypes {', '.join(args.dtypes)}, devices {', '.join(devs)}, seed {seed}"
+    )
     rows = runner.matrix(grid, backends, args.dtypes, devs, seed, _progress)
     if args.out:
         results.append(args.out, rows)
@@ -52,8 +57,10 @@ def cmd_matrix(args):
     print(runner.format_summary(runner.summary(rows)))
     bad = [r for r in rows if r["status"] in ("fail", "error")]
     for r in bad:
-        print(f"FAIL {r['layer']}-{r['case']} {r['backend']} {r['dtype']} {r['device']} {r['output']}: "
-              f"{r['status']} rel_err={r['rel_err']} err/bound={r['bound_ratio']} {r['reason'].splitlines()[0] if r['reason'] else ''}")
+        print(
+            f"FAIL {r['layer']}-{r['case']} {r['backend']} {r['dtype']} {r['device']} {r['output']}: "
+            f"{r['status']} rel_err={r['rel_err']} err/bound={r['bound_ratio']} {(r['reason'] or '').split(chr(10))[0]}"
+        )
     return 1 if bad else 0
 
 
@@ -62,10 +69,13 @@ def cmd_bench(args):
     backends = args.backends or [b for b in impls.BACKENDS if b != "reference"]
     if bench.BASELINE not in backends:
         backends = [bench.BASELINE] + backends
-    print(f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
-          f"{args.dtype} on {args.device}, results in {args.out}/{bench.RESULTS}")
-    rows, done = bench.sweep(grid, backends, args.device, args.dtype, args.out, args.seed, args.reps, args.threads,
-                             _progress, args.budget)
+    print(
+        f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
+        f"{args.dtype} on {args.device}, results in {args.out}/{bench.RESULTS}"
+    )
+    rows, done = bench.sweep(
+        grid, backends, args.device, args.dtype, args.out, args.seed, args.reps, args.threads, _progress, args.budget
+    )
     if done:
         print(f"resumed: {done} groups were already measured in {args.out}/{bench.RESULTS}")
     print(bench.format_table(rows))
@@ -84,8 +94,22 @@ def cmd_compare(args):
         print("no speed rows in common")
         return 1
     with __import__("pandas").option_context("display.width", 200, "display.max_rows", None):
-        print(table[["layer", "case", "pass", "backend", "device", "median_s_a", "median_s_b", "ratio_b_over_a",
-                     "threshold", "verdict"]].to_string(index=False))
+        print(
+            table[
+                [
+                    "layer",
+                    "case",
+                    "pass",
+                    "backend",
+                    "device",
+                    "median_s_a",
+                    "median_s_b",
+                    "ratio_b_over_a",
+                    "threshold",
+                    "verdict",
+                ]
+            ].to_string(index=False)
+        )
     regressions = int((table["verdict"] == "REGRESSION").sum())
     print(f"{regressions} regression(s) beyond the measured noise, {len(table)} rows compared")
     return 1 if regressions else 0
@@ -98,22 +122,44 @@ def cmd_all(args):
     matrix_path = os.path.join(args.out, "matrix.jsonl")
     if os.path.exists(matrix_path):
         os.remove(matrix_path)
-    status = cmd_matrix(argparse.Namespace(grid=args.matrix_grid, layers=None, backends=None,
-                                           dtypes=["float32", "float64"], device="all", seed=args.seed, out=matrix_path))
+    status = cmd_matrix(
+        argparse.Namespace(
+            grid=args.matrix_grid,
+            layers=None,
+            backends=None,
+            dtypes=["float32", "float64"],
+            device="all",
+            seed=args.seed,
+            out=matrix_path,
+        )
+    )
     study = os.path.join(args.out, "analysis.jsonl")
     if os.path.exists(study):
         os.remove(study)
     results.append(study, analysis.rows(args.seed or 0))
-    cmd_bench(argparse.Namespace(grid=args.bench_grid, layers=None, backends=None, device=args.device,
-                                 dtype="float32", out=args.out, reps=args.reps, budget=args.budget, threads=None,
-                                 seed=args.seed or 0))
+    cmd_bench(
+        argparse.Namespace(
+            grid=args.bench_grid,
+            layers=None,
+            backends=None,
+            device=args.device,
+            dtype="float32",
+            out=args.out,
+            reps=args.reps,
+            budget=args.budget,
+            threads=None,
+            seed=args.seed or 0,
+        )
+    )
     path = report.write([matrix_path, study, os.path.join(args.out, bench.RESULTS)], args.out)
     print(f"report: {path}")
     return status
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="rfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="rfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("backends", help="list the backends, what they run, and why not").set_defaults(fn=cmd_backends)
     m = sub.add_parser("matrix", help="correctness matrix against the float64 reference")
@@ -133,7 +179,9 @@ def parser():
     b.add_argument("--dtype", default="float32", choices=list(runner.DTYPES))
     b.add_argument("--out", default="results", help="folder of bench.jsonl (rerun with the same folder to resume)")
     b.add_argument("--reps", type=int, default=5, help="timed repetitions per backend (after warm-up)")
-    b.add_argument("--budget", type=float, default=20.0, help="seconds per group after which repetitions stop (>= 3 kept)")
+    b.add_argument(
+        "--budget", type=float, default=20.0, help="seconds per group after which repetitions stop (>= 3 kept)"
+    )
     b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     b.add_argument("--seed", type=int, default=0)
     b.set_defaults(fn=cmd_bench)

@@ -14,6 +14,7 @@ separable basis then mixing for N-Jet).  Backward counts are the passes those ba
 - njet: mixing for input and alpha (``2PFSJ``) and twice the separable basis (input gradient
   and the sigma chain through the 1-D taps).
 """
+
 import math
 
 import torch
@@ -107,8 +108,14 @@ def model(case, arrays, pass_):
     kernel = naive_kernel(case, arrays)
     naive = naive_macs(case, kernel, pass_)
     eff = efficient_macs(case, pass_)
-    out = {"kernel_naive": list(kernel), "macs_naive": naive, "macs_efficient": eff, "model_gamma": naive / eff,
-           "paper_gamma": None, "standard_side": None}
+    out = {
+        "kernel_naive": list(kernel),
+        "macs_naive": naive,
+        "macs_efficient": eff,
+        "model_gamma": naive / eff,
+        "paper_gamma": None,
+        "standard_side": None,
+    }
     if case.layer in ("dau", "acu"):
         side = standard_side(case, arrays)
         out.update(standard_side=side, paper_gamma=paper_gamma(side, case.k))

@@ -10,6 +10,7 @@ absolute mode (``reference`` with ``absolute=True``: every term made non-negativ
 ``bound_ratio`` reported is the largest ``|a - b| / bound`` (<= 1 passes).  Nothing in this
 policy is a guessed constant: change the dtype and the bound follows.
 """
+
 import math
 
 import numpy as np
@@ -75,8 +76,14 @@ def compare(a, b, mag, eps, nterms):
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
-        return {"rel_err": math.inf, "max_abs_err": math.inf, "bound_ratio": math.inf, "degenerate": False,
-                "ok": False, "note": f"shape {a.shape} != reference {b.shape}"}
+        return {
+            "rel_err": math.inf,
+            "max_abs_err": math.inf,
+            "bound_ratio": math.inf,
+            "degenerate": False,
+            "ok": False,
+            "note": f"shape {a.shape} != reference {b.shape}",
+        }
     diff = np.atleast_1d(np.abs(a - b))
     diff[np.isnan(a) & np.isnan(b)] = 0.0
     diff[np.isnan(diff)] = np.inf

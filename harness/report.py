@@ -4,6 +4,7 @@
 Speed-ups are always ratios measured within one group (one run, one machine); averages
 across cases are geometric means.
 """
+
 import base64
 import io
 import math
@@ -38,8 +39,22 @@ def _kind(df, kind):
 
 
 def environment_table(df):
-    keys = ("cpu", "cpu_count", "torch_threads", "gpu", "driver", "cuda", "torch", "numba", "numpy", "scipy", "cupy",
-            "tf32_matmul", "tf32_cudnn", "git_commit")
+    keys = (
+        "cpu",
+        "cpu_count",
+        "torch_threads",
+        "gpu",
+        "driver",
+        "cuda",
+        "torch",
+        "numba",
+        "numpy",
+        "scipy",
+        "cupy",
+        "tf32_matmul",
+        "tf32_cudnn",
+        "git_commit",
+    )
     out = {}
     for m, e in zip(df["machine"], df["env"]):
         if isinstance(e, dict) and m not in out:
@@ -54,21 +69,29 @@ def correctness_table(df):
         return c
     out = []
     for key, g in c.groupby(["machine", "layer", "backend", "device", "dtype"], sort=True):
-        per_case = g.groupby("case")["status"].agg(lambda s: "fail" if s.isin(["fail", "error"]).any()
-                                                   else ("skip" if (s == "skip").all() else "pass"))
+        per_case = g.groupby("case")["status"].agg(
+            lambda s: "fail" if s.isin(["fail", "error"]).any() else ("skip" if (s == "skip").all() else "pass")
+        )
         ran = g[g["rel_err"].notna()]
         grads = ran[ran["output"] != "forward"].groupby("output")["rel_err"].max()
         fwd = ran[ran["output"] == "forward"]["rel_err"]
         skips = g[g["status"] == "skip"]["reason"].unique()
-        out.append({
-            "machine": key[0], "layer": key[1], "backend": key[2], "device": key[3], "dtype": key[4],
-            "passed": int((per_case == "pass").sum()), "failed": int((per_case == "fail").sum()),
-            "skipped": int((per_case == "skip").sum()),
-            "worst_fwd_rel": float(fwd.max()) if len(fwd) else None,
-            "worst_grad_rel": ", ".join(f"{k} {v:.1e}" for k, v in grads.items()) or None,
-            "worst_err_over_bound": float(ran["bound_ratio"].max()) if len(ran) else None,
-            "note": "; ".join(skips)[:80],
-        })
+        out.append(
+            {
+                "machine": key[0],
+                "layer": key[1],
+                "backend": key[2],
+                "device": key[3],
+                "dtype": key[4],
+                "passed": int((per_case == "pass").sum()),
+                "failed": int((per_case == "fail").sum()),
+                "skipped": int((per_case == "skip").sum()),
+                "worst_fwd_rel": float(fwd.max()) if len(fwd) else None,
+                "worst_grad_rel": ", ".join(f"{k} {v:.1e}" for k, v in grads.items()) or None,
+                "worst_err_over_bound": float(ran["bound_ratio"].max()) if len(ran) else None,
+                "note": "; ".join(skips)[:80],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -78,9 +101,27 @@ def speed_table(df):
     if s.empty:
         return s
     s = s[s["status"] == "ok"]
-    cols = ["machine", "device", "dtype", "layer", "case", "pass", "backend", "median_s", "p10_s", "p90_s", "noisy",
-            "speedup", "paper_gamma", "model_gamma", "measured_over_model_gamma", "measured_over_paper_gamma",
-            "gmacs_per_s", "roofline_fraction", "peak_memory_bytes"]
+    cols = [
+        "machine",
+        "device",
+        "dtype",
+        "layer",
+        "case",
+        "pass",
+        "backend",
+        "median_s",
+        "p10_s",
+        "p90_s",
+        "noisy",
+        "speedup",
+        "paper_gamma",
+        "model_gamma",
+        "measured_over_model_gamma",
+        "measured_over_paper_gamma",
+        "gmacs_per_s",
+        "roofline_fraction",
+        "peak_memory_bytes",
+    ]
     return s[cols].sort_values(["machine", "device", "layer", "case", "pass", "backend"]).reset_index(drop=True)
 
 
@@ -90,21 +131,40 @@ def geomean_table(speed):
     if s.empty:
         return s
     g = s.groupby(["machine", "device", "dtype", "backend", "pass"])
-    return g.agg(cases=("speedup", "size"),
-                 geomean_speedup=("speedup", lambda v: float(np.exp(np.log(v).mean()))),
-                 geomean_meas_over_model_gamma=("measured_over_model_gamma", lambda v: float(np.exp(np.log(v).mean())))
-                 ).reset_index()
+    return g.agg(
+        cases=("speedup", "size"),
+        geomean_speedup=("speedup", lambda v: float(np.exp(np.log(v).mean()))),
+        geomean_meas_over_model_gamma=("measured_over_model_gamma", lambda v: float(np.exp(np.log(v).mean()))),
+    ).reset_index()
 
 
 def paper_check(speed):
     """DAU IJCV section 4.4 beside this run's dau-paper case."""
-    rows = [{"source": f"paper ({PAPER['gpu']})", "backend": "DAU-ConvNet", "gamma": f"{PAPER['gamma']:g}",
-             "forward speed-up": PAPER["inference"], "forward+backward speed-up": PAPER["training"]}]
-    s = speed[(speed["layer"] == "dau") & (speed["case"] == "paper") & (speed["backend"] != "torch-naive")] if not speed.empty else speed
+    rows = [
+        {
+            "source": f"paper ({PAPER['gpu']})",
+            "backend": "DAU-ConvNet",
+            "gamma": f"{PAPER['gamma']:g}",
+            "forward speed-up": PAPER["inference"],
+            "forward+backward speed-up": PAPER["training"],
+        }
+    ]
+    s = (
+        speed[(speed["layer"] == "dau") & (speed["case"] == "paper") & (speed["backend"] != "torch-naive")]
+        if not speed.empty
+        else speed
+    )
     for (m, dev, b), g in s.groupby(["machine", "device", "backend"]) if not s.empty else []:
-        get = lambda p: g[g["pass"] == p]["speedup"].max()  # noqa: E731
-        rows.append({"source": f"{m}, {dev}", "backend": b, "gamma": f"{g['paper_gamma'].iloc[0]:g}",
-                     "forward speed-up": get("forward"), "forward+backward speed-up": get("forward+backward")})
+        up = g.groupby("pass")["speedup"].max()
+        rows.append(
+            {
+                "source": f"{m}, {dev}",
+                "backend": b,
+                "gamma": f"{g['paper_gamma'].iloc[0]:g}",
+                "forward speed-up": up.get("forward"),
+                "forward+backward speed-up": up.get("forward+backward"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -134,28 +194,39 @@ def figures(df, speed):
                 ax.scatter(g["model_gamma"], g["speedup"], label=f"{b} ({dev})", alpha=0.8)
             lim = [0.3, max(2.0, float(eff["model_gamma"].max()) * 1.5)]
             ax.plot(lim, lim, "k--", lw=1, label="y = x (speed-up = gamma)")
-            ax.set(xscale="log", yscale="log", xlabel="model gamma (naive MACs / efficient MACs)",
-                   ylabel="measured speed-up over torch-naive (x)", title=p)
+            ax.set(
+                xscale="log",
+                yscale="log",
+                xlabel="model gamma (naive MACs / efficient MACs)",
+                ylabel="measured speed-up over torch-naive (x)",
+                title=p,
+            )
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         out.append(("speedup_vs_gamma", "Measured speed-up against the model gamma", _fig_bytes(fig)))
         plt.close(fig)
 
-        sweeps = [("dau", "side", "standard kernel side (px)"), ("dau", "k", "units K"),
-                  ("acu", "syn", "synapses K"), ("njet", "sigma", "sigma (px)")]
+        sweeps = [
+            ("dau", "side", "standard kernel side (px)"),
+            ("dau", "k", "units K"),
+            ("acu", "syn", "synapses K"),
+            ("njet", "sigma", "sigma (px)"),
+        ]
         fig, axes = plt.subplots(2, 2, figsize=(11, 8))
         for ax, (layer, prefix, label) in zip(axes.ravel(), sweeps):
             sub = eff[(eff["layer"] == layer) & eff["case"].str.match(prefix + r"[0-9.]+$")]
             for (b, dev, p), g in sub.groupby(["backend", "device", "pass"]):
-                xv = g["case"].str[len(prefix):].astype(float)
+                xv = g["case"].str[len(prefix) :].astype(float)
                 order = np.argsort(xv.values)
                 ax.plot(xv.values[order], g["speedup"].values[order], "o-", label=f"{b} ({dev}) {p}")
             gam = sub[sub["pass"] == "forward"].drop_duplicates("case")
             if not gam.empty:
-                xv = gam["case"].str[len(prefix):].astype(float)
+                xv = gam["case"].str[len(prefix) :].astype(float)
                 order = np.argsort(xv.values)
                 ax.plot(xv.values[order], gam["model_gamma"].values[order], "k--", label="model gamma (forward)")
-            ax.set(xlabel=label, ylabel="speed-up over torch-naive (x)", yscale="log", title=f"{layer}: sweep over {label}")
+            ax.set(
+                xlabel=label, ylabel="speed-up over torch-naive (x)", yscale="log", title=f"{layer}: sweep over {label}"
+            )
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
@@ -166,7 +237,9 @@ def figures(df, speed):
     corr = _kind(df, "correctness")
     corr = corr[corr["bound_ratio"].notna()] if not corr.empty else corr
     if not corr.empty:
-        corr = corr.assign(col=corr["layer"] + "-" + corr["case"], row=corr["backend"] + " " + corr["dtype"] + " " + corr["device"])
+        corr = corr.assign(
+            col=corr["layer"] + "-" + corr["case"], row=corr["backend"] + " " + corr["dtype"] + " " + corr["device"]
+        )
         piv = corr.pivot_table(index="row", columns="col", values="bound_ratio", aggfunc="max")
         val = np.log10(np.maximum(piv.values.astype(float), 1e-6))
         fig, ax = plt.subplots(figsize=(max(8, 0.28 * piv.shape[1]), 0.45 * piv.shape[0] + 2))
@@ -184,15 +257,23 @@ def figures(df, speed):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for sig, g in gap.groupby("sigma"):
             axes[0].plot(g["frac"], g["rel_gap"], "o-", label=f"sigma {sig:g}")
-        axes[0].set(xlabel="fractional part of the displacement (px)", ylabel="||dau - dau_gauss|| / ||dau_gauss||",
-                    yscale="log", title="DAU approximation gap (efficient form vs Gaussian kernels)")
+        axes[0].set(
+            xlabel="fractional part of the displacement (px)",
+            ylabel="||dau - dau_gauss|| / ||dau_gauss||",
+            yscale="log",
+            title="DAU approximation gap (efficient form vs Gaussian kernels)",
+        )
         if not gap.empty:
             axes[0].legend(fontsize=7)
         axes[0].grid(True, which="both", alpha=0.3)
         if not mug.empty:
             axes[1].plot(mug["sigma"], mug["rel_diff"], "o-")
-        axes[1].set(xlabel="sigma (px)", ylabel="||g_exact - g_eq16|| / ||g_eq16||", yscale="log",
-                    title="Exact vs Gaussian (Eq. 16) displacement gradient")
+        axes[1].set(
+            xlabel="sigma (px)",
+            ylabel="||g_exact - g_eq16|| / ||g_eq16||",
+            yscale="log",
+            title="Exact vs Gaussian (Eq. 16) displacement gradient",
+        )
         axes[1].grid(True, which="both", alpha=0.3)
         out.append(("dau_approximations", "DAU approximation gap and the two displacement gradients", _fig_bytes(fig)))
         plt.close(fig)
@@ -221,8 +302,24 @@ def _speed_compact(speed):
     if speed.empty:
         return speed
     t = speed.assign(median_ms=speed["median_s"] * 1e3)
-    return t[["machine", "device", "layer", "case", "pass", "backend", "median_ms", "noisy", "speedup", "paper_gamma",
-              "model_gamma", "measured_over_model_gamma", "gmacs_per_s", "roofline_fraction"]]
+    return t[
+        [
+            "machine",
+            "device",
+            "layer",
+            "case",
+            "pass",
+            "backend",
+            "median_ms",
+            "noisy",
+            "speedup",
+            "paper_gamma",
+            "model_gamma",
+            "measured_over_model_gamma",
+            "gmacs_per_s",
+            "roofline_fraction",
+        ]
+    ]
 
 
 def sections(df):
@@ -231,9 +328,11 @@ def sections(df):
     return {
         "Environment": environment_table(df),
         "Correctness matrix": corr[corr["passed"] + corr["failed"] > 0] if not corr.empty else corr,
-        "Not run here (the backend's reason)": (corr[corr["passed"] + corr["failed"] == 0]
-                                                [["machine", "layer", "backend", "device", "dtype", "note"]]
-                                                if not corr.empty else corr),
+        "Not run here (the backend's reason)": (
+            corr[corr["passed"] + corr["failed"] == 0][["machine", "layer", "backend", "device", "dtype", "note"]]
+            if not corr.empty
+            else corr
+        ),
         "Paper check (DAU IJCV section 4.4)": paper_check(speed),
         "Speed-up, geometric means across cases": geomean_table(speed) if not speed.empty else speed,
         "Speed per case and pass": _speed_compact(speed),
@@ -249,16 +348,24 @@ def write(paths, out_dir):
     for name, _, png in figs:
         with open(os.path.join(out_dir, name + ".png"), "wb") as fh:
             fh.write(png)
-    intro = (f"Results from {len(paths)} file(s), {len(df)} rows. Correctness tolerance: {TOLERANCE}. "
-             "Speed-ups are over torch-naive measured in the same run on the same machine; averages are geometric.")
+    intro = (
+        f"Results from {len(paths)} file(s), {len(df)} rows. Correctness tolerance: {TOLERANCE}. "
+        "Speed-ups are over torch-naive measured in the same run on the same machine; averages are geometric."
+    )
     md = ["# rfbench report\n", intro + "\n"]
-    html = ["<!doctype html><html><head><meta charset='utf-8'><title>rfbench report</title><style>",
-            "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
-            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}",
-            "</style></head><body><h1>rfbench report</h1>", f"<p>{intro}</p>"]
+    html = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>rfbench report</title><style>",
+        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}",
+        "</style></head><body><h1>rfbench report</h1>",
+        f"<p>{intro}</p>",
+    ]
     for title, table in secs.items():
         md += [f"\n## {title}\n\n", md_table(table)]
-        html += [f"<h2>{title}</h2>", table.to_html(index=False, na_rep="-", float_format=_fmt) if not table.empty else "<p>(no rows)</p>"]
+        html += [
+            f"<h2>{title}</h2>",
+            table.to_html(index=False, na_rep="-", float_format=_fmt) if not table.empty else "<p>(no rows)</p>",
+        ]
     md.append("\n## Figures\n")
     html.append("<h2>Figures</h2>")
     for name, title, png in figs:
@@ -269,8 +376,9 @@ def write(paths, out_dir):
         fh.write("".join(md))
     with open(os.path.join(out_dir, "report.html"), "w") as fh:
         fh.write("\n".join(html))
-    summary = pd.concat([t.assign(table=name) for name, t in secs.items() if not t.empty and name != "Environment"],
-                        ignore_index=True)
+    summary = pd.concat(
+        [t.assign(table=name) for name, t in secs.items() if not t.empty and name != "Environment"], ignore_index=True
+    )
     summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
     return os.path.join(out_dir, "report.md")
 
@@ -289,6 +397,9 @@ def compare(path_a, path_b):
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
     m["ratio_b_over_a"] = m["median_s_b"] / m["median_s_a"]
     m["threshold"] = 1 + m["noise_a"] + m["noise_b"]
-    m["verdict"] = np.where(m["ratio_b_over_a"] > m["threshold"], "REGRESSION",
-                            np.where(m["ratio_b_over_a"] < 1 / m["threshold"], "faster", "same"))
+    m["verdict"] = np.where(
+        m["ratio_b_over_a"] > m["threshold"],
+        "REGRESSION",
+        np.where(m["ratio_b_over_a"] < 1 / m["threshold"], "faster", "same"),
+    )
     return m

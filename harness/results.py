@@ -3,6 +3,7 @@
 Every row carries the environment it was measured in (``harness.env``).  Rows are appended
 as they are produced, so an interrupted run keeps every finished row.
 """
+
 import json
 import math
 import os

@@ -3,6 +3,7 @@
 Data flows one way: a ``Case`` -> ``run_case`` (calls ``impls`` and ``reference``) -> result
 rows (dicts of one schema, ``ROW_FIELDS``) -> summaries and reports.
 """
+
 import functools
 import traceback
 
@@ -16,8 +17,23 @@ from . import metrics
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-ROW_FIELDS = ("kind", "layer", "backend", "device", "dtype", "case", "output", "status", "reason", "rel_err",
-              "max_abs_err", "bound_ratio", "n_terms", "seed", "case_fields")
+ROW_FIELDS = (
+    "kind",
+    "layer",
+    "backend",
+    "device",
+    "dtype",
+    "case",
+    "output",
+    "status",
+    "reason",
+    "rel_err",
+    "max_abs_err",
+    "bound_ratio",
+    "n_terms",
+    "seed",
+    "case_fields",
+)
 
 PUBLIC = {
     "dau": impls.dau_conv2d,
@@ -47,8 +63,10 @@ def reference_results(case, dtype, seed):
     dy = rounded({"dy": rng.standard_normal(case.out_shape())}, dtype)["dy"]
     fhp, bhp = case.hparams(), case.backward_hparams()
     exact = {"forward": layer.forward(**arrays, **fhp), **layer.backward(**arrays, dy=dy, **bhp)}
-    mag = {"forward": layer.forward(**arrays, **fhp, absolute=True),
-           **layer.backward(**arrays, dy=dy, **bhp, absolute=True)}
+    mag = {
+        "forward": layer.forward(**arrays, **fhp, absolute=True),
+        **layer.backward(**arrays, dy=dy, **bhp, absolute=True),
+    }
     return arrays, dy, exact, mag
 
 
@@ -78,9 +96,20 @@ def call(case, backend, t):
 
 def _row(case, backend, device, dtype, output, status, reason="", seed=0, **m):
     row = dict.fromkeys(ROW_FIELDS)
-    row.update(kind="correctness", layer=case.layer, backend=backend, device=str(device), dtype=dtype,
-               case=case.name, output=output, status=status, reason=reason, seed=seed,
-               case_fields=case.fields(), **m)
+    row.update(
+        kind="correctness",
+        layer=case.layer,
+        backend=backend,
+        device=str(device),
+        dtype=dtype,
+        case=case.name,
+        output=output,
+        status=status,
+        reason=reason,
+        seed=seed,
+        case_fields=case.fields(),
+        **m,
+    )
     return row
 
 
@@ -91,7 +120,11 @@ def run_case(case, backend, dtype, device="cpu", seed=0):
     ``error`` row with its message; a modified input one ``fail`` row.
     """
     device = torch.device(device)
-    refusal = impls.BACKENDS[backend].refusal(case.layer, device, DTYPES[dtype]) if backend in impls.BACKENDS else "unknown backend"
+    refusal = (
+        impls.BACKENDS[backend].refusal(case.layer, device, DTYPES[dtype])
+        if backend in impls.BACKENDS
+        else "unknown backend"
+    )
     if refusal:
         return [_row(case, backend, device, dtype, "all", "skip", refusal, seed)]
     arrays, dy, exact, mag = reference_results(case, dtype, seed)
@@ -117,9 +150,22 @@ def run_case(case, backend, dtype, device="cpu", seed=0):
             continue
         nterms = metrics.n_terms(case, out)
         m = metrics.compare(a.detach().double().cpu().numpy(), ref, mag[out], eps, nterms)
-        rows.append(_row(case, backend, device, dtype, out, "pass" if m["ok"] else "fail", m["note"], seed,
-                         rel_err=m["rel_err"], max_abs_err=m["max_abs_err"], bound_ratio=m["bound_ratio"],
-                         n_terms=nterms))
+        rows.append(
+            _row(
+                case,
+                backend,
+                device,
+                dtype,
+                out,
+                "pass" if m["ok"] else "fail",
+                m["note"],
+                seed,
+                rel_err=m["rel_err"],
+                max_abs_err=m["max_abs_err"],
+                bound_ratio=m["bound_ratio"],
+                n_terms=nterms,
+            )
+        )
     changed = [k for k, v in before.items() if not torch.equal(v, t[k].detach())]
     if changed:
         rows.append(_row(case, backend, device, dtype, "inputs", "fail", f"inputs modified: {changed}", seed))
@@ -163,24 +209,44 @@ def summary(rows):
     for (layer, backend, device, dtype), g in sorted(groups.items()):
         states = list(g["cases"].values())
         ran = any(s != "skip" for s in states)
-        reasons = sorted({r["reason"] for r in rows if r["status"] == "skip" and (r["layer"], r["backend"], r["device"], r["dtype"]) == (layer, backend, device, dtype)})
-        out.append({
-            "layer": layer, "backend": backend, "device": device, "dtype": dtype,
-            "passed": states.count("pass"), "failed": states.count("fail"), "skipped": states.count("skip"),
-            "worst_fwd_rel": g["fwd"] if ran else None, "worst_grad_rel": g["grad"] if ran else None,
-            "worst_bound_ratio": g["ratio"] if ran else None, "skip_reason": "; ".join(reasons),
-        })
+        reasons = sorted(
+            {
+                r["reason"]
+                for r in rows
+                if r["status"] == "skip"
+                and (r["layer"], r["backend"], r["device"], r["dtype"]) == (layer, backend, device, dtype)
+            }
+        )
+        out.append(
+            {
+                "layer": layer,
+                "backend": backend,
+                "device": device,
+                "dtype": dtype,
+                "passed": states.count("pass"),
+                "failed": states.count("fail"),
+                "skipped": states.count("skip"),
+                "worst_fwd_rel": g["fwd"] if ran else None,
+                "worst_grad_rel": g["grad"] if ran else None,
+                "worst_bound_ratio": g["ratio"] if ran else None,
+                "skip_reason": "; ".join(reasons),
+            }
+        )
     return out
 
 
 def format_summary(summ):
     """Summary dicts -> a plain-text table."""
-    head = f"{'layer':<10} {'backend':<12} {'device':<6} {'dtype':<8} {'pass':>4} {'fail':>4} {'skip':>4} " \
-           f"{'worst fwd rel':>13} {'worst grad rel':>14} {'err/bound':>9}  note"
+    head = (
+        f"{'layer':<10} {'backend':<12} {'device':<6} {'dtype':<8} {'pass':>4} {'fail':>4} {'skip':>4} "
+        f"{'worst fwd rel':>13} {'worst grad rel':>14} {'err/bound':>9}  note"
+    )
     lines = [head, "-" * len(head)]
     fmt = lambda v: "-" if v is None else f"{v:.2e}"  # noqa: E731
     for s in summ:
-        lines.append(f"{s['layer']:<10} {s['backend']:<12} {s['device']:<6} {s['dtype']:<8} {s['passed']:>4} "
-                     f"{s['failed']:>4} {s['skipped']:>4} {fmt(s['worst_fwd_rel']):>13} {fmt(s['worst_grad_rel']):>14} "
-                     f"{fmt(s['worst_bound_ratio']):>9}  {s['skip_reason'][:60]}")
+        lines.append(
+            f"{s['layer']:<10} {s['backend']:<12} {s['device']:<6} {s['dtype']:<8} {s['passed']:>4} "
+            f"{s['failed']:>4} {s['skipped']:>4} {fmt(s['worst_fwd_rel']):>13} {fmt(s['worst_grad_rel']):>14} "
+            f"{fmt(s['worst_bound_ratio']):>9}  {s['skip_reason'][:60]}"
+        )
     return "\n".join(lines)

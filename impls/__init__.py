@@ -4,6 +4,7 @@ Every function validates its arguments (SPEC section 7), resolves default radii 
 ``sigma``'s value, picks a backend from the registry and is differentiable in every
 tensor argument through torch autograd, whatever the backend.
 """
+
 from . import _validate
 from ._registry import BACKENDS, BackendUnavailable, available_backends, select
 from ._registry import table as backend_table

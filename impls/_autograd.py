@@ -9,6 +9,7 @@ where ``t`` maps the layer's argument names (``x``, ``weight``, ...) to tensors,
 the validated hyper-parameters and ``needs`` names the arguments whose gradient is wanted.
 ``backward`` returns a gradient of each needed argument's shape and dtype.
 """
+
 import torch
 
 

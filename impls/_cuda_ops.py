@@ -42,6 +42,7 @@ MACs (SPEC section 8), ``P = N Ho Wo``, ``b = 2 rb + 1``, ``Hc = H + 2 rb``, ``W
   tapsum: forward ``4 P F S R2`` (3/4 of them with zero weight), backward ``4 P F S R2`` (x)
   + ``4 P F S R2`` (kernel).
 """
+
 import torch
 
 from . import _autograd, _math
@@ -259,7 +260,10 @@ class Njet:
         pairs = _math.njet_pairs(order)
         m = order + 1
         cols = (_i32(torch.zeros(m, device=dev)), _i32(torch.arange(m, device=dev)))
-        rows = (_i32(torch.tensor([a for a, _ in pairs], device=dev)), _i32(torch.tensor([b for _, b in pairs], device=dev)))
+        rows = (
+            _i32(torch.tensor([a for a, _ in pairs], device=dev)),
+            _i32(torch.tensor([b for _, b in pairs], device=dev)),
+        )
         return cols, rows
 
     def _basis(self, x2, d, cols, rows, r, st):

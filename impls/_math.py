@@ -4,6 +4,7 @@ Everything here is differentiable through torch autograd and works on any device
 floating dtype.  Shapes follow SPEC.md: ``[F,S,K]`` per-unit parameters, kernels
 ``[F,S,kh,kw]`` in correlation orientation (tap ``(t, u)`` reads ``x[i*s + t, j*s + u]``).
 """
+
 import math
 
 import torch
@@ -21,7 +22,7 @@ def taps(r, like):
 
 def gauss1d(sigma, r):
     """Discretely normalised Gaussian ``g(t)``, ``|t| <= r`` (DAU IJCV Eq. 3-4). -> ``[2r+1]``"""
-    e = torch.exp(-taps(r, sigma) ** 2 / (2 * sigma**2))
+    e = torch.exp(-(taps(r, sigma) ** 2) / (2 * sigma**2))
     return e / e.sum()
 
 

@@ -2,6 +2,7 @@
 
 Every failure names the function, the argument, what was expected and what came.
 """
+
 import math
 import numbers
 
@@ -92,7 +93,9 @@ def unit_weights(fn, name, weight, x):
     tensor(fn, name, weight, x)
     s_ = x.shape[1]
     if weight.dim() != 3 or weight.shape[1] != s_ or weight.shape[0] < 1 or weight.shape[2] < 1:
-        _fail(ValueError, fn, name, f"shape [F, {s_}, K] with F, K >= 1 (S = x.shape[1])", f"shape {tuple(weight.shape)}")
+        _fail(
+            ValueError, fn, name, f"shape [F, {s_}, K] with F, K >= 1 (S = x.shape[1])", f"shape {tuple(weight.shape)}"
+        )
 
 
 def units(fn, x, weight, names_xy, ax, ay, wname="weight"):
@@ -144,7 +147,9 @@ def acu(x, weight, pos_x, pos_y, b, stride, fn="acu_conv2d"):
     for name, p in (("pos_x", pos_x), ("pos_y", pos_y)):
         tensor(fn, name, p, x)
         if p.dim() not in (1, 2) or p.shape[-1] != k_ or (p.dim() == 2 and (p.shape[0] < 1 or f_ % p.shape[0])):
-            _fail(ValueError, fn, name, f"shape [{k_}] or [P, {k_}] with P dividing F = {f_}", f"shape {tuple(p.shape)}")
+            _fail(
+                ValueError, fn, name, f"shape [{k_}] or [P, {k_}] with P dividing F = {f_}", f"shape {tuple(p.shape)}"
+            )
         finite(fn, name, p)
     if pos_x.shape != pos_y.shape:
         _fail(ValueError, fn, "pos_y", f"shape {tuple(pos_x.shape)} (that of pos_x)", f"shape {tuple(pos_y.shape)}")
@@ -160,7 +165,13 @@ def njet(x, alpha, sigma, b, order, extent, radius, stride, fn="njet_conv2d"):
     tensor(fn, "alpha", alpha, x)
     s_ = x.shape[1]
     if alpha.dim() != 3 or alpha.shape[1] != s_ or alpha.shape[2] != j_ or alpha.shape[0] < 1:
-        _fail(ValueError, fn, "alpha", f"shape [F, {s_}, {j_}] (S = x.shape[1], J for order {order})", f"shape {tuple(alpha.shape)}")
+        _fail(
+            ValueError,
+            fn,
+            "alpha",
+            f"shape [F, {s_}, {j_}] (S = x.shape[1], J for order {order})",
+            f"shape {tuple(alpha.shape)}",
+        )
     sigma = scalar(fn, "sigma", sigma, x)
     bias(fn, b, x, alpha.shape[0])
     extent = real(fn, "extent", extent)

@@ -18,6 +18,7 @@ expressions.  Kernel design (see the ``.cu`` files):
 - ``acu.cu``: per-synapse bilinear samples shared by a position group; the 1x1 mixing is a
   batched GEMM (``torch.matmul``, cuBLAS); adjoints as above.
 """
+
 import functools
 import math
 from pathlib import Path
@@ -96,8 +97,14 @@ class Prims:
             cap = _fits(th * tw, inp.dtype)
             grid = (math.ceil(wo / _PASS_W) * b * ci, math.ceil(ho / _PASS_H), 1)
             args = (inp, taps, cin, fil, *_i(ci, co, hi, wi, nt, st, off, ho, wo, cap), out)
-            _launch(_kernel("passes", "cpass", inp.dtype, "true" if rows else "false"), grid, (_PASS_W, _PASS_H, 1),
-                    args, inp, smem=cap * out.element_size())
+            _launch(
+                _kernel("passes", "cpass", inp.dtype, "true" if rows else "false"),
+                grid,
+                (_PASS_W, _PASS_H, 1),
+                args,
+                inp,
+                smem=cap * out.element_size(),
+            )
         return out
 
     @staticmethod
@@ -116,8 +123,9 @@ class Prims:
         if dout.numel():
             grid = (_chunks(b * ho * wo, co * nt), nt, co)
             args = (dout, inp, cin, *_i(b, co, ho, wo, inp.shape[1], inp.shape[2], inp.shape[3], nt, st, off), out)
-            _launch(_kernel("passes", "dtaps", dout.dtype, "true" if rows else "false"), grid, (THREADS, 1, 1),
-                    args, dout)
+            _launch(
+                _kernel("passes", "dtaps", dout.dtype, "true" if rows else "false"), grid, (THREADS, 1, 1), args, dout
+            )
         return out
 
     @staticmethod
@@ -143,7 +151,9 @@ class Prims:
         if s * k_ == 0:
             return y.zero_()
         box = cls._box(fy, fx)
-        need = ((_TILE_H - 1) * st + box[..., 1] - box[..., 0] + 2) * ((_TILE_W - 1) * st + box[..., 3] - box[..., 2] + 2)
+        need = ((_TILE_H - 1) * st + box[..., 1] - box[..., 0] + 2) * (
+            (_TILE_W - 1) * st + box[..., 3] - box[..., 2] + 2
+        )
         fits = need[need <= SMEM // c.element_size()]
         cap = int(fits.max()) if fits.numel() else 0  # blocks whose window is larger read the canvas directly
         grid = (math.ceil(wo / _TILE_W) * box.shape[0], math.ceil(ho / _TILE_H), n)

@@ -21,6 +21,7 @@ Helpers (small functions, composable with any optimiser):
 - ``safe_subsample``: N-Jet safe subsampling (SPEC section 5).
 - ``prune_units``, ``shrink_units``: DAU unit pruning by relative weight (DAU IJCV Table 2).
 """
+
 import math
 
 import torch
@@ -150,8 +151,22 @@ class DAUConv2d(nn.Module):
     ``prune_units`` read weight 0. ``blur_radius`` None means ``ceil(3 sigma)`` of the current sigma.
     """
 
-    def __init__(self, in_channels, out_channels, units=2, sigma=0.5, stride=1, bias=True, mu_init="uniform",
-                 mu_grad="exact", learn_sigma=False, blur_radius=None, backend="auto", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        units=2,
+        sigma=0.5,
+        stride=1,
+        bias=True,
+        mu_init="uniform",
+        mu_grad="exact",
+        learn_sigma=False,
+        blur_radius=None,
+        backend="auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.in_channels = _check_int("in_channels", in_channels, 1)
@@ -187,13 +202,25 @@ class DAUConv2d(nn.Module):
 
     def forward(self, x):
         w = torch.where(self.unit_mask, self.weight, 0)
-        return dau_conv2d(x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride,
-                          blur_radius=self.blur_radius, mu_grad=self.mu_grad, backend=self.backend)
+        return dau_conv2d(
+            x,
+            w,
+            self.mu_x,
+            self.mu_y,
+            self.sigma,
+            self.bias,
+            stride=self.stride,
+            blur_radius=self.blur_radius,
+            mu_grad=self.mu_grad,
+            backend=self.backend,
+        )
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, units={self.units}, sigma={float(self.sigma.detach()):.4g}, "
-                f"stride={self.stride}, bias={self.bias is not None}, mu_grad={self.mu_grad!r}, "
-                f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, units={self.units}, sigma={float(self.sigma.detach()):.4g}, "
+            f"stride={self.stride}, bias={self.bias is not None}, mu_grad={self.mu_grad!r}, "
+            f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}"
+        )
 
 
 class DAUGaussConv2d(nn.Module):
@@ -206,8 +233,21 @@ class DAUGaussConv2d(nn.Module):
     construction: default ``ceil(1.5 + 3 sigma)`` (the initial displacement range plus 3 sigma).
     """
 
-    def __init__(self, in_channels, out_channels, units=2, sigma=0.5, radius=None, stride=1, bias=True,
-                 mu_init="uniform", learn_sigma=True, backend="auto", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        units=2,
+        sigma=0.5,
+        radius=None,
+        stride=1,
+        bias=True,
+        mu_init="uniform",
+        learn_sigma=True,
+        backend="auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.in_channels = _check_int("in_channels", in_channels, 1)
@@ -235,13 +275,24 @@ class DAUGaussConv2d(nn.Module):
 
     def forward(self, x):
         w = torch.where(self.unit_mask, self.weight, 0)
-        return dau_gauss_conv2d(x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius,
-                                stride=self.stride, backend=self.backend)
+        return dau_gauss_conv2d(
+            x,
+            w,
+            self.mu_x,
+            self.mu_y,
+            self.sigma,
+            self.bias,
+            radius=self.radius,
+            stride=self.stride,
+            backend=self.backend,
+        )
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, units={self.units}, radius={self.radius}, "
-                f"sigma_init={self.init_sigma:.4g}, stride={self.stride}, bias={self.bias is not None}, "
-                f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, units={self.units}, radius={self.radius}, "
+            f"sigma_init={self.init_sigma:.4g}, stride={self.stride}, bias={self.bias is not None}, "
+            f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}"
+        )
 
 
 class ACUConv2d(nn.Module):
@@ -258,8 +309,21 @@ class ACUConv2d(nn.Module):
     the 3x3 grid, 0 of the circle) at the origin with zero gradient (``zero_center``).
     """
 
-    def __init__(self, in_channels, out_channels, synapses=9, init="grid3x3", fixed_center=True, position_groups=1,
-                 stride=1, bias=True, normalize_grad=True, backend="auto", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        synapses=9,
+        init="grid3x3",
+        fixed_center=True,
+        position_groups=1,
+        stride=1,
+        bias=True,
+        normalize_grad=True,
+        backend="auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.in_channels = _check_int("in_channels", in_channels, 1)
@@ -268,8 +332,9 @@ class ACUConv2d(nn.Module):
         self.init = _check_choice("init", init, ("grid3x3", "circle"))
         self.position_groups = _check_int("position_groups", position_groups, 1)
         if out_channels % position_groups:
-            raise ValueError(f"argument 'position_groups' expected a divisor of out_channels={out_channels}, "
-                             f"got {position_groups}")
+            raise ValueError(
+                f"argument 'position_groups' expected a divisor of out_channels={out_channels}, got {position_groups}"
+            )
         self.stride = _check_int("stride", stride, 1)
         self.fixed_center = bool(fixed_center)
         self.normalize_grad = bool(normalize_grad)
@@ -314,9 +379,11 @@ class ACUConv2d(nn.Module):
         return acu_conv2d(x, self.weight, px, py, self.bias, stride=self.stride, backend=self.backend)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, synapses={self.synapses}, init={self.init!r}, "
-                f"fixed_center={self.fixed_center}, position_groups={self.position_groups}, stride={self.stride}, "
-                f"bias={self.bias is not None}, normalize_grad={self.normalize_grad}, backend={self.backend!r}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, synapses={self.synapses}, init={self.init!r}, "
+            f"fixed_center={self.fixed_center}, position_groups={self.position_groups}, stride={self.stride}, "
+            f"bias={self.bias is not None}, normalize_grad={self.normalize_grad}, backend={self.backend!r}"
+        )
 
 
 class NJetConv2d(nn.Module):
@@ -329,8 +396,21 @@ class NJetConv2d(nn.Module):
     ``learn_sigma``); ``bias [F]`` (zeros). ``radius`` None means ``ceil(extent sigma)`` of the current sigma.
     """
 
-    def __init__(self, in_channels, out_channels, order=2, sigma=1.0, extent=2.0, learn_sigma=True, stride=1,
-                 bias=True, radius=None, backend="auto", device=None, dtype=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        order=2,
+        sigma=1.0,
+        extent=2.0,
+        learn_sigma=True,
+        stride=1,
+        bias=True,
+        radius=None,
+        backend="auto",
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.in_channels = _check_int("in_channels", in_channels, 1)
@@ -358,13 +438,24 @@ class NJetConv2d(nn.Module):
                 self.bias.zero_()
 
     def forward(self, x):
-        return njet_conv2d(x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent,
-                           radius=self.radius, stride=self.stride, backend=self.backend)
+        return njet_conv2d(
+            x,
+            self.alpha,
+            self.sigma,
+            self.bias,
+            order=self.order,
+            extent=self.extent,
+            radius=self.radius,
+            stride=self.stride,
+            backend=self.backend,
+        )
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, order={self.order}, sigma={float(self.sigma.detach()):.4g}, "
-                f"extent={self.extent:g}, stride={self.stride}, bias={self.bias is not None}, "
-                f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, order={self.order}, sigma={float(self.sigma.detach()):.4g}, "
+            f"extent={self.extent:g}, stride={self.stride}, bias={self.bias is not None}, "
+            f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}"
+        )
 
 
 # ---------------------------------------------------------------- ACU training helpers

@@ -34,6 +34,7 @@ Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``a
 Intermediates (recomputed in the backward, nothing saved): dau canvas ``N S Hc Wc``;
 acu shifted maps ``N G S K Ho Wo``; njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
+
 import numpy as np
 import torch
 from numba import njit, prange
@@ -68,7 +69,7 @@ def _hi(a, st, n, m):
 def _row4(y, r0, r1, a0, a1, a2, a3, q, nj, st):
     """``y[j] += a0 r0[q + j st] + a1 r0[q + j st + 1] + a2 r1[q + j st] + a3 r1[q + j st + 1]``, ``j < nj``."""
     if st == 1:
-        u0, u1 = r0[q:q + nj + 1], r1[q:q + nj + 1]
+        u0, u1 = r0[q : q + nj + 1], r1[q : q + nj + 1]
         for j in range(nj):
             y[j] += (a0 * u0[j] + a1 * u0[j + 1]) + (a2 * u1[j] + a3 * u1[j + 1])
     else:
@@ -82,7 +83,7 @@ def _dot4(acc, d, r0, r1, q, nj, st):
     """``acc[2 da + db, j] += d[j] r_da[q + j st + db]``, ``j < nj``."""
     e0, e1, e2, e3 = acc[0], acc[1], acc[2], acc[3]
     if st == 1:
-        u0, u1 = r0[q:q + nj + 1], r1[q:q + nj + 1]
+        u0, u1 = r0[q : q + nj + 1], r1[q : q + nj + 1]
         for j in range(nj):
             e0[j] += d[j] * u0[j]
             e1[j] += d[j] * u0[j + 1]
@@ -101,7 +102,7 @@ def _dot4(acc, d, r0, r1, q, nj, st):
 def _axpy(b, q, nj, st, am, d):
     """``b[q + j st] += am d[j]``, ``j < nj``."""
     if st == 1:
-        u = b[q:q + nj]
+        u = b[q : q + nj]
         for j in range(nj):
             u[j] += am * d[j]
     else:
@@ -113,7 +114,7 @@ def _axpy(b, q, nj, st, am, d):
 def _gaxpy(y, b, q, nj, st, am):
     """``y[j] += am b[q + j st]``, ``j < nj``."""
     if st == 1:
-        u = b[q:q + nj]
+        u = b[q : q + nj]
         for j in range(nj):
             y[j] += am * u[j]
     else:
@@ -125,7 +126,7 @@ def _gaxpy(y, b, q, nj, st, am):
 def _dot(acc, d, b, q, nj, st):
     """``acc[j] += d[j] b[q + j st]``, ``j < nj``."""
     if st == 1:
-        u = b[q:q + nj]
+        u = b[q : q + nj]
         for j in range(nj):
             acc[j] += d[j] * u[j]
     else:
@@ -294,8 +295,18 @@ def _shift(c, a, fy, fx, st, ho, wo):
                     p = i * st + r0
                     if p < 0 or p > hc - 2 or jhi <= jlo:
                         continue
-                    _row4(y[n, f, i, jlo:jhi], c[n, s, p], c[n, s, p + 1], a[f, s, k, 0], a[f, s, k, 1],
-                          a[f, s, k, 2], a[f, s, k, 3], jlo * st + q0, jhi - jlo, st)
+                    _row4(
+                        y[n, f, i, jlo:jhi],
+                        c[n, s, p],
+                        c[n, s, p + 1],
+                        a[f, s, k, 0],
+                        a[f, s, k, 1],
+                        a[f, s, k, 2],
+                        a[f, s, k, 3],
+                        jlo * st + q0,
+                        jhi - jlo,
+                        st,
+                    )
     return y
 
 
@@ -376,8 +387,18 @@ def _sample(xp, a, fy, fx, st, ho, wo):
                     p = i * st + r0
                     if p < 0 or p > hc - 2 or jhi <= jlo:
                         continue
-                    _row4(out[n, g, s, k, i, jlo:jhi], xp[n, s, p], xp[n, s, p + 1], a[g, k, 0], a[g, k, 1],
-                          a[g, k, 2], a[g, k, 3], jlo * st + q0, jhi - jlo, st)
+                    _row4(
+                        out[n, g, s, k, i, jlo:jhi],
+                        xp[n, s, p],
+                        xp[n, s, p + 1],
+                        a[g, k, 0],
+                        a[g, k, 1],
+                        a[g, k, 2],
+                        a[g, k, 3],
+                        jlo * st + q0,
+                        jhi - jlo,
+                        st,
+                    )
     return out
 
 
@@ -800,8 +821,11 @@ class _Njet:
         _, b = self._basis(x, _np(d), pairs, st)
         n_, s_, j_, ho, wo = b.shape
         alpha = t["alpha"].detach()
-        y = _mix(b.reshape(n_, 1, s_ * j_, ho * wo), _np(alpha.reshape(alpha.shape[0], -1)),
-                 np.zeros(alpha.shape[0], np.int64))
+        y = _mix(
+            b.reshape(n_, 1, s_ * j_, ho * wo),
+            _np(alpha.reshape(alpha.shape[0], -1)),
+            np.zeros(alpha.shape[0], np.int64),
+        )
         return _add_bias(_t(y).reshape(n_, alpha.shape[0], ho, wo), t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
@@ -885,8 +909,9 @@ def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
 
 def acu(x, weight, pos_x, pos_y, bias, *, stride):
     """``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
-    return _autograd.apply(_ACU, {"stride": stride}, ("x", "weight", "pos_x", "pos_y", "bias"),
-                           (x, weight, pos_x, pos_y, bias))
+    return _autograd.apply(
+        _ACU, {"stride": stride}, ("x", "weight", "pos_x", "pos_y", "bias"), (x, weight, pos_x, pos_y, bias)
+    )
 
 
 def njet(x, alpha, sigma, bias, *, order, radius, stride):

@@ -18,6 +18,7 @@ so they are deterministic.  Reductions (tap sums, tap gradients, mixing weights)
 unit ``lanes`` threads (``Prims.lanes``) that stride over its elements; the ``[..., lanes]`` partials are summed
 by torch / NumPy in a fixed order, so every result is bit-reproducible.
 """
+
 import math
 
 import numpy as np
@@ -120,7 +121,9 @@ def _tpass_k(dout, taps, cin, fil, st, off, rows, zero, out):
 
 
 def tpass(dout, taps, cin, fil, st, off, rows, out, stream=0):
-    """Adjoint of ``cpass`` in ``inp``: ``dout [B,Co,..]`` -> ``out [B,Ci,H,W]`` (gather form). MACs ``B Co Ho Wo T``."""
+    """Adjoint of ``cpass`` in ``inp``: ``dout [B,Co,..]`` -> ``out [B,Ci,H,W]`` (gather form).
+
+    MACs ``B Co Ho Wo T``."""
     if out.size:
         _tpass_k[_blocks(out.size), THREADS, stream](dout, taps, cin, fil, st, off, rows, _zero(out), out)
 
@@ -174,7 +177,8 @@ def _shift_k(c, a4, fy, fx, st, zero, y):
             p = i * st + fy[f, s, k]
             q = j * st + fx[f, s, k]
             acc += (a4[f, s, k, 0] * _at(c, n, s, p, q, zero) + a4[f, s, k, 1] * _at(c, n, s, p, q + 1, zero)) + (
-                a4[f, s, k, 2] * _at(c, n, s, p + 1, q, zero) + a4[f, s, k, 3] * _at(c, n, s, p + 1, q + 1, zero))
+                a4[f, s, k, 2] * _at(c, n, s, p + 1, q, zero) + a4[f, s, k, 3] * _at(c, n, s, p + 1, q + 1, zero)
+            )
     y[n, f, i, j] = acc
 
 
@@ -272,7 +276,8 @@ def _sample_k(x, a4, fy, fx, st, zero, out):
     n = idx // (wo * ho * k_ * s_ * g_)
     p, q = i * st + fy[g, k], j * st + fx[g, k]
     out[n, g, s, k, i, j] = (a4[g, k, 0] * _at(x, n, s, p, q, zero) + a4[g, k, 1] * _at(x, n, s, p, q + 1, zero)) + (
-        a4[g, k, 2] * _at(x, n, s, p + 1, q, zero) + a4[g, k, 3] * _at(x, n, s, p + 1, q + 1, zero))
+        a4[g, k, 2] * _at(x, n, s, p + 1, q, zero) + a4[g, k, 3] * _at(x, n, s, p + 1, q + 1, zero)
+    )
 
 
 def sample(x, a4, fy, fx, st, out, stream=0):
@@ -342,7 +347,9 @@ def _sample_sums_k(e, x, fy, fx, st, zero, part):
 
 
 def sample_sums(e, x, fy, fx, st, part, stream=0):
-    """Partial corner sums ``part [G,K,4,lanes]`` of ``sum_{n,s,i,j} e[n,g,s,k,i,j] x[n,s, tap m]``. MACs ``4 P S K G``."""
+    """Partial corner sums ``part [G,K,4,lanes]`` of ``sum_{n,s,i,j} e[n,g,s,k,i,j] x[n,s, tap m]``.
+
+    MACs ``4 P S K G``."""
     if part.size:
         _sample_sums_k[_blocks(part.size), THREADS, stream](e, x, fy, fx, st, _zero(part), part)
 
@@ -367,7 +374,9 @@ def _mix_k(bm, w, grp, zero, y):
 
 
 def mix(bm, w, grp, y, stream=0):
-    """``y[n,f,l] = sum_m w[f,m] bm[n, grp[f], m, l]``: ``bm [N,G,M,L]``, ``w [F,M]``, ``y [N,F,L]``. MACs ``N F M L``."""
+    """``y[n,f,l] = sum_m w[f,m] bm[n, grp[f], m, l]``: ``bm [N,G,M,L]``, ``w [F,M]``, ``y [N,F,L]``.
+
+    MACs ``N F M L``."""
     if y.size:
         _mix_k[_blocks(y.size), THREADS, stream](bm, w, grp, _zero(y), y)
 

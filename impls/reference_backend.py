@@ -3,6 +3,7 @@
 Tensors go to NumPy and back; gradients come from the reference's analytic backward
 through the autograd bridge.
 """
+
 import numpy as np
 import torch
 

@@ -9,6 +9,7 @@ Notation of the MAC counts (SPEC section 8): ``P = N Ho Wo`` output positions,
 ``Hc = H + 2 rb``, ``Wc = W + 2 rb`` the blurred canvas of ``dau``, ``M = order + 1``.
 A "gather" or "scatter" pass over ``U`` units costs ``4 P U`` MACs (four bilinear taps).
 """
+
 import torch
 import torch.nn.functional as tnf
 

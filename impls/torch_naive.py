@@ -8,6 +8,7 @@ MACs (SPEC section 8), ``P = N Ho Wo``, ``Kn`` the side of the kernel built in t
 forward ``P F S Kh Kw``; backward ``2 P F S Kh Kw`` (input and kernel gradients) plus the
 kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``kernel_side`` reports ``Kh, Kw``.
 """
+
 import torch
 import torch.nn.functional as tnf
 
@@ -75,8 +76,19 @@ class _GaussMuGrad(torch.autograd.Function):
         out = []
         for base in (torch.outer(g, gd), torch.outer(gd, g)):  # Dx, Dy (SPEC section 2)
             per_unit = [
-                (dk * _math.stencil_kernel(one[:, :, k : k + 1], fy[:, :, k : k + 1], fx[:, :, k : k + 1],
-                                            ay[:, :, k : k + 1], ax[:, :, k : k + 1], base, rows, cols)).sum((2, 3))
+                (
+                    dk
+                    * _math.stencil_kernel(
+                        one[:, :, k : k + 1],
+                        fy[:, :, k : k + 1],
+                        fx[:, :, k : k + 1],
+                        ay[:, :, k : k + 1],
+                        ax[:, :, k : k + 1],
+                        base,
+                        rows,
+                        cols,
+                    )
+                ).sum((2, 3))
                 for k in range(weight.shape[2])
             ]
             out.append(weight * torch.stack(per_unit, 2))

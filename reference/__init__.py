@@ -3,6 +3,7 @@
 ``LAYERS[name]`` gives the forward, the analytic backward and the names of the tensor
 arguments in the order of the public API.  Nothing here imports ``impls``.
 """
+
 from dataclasses import dataclass
 from typing import Callable
 

@@ -6,6 +6,7 @@ the coefficients of the same computation with every term made non-negative (diff
 become sums).  Run on absolute inputs, the layers then return ``sum |terms|`` per output,
 the magnitude that the rounding-error bound of ``harness.metrics`` is scaled by.
 """
+
 import math
 
 import numpy as np
@@ -29,14 +30,14 @@ def taps1d(r):
 
 def gauss1d(sigma, r):
     """Discretely normalised Gaussian ``g(t)``, ``|t| <= r`` (DAU IJCV Eq. 3-4). -> ``[2r+1]``"""
-    e = np.exp(-taps1d(r) ** 2 / (2.0 * sigma**2))
+    e = np.exp(-(taps1d(r) ** 2) / (2.0 * sigma**2))
     return e / e.sum()
 
 
 def gauss1d_dsigma(sigma, r, absolute=False):
     """``d g(t) / d sigma`` by the quotient rule, radius fixed. -> ``[2r+1]``"""
     t = taps1d(r)
-    e = np.exp(-t**2 / (2.0 * sigma**2))
+    e = np.exp(-(t**2) / (2.0 * sigma**2))
     de = e * t**2 / sigma**3
     z, dz = e.sum(), de.sum()
     if absolute:

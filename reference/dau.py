@@ -2,6 +2,7 @@
 
 Written to be read, not to be fast: one loop iteration per (n, s, f, k).
 """
+
 import math
 
 import numpy as np
@@ -112,8 +113,8 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
 def _unit_kernels(mu_x, mu_y, sigma, radius, absolute=False):
     """Normalised unit Gaussians ``Gk [F,S,K,2R+1,2R+1]`` and their derivatives in mu_x, mu_y, sigma."""
     t = _ops.taps1d(radius)
-    ex = (t[None, None, None, None, :] - mu_x[..., None, None])  # u - mu_x
-    ey = (t[None, None, None, :, None] - mu_y[..., None, None])  # t - mu_y
+    ex = t[None, None, None, None, :] - mu_x[..., None, None]  # u - mu_x
+    ey = t[None, None, None, :, None] - mu_y[..., None, None]  # t - mu_y
     sig = sigma[..., None, None]
     rr = ex**2 + ey**2
     arg = -rr / (2.0 * sig**2)

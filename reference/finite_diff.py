@@ -1,4 +1,5 @@
 """Float64 central differences, to check the reference's analytic gradients."""
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """Float64 reference of the N-Jet layer (SPEC section 5)."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Shared fixtures: the session seed (fresh random data each run, printed so a failure can be
 replayed with RFBENCH_SEED=...), and the grid the correctness matrix expands."""
+
 import os
 import random
 import shutil
@@ -16,7 +17,9 @@ SEED = int(os.environ.get("RFBENCH_SEED", random.SystemRandom().randrange(2**31)
 
 
 def pytest_addoption(parser):
-    parser.addoption("--grid", default="smoke", help="case grid of the correctness matrix (smoke, default, paper, full)")
+    parser.addoption(
+        "--grid", default="smoke", help="case grid of the correctness matrix (smoke, default, paper, full)"
+    )
 
 
 def pytest_ignore_collect(collection_path, config):
@@ -28,6 +31,17 @@ def pytest_ignore_collect(collection_path, config):
 
 def pytest_report_header(config):
     return f"rfbench: seed {SEED} (replay with RFBENCH_SEED={SEED}), matrix grid {config.getoption('--grid')}"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops: one torch thread is many times faster than two on a busy 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

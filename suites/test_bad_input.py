@@ -1,5 +1,6 @@
 """Bad input (SPEC section 7): every rule raises ValueError/TypeError naming the argument,
 what was expected and what came, before anything is computed; the inputs are left as they were."""
+
 import math
 
 import pytest
@@ -16,8 +17,14 @@ def valid(layer):
     r = lambda *s: torch.randn(*s, dtype=F64, generator=g)  # noqa: E731
     x = r(2, 3, 6, 5)
     if layer in ("dau", "dau_gauss"):
-        args = {"x": x, "weight": r(4, 3, 2), "mu_x": r(4, 3, 2), "mu_y": r(4, 3, 2),
-                "sigma": torch.tensor(0.8, dtype=F64), "bias": r(4)}
+        args = {
+            "x": x,
+            "weight": r(4, 3, 2),
+            "mu_x": r(4, 3, 2),
+            "mu_y": r(4, 3, 2),
+            "sigma": torch.tensor(0.8, dtype=F64),
+            "bias": r(4),
+        }
         kw = {"radius": 2} if layer == "dau_gauss" else {}
     elif layer == "acu":
         args = {"x": x, "weight": r(4, 3, 5), "pos_x": r(5), "pos_y": r(5), "bias": r(4)}
@@ -70,8 +77,20 @@ RULES = [
     (ALL[:2] + ("njet",), "sigma NaN", _with("sigma", lambda t: t * NAN), ValueError, "sigma"),
     (ALL[:2] + ("njet",), "sigma inf", _with("sigma", lambda t: t * INF), ValueError, "sigma"),
     (ALL[:2] + ("njet",), "sigma float32", _with("sigma", lambda t: t.float()), TypeError, "sigma"),
-    (("dau_gauss",), "sigma [F,S,K] negative", lambda a, k: a.__setitem__("sigma", -torch.ones(4, 3, 2, dtype=F64)), ValueError, "sigma"),
-    (("dau_gauss",), "sigma wrong 3-D shape", lambda a, k: a.__setitem__("sigma", torch.ones(4, 3, 1, dtype=F64)), ValueError, "sigma"),
+    (
+        ("dau_gauss",),
+        "sigma [F,S,K] negative",
+        lambda a, k: a.__setitem__("sigma", -torch.ones(4, 3, 2, dtype=F64)),
+        ValueError,
+        "sigma",
+    ),
+    (
+        ("dau_gauss",),
+        "sigma wrong 3-D shape",
+        lambda a, k: a.__setitem__("sigma", torch.ones(4, 3, 1, dtype=F64)),
+        ValueError,
+        "sigma",
+    ),
     (("dau",), "blur_radius negative", _kw("blur_radius", -1), ValueError, "blur_radius"),
     (("dau",), "blur_radius float", _kw("blur_radius", 2.0), TypeError, "blur_radius"),
     (("dau",), "mu_grad unknown", _kw("mu_grad", "autograd"), ValueError, "mu_grad"),

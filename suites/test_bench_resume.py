@@ -1,13 +1,16 @@
 """The speed sweep is resumable: an interrupted run keeps its finished groups and a rerun
 measures only the missing ones.  Also: the cost model reproduces the paper's gamma."""
+
 import pytest
 
 from harness import bench, cases, costmodel, results
 
 
 def _tiny():
-    return [cases.Case("tiny", "acu", n=1, s=2, f=2, h=6, w=6, k=3, seed=1),
-            cases.Case("tiny", "njet", n=1, s=2, f=2, h=6, w=6, order=1, sigma=0.7, seed=2)]
+    return [
+        cases.Case("tiny", "acu", n=1, s=2, f=2, h=6, w=6, k=3, seed=1),
+        cases.Case("tiny", "njet", n=1, s=2, f=2, h=6, w=6, order=1, sigma=0.7, seed=2),
+    ]
 
 
 def test_interrupted_sweep_resumes_with_only_the_missing_groups(tmp_path):

@@ -9,6 +9,7 @@
     emulates threads, barriers, warp shuffles and atomics), driven by ``impls.cupy_cuda``'s own
     launch code and glue with ``cupy`` replaced by that library: everything but DLPack and streams.
 """
+
 import ctypes
 import shutil
 import subprocess
@@ -126,7 +127,9 @@ def _split(extra):
 # ---------------------------------------------------------------- (a) simulator
 
 
-@pytest.mark.parametrize("layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES])
+@pytest.mark.parametrize(
+    "layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
+)
 def test_sim_float64(nc, layer, stride, extra):
     kw, more = _split(extra)
     args, hp = _case(layer, stride, **kw)
@@ -186,8 +189,19 @@ def test_nvcc_compiles(src, arch, tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc not found")
-    cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-cubin", "-o", str(tmp_path / "k.cubin"),
-           "--Werror", "all-warnings", "-Xcompiler", "-Wall,-Werror", str(CUDA_DIR / src)]
+    cmd = [
+        nvcc,
+        f"-arch={arch}",
+        "-std=c++17",
+        "-cubin",
+        "-o",
+        str(tmp_path / "k.cubin"),
+        "--Werror",
+        "all-warnings",
+        "-Xcompiler",
+        "-Wall,-Werror",
+        str(CUDA_DIR / src),
+    ]
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
 
@@ -195,8 +209,12 @@ def test_nvcc_compiles(src, arch, tmp_path):
 # ---------------------------------------------------------------- (c) GPU
 
 
-GPU_FNS = {"dau": impls.dau_conv2d, "dau_gauss": impls.dau_gauss_conv2d, "acu": impls.acu_conv2d,
-           "njet": impls.njet_conv2d}
+GPU_FNS = {
+    "dau": impls.dau_conv2d,
+    "dau_gauss": impls.dau_gauss_conv2d,
+    "acu": impls.acu_conv2d,
+    "njet": impls.njet_conv2d,
+}
 
 
 @pytest.mark.gpu
@@ -329,12 +347,25 @@ def emu_lib(tmp_path_factory):
         pytest.skip("g++ not found")
     d = tmp_path_factory.mktemp("emu")
     for src in CUDA_DIR.glob("*.cu"):
-        text = src.read_text().replace("extern __shared__ __align__(16) unsigned char raw[];", "extern unsigned char raw[];")
+        text = src.read_text().replace(
+            "extern __shared__ __align__(16) unsigned char raw[];", "extern unsigned char raw[];"
+        )
         (d / src.name).write_text(text.replace("__shared__", "static"))
     (d / "shim.h").write_text(EMU_SHIM)
     (d / "emu.cpp").write_text('#include "shim.h"\n' + EMU_MAIN)
-    cmd = [gxx, "-std=c++20", "-O1", "-fPIC", "-shared", "-D__CUDACC_RTC__", f"-I{d}", str(d / "emu.cpp"),
-           "-o", str(d / "libemu.so"), "-lpthread"]
+    cmd = [
+        gxx,
+        "-std=c++20",
+        "-O1",
+        "-fPIC",
+        "-shared",
+        "-D__CUDACC_RTC__",
+        f"-I{d}",
+        str(d / "emu.cpp"),
+        "-o",
+        str(d / "libemu.so"),
+        "-lpthread",
+    ]
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     if res.returncode != 0 and "barrier" in res.stderr:
         pytest.skip("g++ without C++20 <barrier>")
@@ -370,7 +401,9 @@ def cc(emu_lib, monkeypatch):
     return cupy_cuda
 
 
-@pytest.mark.parametrize("layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES])
+@pytest.mark.parametrize(
+    "layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
+)
 def test_emu_float64(cc, layer, stride, extra):
     kw, more = _split(extra)
     args, hp = _case(layer, stride, **kw)

@@ -1,6 +1,7 @@
 """Learning checks: the modules learn what the papers say they learn, on small fixed-seed
 problems that run in seconds on a CPU (a teacher layer with known parameters, a student
 started elsewhere, Adam on fresh random inputs, MSE loss)."""
+
 import functools
 
 import pytest
@@ -12,13 +13,7 @@ from impls import nn as rn
 B = "torch-naive"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: one thread is many times faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fit(student, teacher, channels, steps, lr, size=16, batch=8):
@@ -90,8 +85,10 @@ def test_acu_moves_a_synapse_to_a_known_offset():
         teacher.weight.copy_(torch.tensor([[[1.0, 0.8], [0.5, -1.0]], [[-0.7, 1.1], [0.9, 0.6]]]))
     loss = fit(student, teacher, 2, steps=250, lr=0.05)
     err = max(abs(float(student.pos_x[1]) - 1.4), abs(float(student.pos_y[1]) + 0.7))
-    print(f"acu: synapse at ({float(student.pos_x[1]):.4f}, {float(student.pos_y[1]):.4f}), "
-          f"target (1.4, -0.7), error {err:.2e} px, loss {loss:.2e}")
+    print(
+        f"acu: synapse at ({float(student.pos_x[1]):.4f}, {float(student.pos_y[1]):.4f}), "
+        f"target (1.4, -0.7), error {err:.2e} px, loss {loss:.2e}"
+    )
     assert err < 0.05
     assert float(student.pos_x[0]) == float(student.pos_y[0]) == 0
 

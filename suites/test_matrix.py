@@ -1,6 +1,7 @@
 """The correctness matrix: registry x layers x dtypes x devices x cases, forward and every
 gradient compared with the float64 reference under the rounding-bound policy of
 ``harness.metrics``.  Backends that cannot run a request are skipped with their reason."""
+
 import pytest
 
 import impls

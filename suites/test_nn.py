@@ -1,5 +1,6 @@
 """The nn modules of ``impls.nn`` and their training helpers: shapes, initialisation, moves,
 serialisation, torch.compile, and each helper on its own (runs on ``torch-naive``)."""
+
 import math
 
 import pytest
@@ -12,24 +13,21 @@ from impls import nn as rn
 B = "torch-naive"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops: one thread is many times faster than two on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def layers(stride=1, **kw):
     """One module of each kind, 3 -> 4 channels."""
     return {
         "dau": rn.DAUConv2d(3, 4, units=2, stride=stride, backend=B, **kw),
-        "dau_learn_sigma": rn.DAUConv2d(3, 4, units=3, stride=stride, learn_sigma=True, mu_init="grid", backend=B, **kw),
+        "dau_learn_sigma": rn.DAUConv2d(
+            3, 4, units=3, stride=stride, learn_sigma=True, mu_init="grid", backend=B, **kw
+        ),
         "dau_gauss": rn.DAUGaussConv2d(3, 4, units=2, stride=stride, backend=B, **kw),
         "acu": rn.ACUConv2d(3, 4, stride=stride, backend=B, **kw),
-        "acu_circle_groups": rn.ACUConv2d(3, 4, synapses=5, init="circle", position_groups=2, stride=stride,
-                                          backend=B, **kw),
+        "acu_circle_groups": rn.ACUConv2d(
+            3, 4, synapses=5, init="circle", position_groups=2, stride=stride, backend=B, **kw
+        ),
         "njet": rn.NJetConv2d(3, 4, order=2, stride=stride, backend=B, **kw),
     }
 
@@ -245,11 +243,12 @@ def test_acu_position_gradient_is_normalised_and_centre_is_zero(groups):
         a.pos_y[..., a.center] = 0
     x = torch.randn(2, 3, 8, 8)
     a(x).square().sum().backward()
-    raw = torch.autograd.grad(impls.acu_conv2d(x, a.weight, a.pos_x, a.pos_y, a.bias, backend=B).square().sum(),
-                              (a.pos_x, a.pos_y))
+    raw = torch.autograd.grad(
+        impls.acu_conv2d(x, a.weight, a.pos_x, a.pos_y, a.bias, backend=B).square().sum(), (a.pos_x, a.pos_y)
+    )
     want = rn.zero_center(rn.normalized_grad(torch.stack(raw)), 4)
     torch.testing.assert_close(torch.stack((a.pos_x.grad, a.pos_y.grad)), want)
-    norm = (a.pos_x.grad ** 2 + a.pos_y.grad ** 2).sqrt()
+    norm = (a.pos_x.grad**2 + a.pos_y.grad**2).sqrt()
     assert float(norm[..., 4].abs().sum()) == 0
     torch.testing.assert_close(norm[..., [0, 1, 2, 3, 5, 6, 7, 8]], torch.ones_like(norm[..., :8]))
 
@@ -259,8 +258,9 @@ def test_acu_plain_gradient_when_hook_disabled():
     a = rn.ACUConv2d(3, 4, fixed_center=False, normalize_grad=False, backend=B)
     x = torch.randn(2, 3, 8, 8)
     a(x).square().sum().backward()
-    raw = torch.autograd.grad(impls.acu_conv2d(x, a.weight, a.pos_x, a.pos_y, a.bias, backend=B).square().sum(),
-                              (a.pos_x, a.pos_y))
+    raw = torch.autograd.grad(
+        impls.acu_conv2d(x, a.weight, a.pos_x, a.pos_y, a.bias, backend=B).square().sum(), (a.pos_x, a.pos_y)
+    )
     torch.testing.assert_close(a.pos_x.grad, raw[0])
     torch.testing.assert_close(a.pos_y.grad, raw[1])
 
@@ -303,8 +303,12 @@ def test_position_warmup():
 
 
 def test_param_groups():
-    model = torch.nn.Sequential(rn.DAUConv2d(2, 3, learn_sigma=True, backend=B), rn.ACUConv2d(3, 3, backend=B),
-                                rn.NJetConv2d(3, 2, backend=B), torch.nn.Conv2d(2, 2, 1))
+    model = torch.nn.Sequential(
+        rn.DAUConv2d(2, 3, learn_sigma=True, backend=B),
+        rn.ACUConv2d(3, 3, backend=B),
+        rn.NJetConv2d(3, 2, backend=B),
+        torch.nn.Conv2d(2, 2, 1),
+    )
     groups = rn.param_groups(model, lr=0.01, mu_lr_factor=50.0, weight_decay=1e-4)
     by = {g["name"]: g for g in groups}
     assert set(by) == {"weights", "displacements", "scales"}
@@ -323,14 +327,17 @@ def test_param_groups():
 # ---------------------------------------------------------------- N-Jet safe subsampling
 
 
-@pytest.mark.parametrize("size, sigma, r, want", [
-    ((32, 32), 1.0, 4, (27, 27)),     # 32 * 2^(-1/4) = 26.9
-    ((32, 17), 4.0, 4, (16, 8)),      # halving; 8.5 rounds to even
-    ((9, 7), 2.0, 2, (4, 4)),         # 4.5 -> 4 and 3.5 -> 4: Python's round
-    ((1, 5), 3.0, 4, (1, 3)),
-    ((3, 3), 40.0, 4, (1, 1)),        # never below one pixel
-    ((10, 10), 0.0, 4, (10, 10)),
-])
+@pytest.mark.parametrize(
+    "size, sigma, r, want",
+    [
+        ((32, 32), 1.0, 4, (27, 27)),  # 32 * 2^(-1/4) = 26.9
+        ((32, 17), 4.0, 4, (16, 8)),  # halving; 8.5 rounds to even
+        ((9, 7), 2.0, 2, (4, 4)),  # 4.5 -> 4 and 3.5 -> 4: Python's round
+        ((1, 5), 3.0, 4, (1, 3)),
+        ((3, 3), 40.0, 4, (1, 1)),  # never below one pixel
+        ((10, 10), 0.0, 4, (10, 10)),
+    ],
+)
 def test_safe_subsample_sizes(size, sigma, r, want):
     y = torch.randn(2, 3, *size)
     out = rn.safe_subsample(y, sigma, r=r)
@@ -342,7 +349,7 @@ def test_safe_subsample_takes_the_layer_sigma():
     n = rn.NJetConv2d(2, 2, sigma=2.0, backend=B)
     y = torch.randn(1, 2, 16, 16, requires_grad=True)
     out = rn.safe_subsample(y, n.sigma, r=4)
-    assert out.shape[-2:] == (round(16 * 2 ** -0.5),) * 2
+    assert out.shape[-2:] == (round(16 * 2**-0.5),) * 2
     out.sum().backward()
     assert y.grad is not None
 
@@ -353,8 +360,7 @@ def test_safe_subsample_takes_the_layer_sigma():
 def _pruning_layer():
     d = rn.DAUConv2d(2, 2, units=3, backend=B)
     with torch.no_grad():
-        d.weight.copy_(torch.tensor([[[1.0, -0.05, 0.6], [0.2, -0.09, 0.3]],
-                                     [[-2.0, 0.1, 0.05], [0.7, 0.01, -0.5]]]))
+        d.weight.copy_(torch.tensor([[[1.0, -0.05, 0.6], [0.2, -0.09, 0.3]], [[-2.0, 0.1, 0.05], [0.7, 0.01, -0.5]]]))
     return d
 
 

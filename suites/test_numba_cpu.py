@@ -1,4 +1,5 @@
 """Backend ``numba`` against the float64 reference: forward and every gradient, all layers."""
+
 import pytest
 import torch
 
@@ -42,9 +43,14 @@ def _compare(fn, args, kw, dtype=torch.float64):
 
 
 def _dau_args(mu_lo=-6.0, mu_hi=6.0, sigma=0.7, bias=True, hw=(H, W)):
-    return (_randn(N, S, *hw, seed=1), _randn(F, S, K, seed=2), _uniform(mu_lo, mu_hi, F, S, K, seed=3),
-            _uniform(mu_lo, mu_hi, F, S, K, seed=4), torch.tensor(sigma, dtype=torch.float64),
-            _randn(F, seed=5) if bias else None)
+    return (
+        _randn(N, S, *hw, seed=1),
+        _randn(F, S, K, seed=2),
+        _uniform(mu_lo, mu_hi, F, S, K, seed=3),
+        _uniform(mu_lo, mu_hi, F, S, K, seed=4),
+        torch.tensor(sigma, dtype=torch.float64),
+        _randn(F, seed=5) if bias else None,
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -87,8 +93,13 @@ def test_one_element_sigma():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_acu(stride, groups, dtype):
     shape = (K,) if groups is None else (groups, K)
-    args = (_randn(N, S, H, W, seed=1), _randn(F, S, K, seed=2), _uniform(-6, 6, *shape, seed=3),
-            _uniform(-6, 6, *shape, seed=4), _randn(F, seed=5))
+    args = (
+        _randn(N, S, H, W, seed=1),
+        _randn(F, S, K, seed=2),
+        _uniform(-6, 6, *shape, seed=3),
+        _uniform(-6, 6, *shape, seed=4),
+        _randn(F, seed=5),
+    )
     _compare(impls.acu_conv2d, args, {"stride": stride}, dtype)
 
 
@@ -103,8 +114,12 @@ def test_acu_far_and_integer():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_njet(stride, order, dtype):
     j_ = (order + 1) * (order + 2) // 2
-    args = (_randn(N, S, H, W, seed=1), _randn(F, S, j_, seed=2), torch.tensor(1.3, dtype=torch.float64),
-            _randn(F, seed=5))
+    args = (
+        _randn(N, S, H, W, seed=1),
+        _randn(F, S, j_, seed=2),
+        torch.tensor(1.3, dtype=torch.float64),
+        _randn(F, seed=5),
+    )
     _compare(impls.njet_conv2d, args, {"order": order, "stride": stride}, dtype)
     _compare(impls.njet_conv2d, args, {"order": order, "stride": stride, "radius": 9}, dtype)  # radius > image
 
@@ -112,8 +127,9 @@ def test_njet(stride, order, dtype):
 def test_small_and_strided_inputs():
     x = _randn(N, S, 1, 1, seed=1)
     _compare(impls.dau_conv2d, (x, *_dau_args()[1:]), {"stride": 2})
-    _compare(impls.njet_conv2d, (x, _randn(F, S, 3, seed=2), torch.tensor(0.8, dtype=torch.float64), None),
-             {"order": 1})
+    _compare(
+        impls.njet_conv2d, (x, _randn(F, S, 3, seed=2), torch.tensor(0.8, dtype=torch.float64), None), {"order": 1}
+    )
     pos = _uniform(-1.5, 1.5, K, seed=3)
     _compare(impls.acu_conv2d, (x, _randn(F, S, K, seed=2), pos, pos.flip(0), None), {"stride": 3})
     _compare(impls.dau_gauss_conv2d, (x, *_dau_args(-1.0, 1.0)[1:]), {"radius": 2})

@@ -1,5 +1,6 @@
 """Properties that tie the layers to each other and to textbook operations, on every
 backend that runs float64 on the CPU."""
+
 import math
 
 import numpy as np
@@ -41,8 +42,13 @@ def test_dau_with_integer_mu_and_large_blur_is_dau_gauss(backend, seed):
     rng = np.random.default_rng(seed)
     sig = 0.9
     rb = math.ceil(8 * sig)
-    args = [_t(rng.standard_normal((2, 3, 8, 7)), True), _t(rng.standard_normal((4, 3, 2)), True),
-            _t(rng.integers(-3, 4, (4, 3, 2)), True), _t(rng.integers(-3, 4, (4, 3, 2)), True), _t(sig, True)]
+    args = [
+        _t(rng.standard_normal((2, 3, 8, 7)), True),
+        _t(rng.standard_normal((4, 3, 2)), True),
+        _t(rng.integers(-3, 4, (4, 3, 2)), True),
+        _t(rng.integers(-3, 4, (4, 3, 2)), True),
+        _t(sig, True),
+    ]
     y = impls.dau_conv2d(*args, blur_radius=rb, mu_grad="gauss", backend=backend)
     gauss = impls.dau_gauss_conv2d(*args, radius=rb + 3, backend=backend)
     torch.testing.assert_close(y, gauss, rtol=1e-12, atol=1e-12)
@@ -59,7 +65,7 @@ def test_njet_order0_is_a_gaussian_blur(backend, stride, seed):
     sig, r = 1.3, 3
     alpha = np.eye(3)[:, :, None]  # output channel f = blurred input channel f
     y = impls.njet_conv2d(_t(x), _t(alpha), sig, order=0, radius=r, stride=stride, backend=backend)
-    e = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sig**2))
+    e = np.exp(-(np.arange(-r, r + 1) ** 2) / (2 * sig**2))
     g = e / e.sum()
     want = ndimage.correlate1d(ndimage.correlate1d(x, g, axis=2, mode="constant"), g, axis=3, mode="constant")
     torch.testing.assert_close(y, _t(want[:, :, ::stride, ::stride]), rtol=1e-12, atol=1e-12)

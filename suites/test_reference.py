@@ -1,5 +1,6 @@
 """The reference's analytic gradients against float64 central differences, and the bilinear
 derivative rule at integer positions."""
+
 import numpy as np
 import pytest
 
@@ -11,7 +12,9 @@ FD_CASES = [
     cases.Case("fd-stride2", "dau", n=1, s=2, f=2, h=6, w=5, k=2, sigma=1.1, spread=3.0, stride=2, radius=2),
     cases.Case("fd-gauss", "dau", n=1, s=2, f=2, h=5, w=5, k=2, sigma=0.9, spread=3.0, mu_grad="gauss"),
     cases.Case("fd", "dau_gauss", n=2, s=2, f=2, h=5, w=6, k=2, sigma=0.9, spread=2.0, radius=3),
-    cases.Case("fd-per-unit", "dau_gauss", n=1, s=2, f=2, h=5, w=5, k=2, sigma=0.9, radius=2, per_unit_sigma=True, stride=2),
+    cases.Case(
+        "fd-per-unit", "dau_gauss", n=1, s=2, f=2, h=5, w=5, k=2, sigma=0.9, radius=2, per_unit_sigma=True, stride=2
+    ),
     cases.Case("fd", "acu", n=2, s=2, f=2, h=5, w=6, k=4, spread=2.5),
     cases.Case("fd-groups", "acu", n=1, s=2, f=4, h=5, w=5, k=3, groups=2, stride=2),
     cases.Case("fd", "njet", n=2, s=2, f=2, h=6, w=5, order=3, sigma=1.2),
@@ -83,9 +86,14 @@ def test_magnitudes_bound_values():
         lay = reference.LAYERS[case.layer]
         arrays = case.arrays(3)
         dy = np.random.default_rng(3).standard_normal(case.out_shape())
-        exact = {"forward": lay.forward(**arrays, **case.hparams()), **lay.backward(**arrays, dy=dy, **case.backward_hparams())}
-        mag = {"forward": lay.forward(**arrays, **case.hparams(), absolute=True),
-               **lay.backward(**arrays, dy=dy, **case.backward_hparams(), absolute=True)}
+        exact = {
+            "forward": lay.forward(**arrays, **case.hparams()),
+            **lay.backward(**arrays, dy=dy, **case.backward_hparams()),
+        }
+        mag = {
+            "forward": lay.forward(**arrays, **case.hparams(), absolute=True),
+            **lay.backward(**arrays, dy=dy, **case.backward_hparams(), absolute=True),
+        }
         for k, v in exact.items():
             if v is not None:
                 assert np.all(np.abs(v) <= mag[k] * (1 + 1e-12) + 1e-300), (case.id, k)

@@ -1,4 +1,5 @@
 """The backend registry: capabilities, refusals that name backend and reason, "auto"."""
+
 import pytest
 import torch
 
@@ -30,14 +31,21 @@ def test_unavailable_backends_say_why():
         if row["unavailable"]:
             b = impls.BACKENDS[row["backend"]]
             with pytest.raises(impls.BackendUnavailable, match=row["backend"]):
-                _registry.select(row["backend"], "acu", torch.zeros(1, 1, 2, 2, device=b.devices[0] if b.devices[0] == "cpu" else "cpu"))
+                _registry.select(
+                    row["backend"],
+                    "acu",
+                    torch.zeros(1, 1, 2, 2, device=b.devices[0] if b.devices[0] == "cpu" else "cpu"),
+                )
 
 
 def test_auto_picks_the_first_capable_backend_in_order():
     x64 = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
     name, _ = _registry.select("auto", "njet", x64)
-    capable = [n for n in _registry.AUTO_ORDER if n in impls.BACKENDS
-               and impls.BACKENDS[n].refusal("njet", x64.device, x64.dtype) is None]
+    capable = [
+        n
+        for n in _registry.auto_order("njet", x64.device)
+        if n in impls.BACKENDS and impls.BACKENDS[n].refusal("njet", x64.device, x64.dtype) is None
+    ]
     assert name == capable[0]
 
 

@@ -1,5 +1,6 @@
 """Reports from results files: every section and figure is written, HTML is self-contained,
 results from several machines merge, and ``compare`` flags a regression beyond the noise."""
+
 import copy
 import json
 
@@ -12,8 +13,10 @@ def _results(tmp_path):
     results.append(str(corr), runner.matrix(grid, ["torch-naive", "reference"], ["float64"], ["cpu"], seed=1))
     study = tmp_path / "analysis.jsonl"
     results.append(str(study), analysis.mu_grad_rows() + analysis.gap_rows(size=12)[:16])
-    speed = [cases.Case("side5", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=1.9, radius=1, seed=3),
-             cases.Case("paper", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=3.9, radius=1, seed=4)]
+    speed = [
+        cases.Case("side5", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=1.9, radius=1, seed=3),
+        cases.Case("paper", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=3.9, radius=1, seed=4),
+    ]
     bench.sweep(speed, ["torch-naive", "reference"], "cpu", "float64", str(tmp_path), reps=3, budget_s=1)
     return [str(corr), str(study), str(tmp_path / bench.RESULTS)]
 

@@ -9,6 +9,7 @@ then the learned displacement / position / sigma statistics, then prunes small D
 
     python -m harness.examples.train_cifar_like [--steps 300] [--backend torch-naive]
 """
+
 import argparse
 import math
 import time
@@ -89,12 +90,16 @@ def stats(net):
     off = torch.hypot(mu[0], mu[1])
     gx, gy, _ = rn.acu_offsets(9, "grid3x3")
     move = torch.hypot(a.pos_x - a.pos_x.new_tensor(gx), a.pos_y - a.pos_y.new_tensor(gy))
-    dau = (f"DAU   mu_x mean {float(mu[0].mean()):+.3f} std {float(mu[0].std()):.3f}"
-           f" | mu_y mean {float(mu[1].mean()):+.3f} std {float(mu[1].std()):.3f}"
-           f" | |mu| mean {float(off.mean()):.3f} max {float(off.max()):.3f}"
-           f" | beyond 1.5 px {float((mu.abs() > 1.5).float().mean()):.1%} | sigma {float(d.sigma):.3f} (fixed)")
-    acu = (f"ACU   synapse moves from the 3x3 grid: mean {float(move.mean()):.3f} max {float(move.max()):.3f} px"
-           f" | centre ({float(a.pos_x[4]):.1f}, {float(a.pos_y[4]):.1f})")
+    dau = (
+        f"DAU   mu_x mean {float(mu[0].mean()):+.3f} std {float(mu[0].std()):.3f}"
+        f" | mu_y mean {float(mu[1].mean()):+.3f} std {float(mu[1].std()):.3f}"
+        f" | |mu| mean {float(off.mean()):.3f} max {float(off.max()):.3f}"
+        f" | beyond 1.5 px {float((mu.abs() > 1.5).float().mean()):.1%} | sigma {float(d.sigma):.3f} (fixed)"
+    )
+    acu = (
+        f"ACU   synapse moves from the 3x3 grid: mean {float(move.mean()):.3f} max {float(move.max()):.3f} px"
+        f" | centre ({float(a.pos_x[4]):.1f}, {float(a.pos_y[4]):.1f})"
+    )
     njet = f"N-Jet sigma {float(n.sigma):.3f} (started at 1.000), radius {math.ceil(n.extent * float(n.sigma))}"
     return [dau, acu, njet]
 
@@ -131,14 +136,18 @@ def main(argv=None):
         sched.step()
         warm.step()
         if step % 50 == 0 or step == args.steps:
-            print(f"step {step:4d}  loss {loss.item():.4f}  test accuracy {accuracy(net, test_x, test_y):.1%}"
-                  f"  N-Jet sigma {float(net.njet.sigma.detach()):.3f}  {time.perf_counter() - start:.1f} s")
+            print(
+                f"step {step:4d}  loss {loss.item():.4f}  test accuracy {accuracy(net, test_x, test_y):.1%}"
+                f"  N-Jet sigma {float(net.njet.sigma.detach()):.3f}  {time.perf_counter() - start:.1f} s"
+            )
     for line in stats(net):
         print(line)
     before = accuracy(net, test_x, test_y)
     removed = rn.prune_units(net, args.prune)
-    print(f"pruned {removed} of {net.dau.unit_mask.numel()} DAU units (|w| < {args.prune} max |w|): "
-          f"test accuracy {before:.1%} -> {accuracy(net, test_x, test_y):.1%}")
+    print(
+        f"pruned {removed} of {net.dau.unit_mask.numel()} DAU units (|w| < {args.prune} max |w|): "
+        f"test accuracy {before:.1%} -> {accuracy(net, test_x, test_y):.1%}"
+    )
     print(f"total {time.perf_counter() - start:.1f} s")
 
 

@@ -1,4 +1,5 @@
 """pytest-benchmark integration: machine info extended with the GPU and library versions."""
+
 from harness.env import environment
 
 

@@ -6,6 +6,7 @@ Each timed call synchronises the device inside the timed function, so CUDA times
 device times.  ``rfbench bench`` is the harness's own (interleaved, resumable) timer; this
 suite is for people who live in pytest-benchmark.  Not part of the default test run.
 """
+
 import pytest
 import torch
 
