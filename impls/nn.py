@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as tnf
 from torch import nn
 
-from . import acu_conv2d, dau_conv2d, dau_gauss_conv2d, njet_conv2d
+from . import _validate, acu_conv2d, dau_conv2d, dau_gauss_conv2d, njet_conv2d
 from ._math import n_basis
 
 __all__ = [
@@ -50,24 +50,6 @@ MU_RANGE = 1.5  # DAU IJCV section 5.2: displacements initialised uniformly in [
 
 
 # ---------------------------------------------------------------- initialisation
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"argument '{name}' expected an int >= {low}, got {value!r}")
-    return value
-
-
-def _check_pos(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"argument '{name}' expected a finite real > 0, got {value!r}")
-    return float(value)
-
-
-def _check_choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"argument '{name}' expected one of {options}, got {value!r}")
-    return value
 
 
 def glorot_(w):
@@ -169,14 +151,14 @@ class DAUConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _check_int("in_channels", in_channels, 1)
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.units = _check_int("units", units, 1)
-        self.init_sigma = _check_pos("sigma", sigma)
-        self.stride = _check_int("stride", stride, 1)
-        self.mu_init = _check_choice("mu_init", mu_init, ("uniform", "grid"))
-        self.mu_grad = _check_choice("mu_grad", mu_grad, ("exact", "gauss"))
-        self.blur_radius = None if blur_radius is None else _check_int("blur_radius", blur_radius, 0)
+        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
+        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
+        self.units = _validate.integer(type(self).__name__, "units", units, 1)
+        self.init_sigma = _validate.real(type(self).__name__, "sigma", sigma)
+        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
+        self.mu_init = _validate.choice(type(self).__name__, "mu_init", mu_init, ("uniform", "grid"))
+        self.mu_grad = _validate.choice(type(self).__name__, "mu_grad", mu_grad, ("exact", "gauss"))
+        self.blur_radius = _validate.integer(type(self).__name__, "blur_radius", blur_radius, 0, allow_none=True)
         self.backend = backend
         shape = (out_channels, in_channels, units)
         self.weight = nn.Parameter(torch.empty(shape, **kw))
@@ -250,13 +232,17 @@ class DAUGaussConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _check_int("in_channels", in_channels, 1)
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.units = _check_int("units", units, 1)
-        self.init_sigma = _check_pos("sigma", sigma)
-        self.radius = math.ceil(MU_RANGE + 3 * self.init_sigma) if radius is None else _check_int("radius", radius, 0)
-        self.stride = _check_int("stride", stride, 1)
-        self.mu_init = _check_choice("mu_init", mu_init, ("uniform", "grid"))
+        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
+        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
+        self.units = _validate.integer(type(self).__name__, "units", units, 1)
+        self.init_sigma = _validate.real(type(self).__name__, "sigma", sigma)
+        self.radius = (
+            math.ceil(MU_RANGE + 3 * self.init_sigma)
+            if radius is None
+            else _validate.integer(type(self).__name__, "radius", radius, 0)
+        )
+        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
+        self.mu_init = _validate.choice(type(self).__name__, "mu_init", mu_init, ("uniform", "grid"))
         self.backend = backend
         shape = (out_channels, in_channels, units)
         self.weight = nn.Parameter(torch.empty(shape, **kw))
@@ -326,16 +312,16 @@ class ACUConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _check_int("in_channels", in_channels, 1)
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.synapses = _check_int("synapses", synapses, 1)
-        self.init = _check_choice("init", init, ("grid3x3", "circle"))
-        self.position_groups = _check_int("position_groups", position_groups, 1)
+        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
+        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
+        self.synapses = _validate.integer(type(self).__name__, "synapses", synapses, 1)
+        self.init = _validate.choice(type(self).__name__, "init", init, ("grid3x3", "circle"))
+        self.position_groups = _validate.integer(type(self).__name__, "position_groups", position_groups, 1)
         if out_channels % position_groups:
             raise ValueError(
                 f"argument 'position_groups' expected a divisor of out_channels={out_channels}, got {position_groups}"
             )
-        self.stride = _check_int("stride", stride, 1)
+        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
         self.fixed_center = bool(fixed_center)
         self.normalize_grad = bool(normalize_grad)
         self.backend = backend
@@ -413,13 +399,13 @@ class NJetConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _check_int("in_channels", in_channels, 1)
-        self.out_channels = _check_int("out_channels", out_channels, 1)
-        self.order = _check_int("order", order, 0)
-        self.init_sigma = _check_pos("sigma", sigma)
-        self.extent = _check_pos("extent", extent)
-        self.radius = None if radius is None else _check_int("radius", radius, 0)
-        self.stride = _check_int("stride", stride, 1)
+        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
+        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
+        self.order = _validate.integer(type(self).__name__, "order", order, 0)
+        self.init_sigma = _validate.real(type(self).__name__, "sigma", sigma)
+        self.extent = _validate.real(type(self).__name__, "extent", extent)
+        self.radius = _validate.integer(type(self).__name__, "radius", radius, 0, allow_none=True)
+        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
         self.backend = backend
         self.alpha = nn.Parameter(torch.empty(out_channels, in_channels, n_basis(order), **kw))
         _scale(self, self.init_sigma, (), learn_sigma, kw)
@@ -499,7 +485,7 @@ class PositionWarmup:
     """
 
     def __init__(self, model, steps):
-        self.model, self.steps, self.count = model, _check_int("steps", steps, 0), 0
+        self.model, self.steps, self.count = model, _validate.integer(type(self).__name__, "steps", steps, 0), 0
         self._apply()
 
     @property
@@ -555,7 +541,7 @@ def safe_subsample(y, sigma, r=4):
     bilinear, ``align_corners=False``. ``sigma``: float or one-element tensor (its value only; no gradient
     flows through a size). ``round`` is Python's (ties to even).
     """
-    r = _check_pos("r", r)
+    r = _validate.real("safe_subsample", "r", r)
     sigma = sigma.detach() if isinstance(sigma, torch.Tensor) else sigma
     f = 2.0 ** (-float(sigma) / r)
     size = tuple(max(1, round(n * f)) for n in y.shape[-2:])
