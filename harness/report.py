@@ -126,11 +126,11 @@ def speed_table(df):
 
 
 def geomean_table(speed):
-    """Geometric mean of the speed-up over torch-naive per machine x device x backend x pass."""
+    """Geometric mean of the speed-up over torch-naive per machine x device x layer x backend x pass."""
     s = speed[speed["speedup"].notna() & (speed["backend"] != "torch-naive")]
     if s.empty:
         return s
-    g = s.groupby(["machine", "device", "dtype", "backend", "pass"])
+    g = s.groupby(["machine", "device", "dtype", "layer", "backend", "pass"])
     return g.agg(
         cases=("speedup", "size"),
         geomean_speedup=("speedup", lambda v: float(np.exp(np.log(v).mean()))),
