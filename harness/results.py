@@ -7,6 +7,7 @@ as they are produced, so an interrupted run keeps every finished row.
 import json
 import math
 import os
+import time
 
 from .env import environment
 
@@ -18,13 +19,14 @@ def _clean(v):
 
 
 def append(path, rows):
-    """Append ``rows`` (dicts) to the JSON-lines file ``path``, each with ``env``."""
+    """Append ``rows`` (dicts) to the JSON-lines file ``path``, each with ``env`` and the UTC time written."""
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     env = environment()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(path, "a") as fh:
         for r in rows:
-            fh.write(json.dumps({k: _clean(v) for k, v in {**r, "env": env}.items()}) + "\n")
+            fh.write(json.dumps({k: _clean(v) for k, v in {**r, "written": stamp, "env": env}.items()}) + "\n")
 
 
 def load(paths):
