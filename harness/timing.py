@@ -7,6 +7,10 @@ are the median, p10, p90 and IQR/median, flagged when the IQR exceeds 10% of the
 """
 
 import functools
+import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -100,12 +104,8 @@ def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
     return stats
 
 
-@functools.lru_cache(maxsize=None)
-def peaks(device, dtype=torch.float32):
-    """Measured peaks of this device in this run, once per process: MAC/s of the best of square
-    matrix products of a few sizes, and bytes/s of a large copy (read + write).  A kernel can beat
-    this probe by a few percent (its roofline fraction then reads above 1).
-    -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
+def _measure_peaks(device, dtype):
+    """Best MAC/s of square matrix products of a few sizes and bytes/s of a large copy (read + write)."""
     tm = timer(device)
     sizes = (4096, 8192) if torch.device(device).type == "cuda" else (1024, 2048)
     fns = {}
@@ -118,3 +118,28 @@ def peaks(device, dtype=torch.float32):
     st = interleaved(tm, fns, reps=7, warmup=2, warmup_s=0.2)
     macs = max(n**3 / min(st[n].samples) for n in sizes)  # the best run: a peak, not a typical time
     return {"peak_macs": macs, "peak_bytes": 2 * src.numel() * src.element_size() / min(st["copy"].samples)}
+
+
+@functools.lru_cache(maxsize=None)
+def peaks(device, dtype=torch.float32):
+    """Measured peaks of this device in this run, once per process: MAC/s of the best of square
+    matrix products of a few sizes, and bytes/s of a large copy (read + write).  A kernel can beat
+    this probe by a few percent (its roofline fraction then reads above 1).
+
+    Measured in a child process: the probe's 0.5 GB of buffers left the parent's allocator in a
+    state that made torch-fast's DAU forward 3.7x slower for the rest of a CPU sweep.
+    -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
+    code = (
+        f"import json, torch; from harness.timing import _measure_peaks; "
+        f"print(json.dumps(_measure_peaks({str(device)!r}, torch.{str(dtype).split('.')[-1]})))"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
