@@ -124,6 +124,15 @@ def _split(extra):
     return {k: v for k, v in extra.items() if k != "mu_grad"}, {k: v for k, v in extra.items() if k == "mu_grad"}
 
 
+def _check_float64(backend, layer, stride, extra):
+    """Forward and every gradient of ``backend``'s ``layer`` within the float64 tolerance of the reference."""
+    kw, more = _split(extra)
+    args, hp = _case(layer, stride, **kw)
+    errs = _errors(getattr(backend, layer), layer, args, {**hp, **more}, torch.float64)
+    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
+    assert not bad, errs
+
+
 # ---------------------------------------------------------------- (a) simulator
 
 
@@ -131,11 +140,7 @@ def _split(extra):
     "layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
 )
 def test_sim_float64(nc, layer, stride, extra):
-    kw, more = _split(extra)
-    args, hp = _case(layer, stride, **kw)
-    errs = _errors(getattr(nc, layer), layer, args, {**hp, **more}, torch.float64)
-    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
-    assert not bad, errs
+    _check_float64(nc, layer, stride, extra)
 
 
 @pytest.mark.parametrize("layer", ["dau", "dau_gauss", "acu", "njet"])
@@ -405,11 +410,7 @@ def cc(emu_lib, monkeypatch):
     "layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
 )
 def test_emu_float64(cc, layer, stride, extra):
-    kw, more = _split(extra)
-    args, hp = _case(layer, stride, **kw)
-    errs = _errors(getattr(cc, layer), layer, args, {**hp, **more}, torch.float64)
-    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
-    assert not bad, errs
+    _check_float64(cc, layer, stride, extra)
 
 
 @pytest.mark.parametrize("layer", ["dau", "acu", "njet"])

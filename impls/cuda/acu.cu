@@ -84,16 +84,7 @@ __global__ void sample_sums(const T* __restrict__ e, const T* __restrict__ x, co
         t2 += d * at(x, plane, h, w, p + 1, q);
         t3 += d * at(x, plane, h, w, p + 1, q + 1);
     }
-    t0 = block_sum(t0);
-    t1 = block_sum(t1);
-    t2 = block_sum(t2);
-    t3 = block_sum(t3);
-    if (threadIdx.x == 0) {
-        atomicAdd(out + 4 * u, t0);
-        atomicAdd(out + 4 * u + 1, t1);
-        atomicAdd(out + 4 * u + 2, t2);
-        atomicAdd(out + 4 * u + 3, t3);
-    }
+    add_block_sums4(out + 4 * u, t0, t1, t2, t3);
 }
 
 }  // namespace rf

@@ -39,6 +39,21 @@ __device__ T block_sum(T v) {
     return v;
 }
 
+// Four corner sums reduced over the block, then one atomic each into out[0..3] (thread 0).
+template <typename T>
+__device__ void add_block_sums4(T* out, T t0, T t1, T t2, T t3) {
+    t0 = block_sum(t0);
+    t1 = block_sum(t1);
+    t2 = block_sum(t2);
+    t3 = block_sum(t3);
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+        atomicAdd(out, t0);
+        atomicAdd(out + 1, t1);
+        atomicAdd(out + 2, t2);
+        atomicAdd(out + 3, t3);
+    }
+}
+
 // Dynamic shared memory as an array of T.
 template <typename T>
 __device__ __forceinline__ T* smem() {

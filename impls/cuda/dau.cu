@@ -88,16 +88,7 @@ __global__ void tapsum(const T* __restrict__ c, const T* __restrict__ dy, const 
         t2 += d * at(c, plane, hc, wc, p + 1, q);
         t3 += d * at(c, plane, hc, wc, p + 1, q + 1);
     }
-    t0 = block_sum(t0);
-    t1 = block_sum(t1);
-    t2 = block_sum(t2);
-    t3 = block_sum(t3);
-    if (threadIdx.x == 0) {
-        atomicAdd(out + 4 * u, t0);
-        atomicAdd(out + 4 * u + 1, t1);
-        atomicAdd(out + 4 * u + 2, t2);
-        atomicAdd(out + 4 * u + 3, t3);
-    }
+    add_block_sums4(out + 4 * u, t0, t1, t2, t3);
 }
 
 // Adjoint of shift in c: back [N,S,Hc,Wc], one thread per canvas pixel gathering every
