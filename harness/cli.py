@@ -11,22 +11,10 @@ rfbench all [--out DIR]                matrix + paper benchmark + DAU studies + 
 import argparse
 import random
 import sys
-import time
 
 import impls
 
-from . import analysis, bench, cases, report, results, runner
-
-
-def _progress(i, total, start=[None]):  # noqa: B006 - keeps the start time between calls
-    if start[0] is None or i == 1:
-        start[0] = time.time()
-    if sys.stderr.isatty() or i == total:
-        bar = "#" * (30 * i // total)
-        sys.stderr.write(f"\r[{bar:<30}] {i}/{total} {time.time() - start[0]:5.0f}s")
-        if i == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+from . import analysis, bench, cases, console, fdcheck, report, results, runner
 
 
 def cmd_backends(args):
@@ -50,11 +38,11 @@ def cmd_matrix(args):
         f"correctness matrix: grid {args.grid} ({len(grid)} cases), backends {', '.join(backends)}, "
         f"dtypes {', '.join(args.dtypes)}, devices {', '.join(devs)}, seed {seed}"
     )
-    rows = runner.matrix(grid, backends, args.dtypes, devs, seed, _progress)
+    rows = runner.matrix(grid, backends, args.dtypes, devs, seed, console.Progress("matrix", every_s=10))
     if args.out:
         results.append(args.out, rows)
         print(f"rows written to {args.out}")
-    print(runner.format_summary(runner.summary(rows)))
+    print(console.matrix_summary(rows))
     bad = [r for r in rows if r["status"] in ("fail", "error")]
     for r in bad:
         print(
@@ -73,18 +61,19 @@ def cmd_bench(args):
         f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
         f"{args.dtype} on {args.device}, results in {args.out}/{bench.RESULTS}"
     )
+    progress = console.Progress("bench")
     rows, done = bench.sweep(
-        grid, backends, args.device, args.dtype, args.out, args.seed, args.reps, args.threads, _progress, args.budget
+        grid, backends, args.device, args.dtype, args.out, args.seed, args.reps, args.threads, progress, args.budget
     )
     if done:
         print(f"resumed: {done} groups were already measured in {args.out}/{bench.RESULTS}")
-    print(bench.format_table(rows))
+    print(console.bench_summary(rows))
     return 0
 
 
 def cmd_report(args):
     path = report.write(args.results, args.out)
-    print(f"report: {path} (and report.html, summary.csv beside it)")
+    print(console.finish(args.results, path))
     return 0
 
 
@@ -137,6 +126,10 @@ def cmd_all(args):
     if os.path.exists(study):
         os.remove(study)
     results.append(study, analysis.rows(args.seed or 0))
+    fd = os.path.join(args.out, "fd.jsonl")
+    if os.path.exists(fd):
+        os.remove(fd)
+    results.append(fd, fdcheck.rows(args.seed or 0, progress=console.Progress("reference vs central differences")))
     cmd_bench(
         argparse.Namespace(
             grid=args.bench_grid,
@@ -151,8 +144,9 @@ def cmd_all(args):
             seed=args.seed or 0,
         )
     )
-    path = report.write([matrix_path, study, os.path.join(args.out, bench.RESULTS)], args.out)
-    print(f"report: {path}")
+    paths = [matrix_path, study, fd, os.path.join(args.out, bench.RESULTS)]
+    path = report.write(paths, args.out)
+    print(console.finish(paths, path))
     return status
 
 

@@ -1,19 +1,22 @@
 """Reports: results files (any number, any machines) -> ``report.md``, a self-contained
-``report.html`` (figures embedded) and ``summary.csv``; and ``compare`` of two files.
+``report.html`` (figures embedded), ``verdict.md`` (the verdict block alone, for the README)
+and ``summary.csv``; and ``compare`` of two files.
 
-Speed-ups are always ratios measured within one group (one run, one machine); averages
-across cases are geometric means.
+Order: the verdict (``harness.verdict``: agreement, gradient accuracy, speed against gamma),
+then the figures (``harness.figures``) with captions, then the detailed tables (collapsed in
+HTML).  Speed-ups are ratios measured within one group (one run, one machine); averages
+across cases are geometric means.  Missing values render as "-" everywhere.
 """
 
 import base64
-import io
+import html
 import math
 import os
 
 import numpy as np
 import pandas as pd
 
-from . import results
+from . import figures, results, verdict
 
 PAPER = {"gamma": 10.125, "inference": 3.25, "training": 12.54, "gpu": "RTX 2080 Ti"}
 TOLERANCE = "|a-b| <= (u + u64) n sum|terms| per element (err/bound <= 1)"
@@ -121,8 +124,17 @@ def speed_table(df):
         "gmacs_per_s",
         "roofline_fraction",
         "peak_memory_bytes",
+        "speedups",
+        "gammas",
+        "over_gamma",
+        "threads",
+        "flags",
     ]
-    return s[cols].sort_values(["machine", "device", "layer", "case", "pass", "backend"]).reset_index(drop=True)
+    return (
+        s.reindex(columns=cols)
+        .sort_values(["machine", "device", "layer", "case", "pass", "backend"])
+        .reset_index(drop=True)
+    )
 
 
 def geomean_table(speed):
@@ -168,126 +180,24 @@ def paper_check(speed):
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- figures
-
-
-def _fig_bytes(fig):
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def figures(df, speed):
-    """-> list of ``(name, title, png bytes)``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = []
-    eff = speed[speed["speedup"].notna() & (speed["backend"] != "torch-naive")] if not speed.empty else speed
-    if not eff.empty:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-        for ax, p in zip(axes, ("forward", "forward+backward")):
-            sub = eff[eff["pass"] == p]
-            for (b, dev), g in sub.groupby(["backend", "device"]):
-                ax.scatter(g["model_gamma"], g["speedup"], label=f"{b} ({dev})", alpha=0.8)
-            lim = [0.3, max(2.0, float(eff["model_gamma"].max()) * 1.5)]
-            ax.plot(lim, lim, "k--", lw=1, label="y = x (speed-up = gamma)")
-            ax.set(
-                xscale="log",
-                yscale="log",
-                xlabel="model gamma (naive MACs / efficient MACs)",
-                ylabel="measured speed-up over torch-naive (x)",
-                title=p,
-            )
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        out.append(("speedup_vs_gamma", "Measured speed-up against the model gamma", _fig_bytes(fig)))
-        plt.close(fig)
-
-        sweeps = [
-            ("dau", "side", "standard kernel side (px)"),
-            ("dau", "k", "units K"),
-            ("acu", "syn", "synapses K"),
-            ("njet", "sigma", "sigma (px)"),
-        ]
-        fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-        for ax, (layer, prefix, label) in zip(axes.ravel(), sweeps):
-            sub = eff[(eff["layer"] == layer) & eff["case"].str.match(prefix + r"[0-9.]+$")]
-            for (b, dev, p), g in sub.groupby(["backend", "device", "pass"]):
-                xv = g["case"].str[len(prefix) :].astype(float)
-                order = np.argsort(xv.values)
-                ax.plot(xv.values[order], g["speedup"].values[order], "o-", label=f"{b} ({dev}) {p}")
-            gam = sub[sub["pass"] == "forward"].drop_duplicates("case")
-            if not gam.empty:
-                xv = gam["case"].str[len(prefix) :].astype(float)
-                order = np.argsort(xv.values)
-                ax.plot(xv.values[order], gam["model_gamma"].values[order], "k--", label="model gamma (forward)")
-            ax.set(
-                xlabel=label, ylabel="speed-up over torch-naive (x)", yscale="log", title=f"{layer}: sweep over {label}"
-            )
-            ax.grid(True, which="both", alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.tight_layout()
-        out.append(("sweeps", "Speed-up along the sweeps of the paper grid", _fig_bytes(fig)))
-        plt.close(fig)
-
-    corr = _kind(df, "correctness")
-    corr = corr[corr["bound_ratio"].notna()] if not corr.empty else corr
-    if not corr.empty:
-        corr = corr.assign(
-            col=corr["layer"] + "-" + corr["case"], row=corr["backend"] + " " + corr["dtype"] + " " + corr["device"]
-        )
-        piv = corr.pivot_table(index="row", columns="col", values="bound_ratio", aggfunc="max")
-        val = np.log10(np.maximum(piv.values.astype(float), 1e-6))
-        fig, ax = plt.subplots(figsize=(max(8, 0.28 * piv.shape[1]), 0.45 * piv.shape[0] + 2))
-        im = ax.imshow(val, aspect="auto", cmap="viridis", vmin=-6, vmax=1)
-        ax.set_xticks(range(piv.shape[1]), piv.columns, rotation=90, fontsize=7)
-        ax.set_yticks(range(piv.shape[0]), piv.index, fontsize=8)
-        fig.colorbar(im, ax=ax, label="log10(worst error / rounding bound); > 0 fails")
-        ax.set_title("Worst error over its rounding bound, forward and all gradients")
-        out.append(("error_heatmap", "Error over the rounding bound, backend x case", _fig_bytes(fig)))
-        plt.close(fig)
-
-    gap = _kind(df, "gap")
-    mug = _kind(df, "mu_grad")
-    if not gap.empty or not mug.empty:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for sig, g in gap.groupby("sigma"):
-            axes[0].plot(g["frac"], g["rel_gap"], "o-", label=f"sigma {sig:g}")
-        axes[0].set(
-            xlabel="fractional part of the displacement (px)",
-            ylabel="||dau - dau_gauss|| / ||dau_gauss||",
-            yscale="log",
-            title="DAU approximation gap (efficient form vs Gaussian kernels)",
-        )
-        if not gap.empty:
-            axes[0].legend(fontsize=7)
-        axes[0].grid(True, which="both", alpha=0.3)
-        if not mug.empty:
-            axes[1].plot(mug["sigma"], mug["rel_diff"], "o-")
-        axes[1].set(
-            xlabel="sigma (px)",
-            ylabel="||g_exact - g_eq16|| / ||g_eq16||",
-            yscale="log",
-            title="Exact vs Gaussian (Eq. 16) displacement gradient",
-        )
-        axes[1].grid(True, which="both", alpha=0.3)
-        out.append(("dau_approximations", "DAU approximation gap and the two displacement gradients", _fig_bytes(fig)))
-        plt.close(fig)
-    return out
-
-
-# ---------------------------------------------------------------- writers
+# ---------------------------------------------------------------- formatting
 
 
 def _fmt(v):
+    """One cell -> text; missing values (None, NaN, empty) -> "-"."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    if isinstance(v, float):
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return "; ".join(_fmt(x) for x in v) or "-"
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v != 0 and float(f"{v:.6g}") == v:  # short exact values (10.125, 3.25) stay whole
+            return f"{v:.6g}"
         return f"{v:.4g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    if isinstance(v, str) and not v.strip():
+        return "-"
     return str(v)
 
 
@@ -298,33 +208,221 @@ def md_table(df):
     return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
+def html_table(df, cls=""):
+    """DataFrame -> an HTML table with the same cell texts as the markdown ("-" for missing)."""
+    if df.empty:
+        return "<p>(no rows)</p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+
+    def cell(v):
+        numeric = isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+        return f"<td{'' if numeric else ' class=l'}>{html.escape(_fmt(v))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in df.itertuples(index=False))
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _drop_constant(df, cols=("machine", "device")):
+    """Drop label columns with one value (said once in the run line instead)."""
+    return df.drop(columns=[c for c in cols if c in df and df[c].nunique() <= 1])
+
+
+# ---------------------------------------------------------------- the verdict block
+
+
+def agreement_view(ran):
+    if ran.empty:
+        return ran
+    t = ran.rename(
+        columns={
+            "passed": "cases passed",
+            "failed": "cases failed",
+            "worst_fwd_rel": "worst forward rel. error",
+            "worst_fwd_err_over_bound": "worst forward err/bound",
+            "worst_case": "at",
+            "failed_cases": "failed cases",
+        }
+    )
+    return _drop_constant(t)
+
+
+def not_run_view(not_run):
+    if not_run.empty:
+        return not_run
+    g = not_run.groupby(["backend", "reason"], sort=True)
+    return pd.DataFrame(
+        [
+            {"backend": b, "not run on": ", ".join(sorted(set(x["device"] + " " + x["dtype"]))), "reason": r}
+            for (b, r), x in g
+        ]
+    )
+
+
+def gradient_view(table):
+    """Per-layer gradient table -> one cell per parameter: "rel. error (err/bound)"."""
+    keys = [c for c in ("machine", "backend", "device", "dtype") if c in table]
+    out = table[keys].copy()
+    for p in verdict.PARAMS:
+        if f"{p} rel" in table:
+            out[p] = [
+                "-" if _fmt(r) == "-" else f"{r:.1e} ({_fmt(b)})"
+                for r, b in zip(table[f"{p} rel"], table[f"{p} err/bound"])
+            ]
+    return _drop_constant(out)
+
+
+SPEED_COLUMNS = {
+    "best backend": "best",
+    "x over torch-naive": "x naive",
+    "gamma torch-naive": "gamma naive",
+    "measured/gamma torch-naive": "meas/gamma naive",
+    "x over conv2d-std": "x std",
+    "gamma conv2d-std": "gamma std",
+    "measured/gamma conv2d-std": "meas/gamma std",
+    "paper gamma": "paper gamma",
+    "geomean x over torch-naive (all cases)": "geomean x naive",
+    "cases": "cases",
+    "excluded groups": "excluded",
+}
+SPEED_LEGEND = (
+    "naive: `torch-naive`, the exact dense kernel; std: `conv2d-std`, a plain conv2d with the standard "
+    "Ks x Ks kernel (timing only, what the paper compares against); x: measured speed-up of the best backend "
+    "(largest over torch-naive) in the headline case; gamma: the cost model's MAC ratio over that baseline; "
+    "paper gamma: Ks^2 / 4K (DAU IJCV Eq. 17); geomean: best speed-up over torch-naive, geometric mean over "
+    "the layer's cases; excluded: groups flagged contended or implausible (not used). "
+    "reference/README.md section 8 defines all of them."
+)
+
+
+def speed_view(sp):
+    if sp.empty:
+        return sp
+    t = sp.rename(columns=SPEED_COLUMNS)
+    keep = ["machine", "device", "dtype", "layer", "pass", "case"] + list(SPEED_COLUMNS.values())
+    t = t[[c for c in keep if c in t]]
+    paper = {c: None for c in t.columns}
+    rows = []
+    for r in t.to_dict("records"):
+        rows.append(r)
+        if r["layer"] == "dau" and r["pass"] in ("forward", "forward+backward") and r["case"] == "paper":
+            up = verdict.PAPER[r["pass"]]
+            rows.append(
+                {
+                    **paper,
+                    "machine": "paper",
+                    "device": verdict.PAPER["gpu"],
+                    "dtype": "float32",
+                    "layer": "dau",
+                    "pass": r["pass"],
+                    "case": "DAU IJCV 4.4",
+                    "best": "DAU-ConvNet",
+                    "x std": up,
+                    "gamma std": verdict.PAPER["gamma"],
+                    "meas/gamma std": up / verdict.PAPER["gamma"],
+                    "paper gamma": verdict.PAPER["gamma"],
+                }
+            )
+    if not any(r["layer"] == "dau" and r["case"] == "DAU IJCV 4.4" for r in rows):
+        for p in ("forward", "forward+backward"):
+            up = verdict.PAPER[p]
+            rows.append(
+                {
+                    **paper,
+                    "machine": "paper",
+                    "device": verdict.PAPER["gpu"],
+                    "layer": "dau",
+                    "pass": p,
+                    "case": "DAU IJCV 4.4",
+                    "best": "DAU-ConvNet",
+                    "x std": up,
+                    "gamma std": verdict.PAPER["gamma"],
+                    "meas/gamma std": up / verdict.PAPER["gamma"],
+                    "paper gamma": verdict.PAPER["gamma"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def verdict_parts(v):
+    """-> list of (title, note, table) of the verdict block, in order."""
+    parts = [
+        (
+            "Agreement with the float64 reference",
+            "Per backend x device x dtype over every layer and case; "
+            "err/bound <= 1 passes (reference/README.md section 9).",
+            agreement_view(v["agreement"]),
+        )
+    ]
+    if not v["not_run"].empty:
+        parts.append(("Not run here", "One line per backend, with its own reason.", not_run_view(v["not_run"])))
+    for layer, t in v["gradients"].items():
+        parts.append(
+            (
+                f"Gradient accuracy: {layer}",
+                "Worst relative error (worst error / bound) over every case; the last row checks the reference's "
+                "analytic gradients against float64 central differences (reference/README.md section 10).",
+                gradient_view(t),
+            )
+        )
+    parts.append(("Speed against gamma", SPEED_LEGEND, speed_view(v["speed"])))
+    return parts
+
+
+def verdict_md(v, run_line):
+    out = ["## Verdict\n\n", f"_{run_line}_\n\n"]
+    out += [f"- {line}\n" for line in v["lines"]]
+    for title, note, table in verdict_parts(v):
+        out += [f"\n### {title}\n\n{note}\n\n", md_table(table)]
+    return "".join(out)
+
+
+def verdict_html(v, run_line):
+    out = ["<section id='verdict'><h2>Verdict</h2>", f"<p class='run'>{html.escape(run_line)}</p>"]
+    for line in v["lines"]:
+        head, _, rest = line.partition(": ")
+        out.append(f"<p class='answer'><b>{html.escape(head)}:</b> {html.escape(rest)}</p>")
+    for title, note, table in verdict_parts(v):
+        out += [f"<h3>{html.escape(title)}</h3><p class='note'>{html.escape(note)}</p>", html_table(table, "verdict")]
+    out.append("</section>")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- writers
+
+
 def _speed_compact(speed):
     if speed.empty:
         return speed
     t = speed.assign(median_ms=speed["median_s"] * 1e3)
-    return t[
-        [
-            "machine",
-            "device",
-            "layer",
-            "case",
-            "pass",
-            "backend",
-            "median_ms",
-            "noisy",
-            "speedup",
-            "paper_gamma",
-            "model_gamma",
-            "measured_over_model_gamma",
-            "gmacs_per_s",
-            "roofline_fraction",
-        ]
+    cols = [
+        "machine",
+        "device",
+        "layer",
+        "case",
+        "pass",
+        "backend",
+        "median_ms",
+        "noisy",
+        "speedup",
+        "speedups",
+        "paper_gamma",
+        "model_gamma",
+        "gammas",
+        "measured_over_model_gamma",
+        "over_gamma",
+        "gmacs_per_s",
+        "roofline_fraction",
+        "threads",
+        "flags",
     ]
+    return t.reindex(columns=cols)
 
 
 def sections(df):
+    """The detailed tables, after the verdict and the figures -> (dict title -> DataFrame, speed table)."""
     speed = speed_table(df)
     corr = correctness_table(df)
+    fd = _kind(df, "fd")
     return {
         "Environment": environment_table(df),
         "Correctness matrix": corr[corr["passed"] + corr["failed"] > 0] if not corr.empty else corr,
@@ -333,49 +431,79 @@ def sections(df):
             if not corr.empty
             else corr
         ),
+        "Reference vs central differences (per case and parameter)": (
+            fd[["layer", "case", "output", "status", "rel_err", "max_abs_err", "bound_ratio"]] if not fd.empty else fd
+        ),
         "Paper check (DAU IJCV section 4.4)": paper_check(speed),
         "Speed-up, geometric means across cases": geomean_table(speed) if not speed.empty else speed,
         "Speed per case and pass": _speed_compact(speed),
     }, speed
 
 
+STYLE = (
+    "body{font-family:sans-serif;margin:1.5em 2em;max-width:1400px;line-height:1.35}"
+    "table{border-collapse:collapse;font-size:12px;margin:.3em 0 1em}"
+    "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}td.l{text-align:left}"
+    "#verdict{border:2px solid #555;padding:.2em 1em 1em;background:#fafafa}"
+    ".answer{font-size:15px;margin:.5em 0;padding-left:.6em;border-left:4px solid #2a6}"
+    ".run,.note,figcaption{color:#444;font-size:13px}figure{margin:1.5em 0}img{max-width:100%}"
+    "details{margin:.4em 0}summary{cursor:pointer;font-weight:bold}"
+)
+# Lets a headless browser (suites/test_report_browser.py) read how many figures decoded.
+ONLOAD = (
+    "<script>window.addEventListener('load',function(){var n=0;for(var i of document.images)"
+    "{if(i.complete&&i.naturalWidth>0)n++;}document.body.setAttribute('data-images-decoded',n);});</script>"
+)
+
+
 def write(paths, out_dir):
-    """Write ``report.md``, ``report.html``, ``summary.csv`` and the PNG figures -> path of report.md."""
+    """Write ``report.md``, ``report.html``, ``verdict.md``, ``summary.csv`` and the PNG figures
+    -> path of report.md."""
     os.makedirs(out_dir, exist_ok=True)
     df = frame(paths)
-    secs, speed = sections(df)
-    figs = figures(df, speed)
-    for name, _, png in figs:
+    secs, _ = sections(df)
+    v = verdict.compute(df)
+    figs = figures.all_figures(df, verdict.speed_rows(df), v["gradients"])
+    for name, _, _, png in figs:
         with open(os.path.join(out_dir, name + ".png"), "wb") as fh:
             fh.write(png)
+    run_line = f"From {len(paths)} result file(s), {len(df)} rows: {figures.run(df)}."
     intro = (
-        f"Results from {len(paths)} file(s), {len(df)} rows. Correctness tolerance: {TOLERANCE}. "
-        "Speed-ups are over torch-naive measured in the same run on the same machine; averages are geometric."
+        f"Correctness tolerance: {TOLERANCE}. Speed-ups are measured within one group (same run, machine, "
+        "device, dtype); averages are geometric. Definitions: reference/README.md in the repository."
     )
-    md = ["# rfbench report\n", intro + "\n"]
-    html = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>rfbench report</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}",
-        "</style></head><body><h1>rfbench report</h1>",
-        f"<p>{intro}</p>",
-    ]
+    with open(os.path.join(out_dir, "verdict.md"), "w") as fh:
+        fh.write(verdict_md(v, run_line))
+    md = ["# rfbench report\n\n", intro + "\n\n", verdict_md(v, run_line), "\n## Figures\n"]
+    for i, (name, title, caption, _) in enumerate(figs, 1):
+        md.append(f"\n### Figure {i}. {title}\n\n![{title}]({name}.png)\n\n{caption}\n")
+    md.append("\n## Detailed tables\n")
     for title, table in secs.items():
-        md += [f"\n## {title}\n\n", md_table(table)]
-        html += [
-            f"<h2>{title}</h2>",
-            table.to_html(index=False, na_rep="-", float_format=_fmt) if not table.empty else "<p>(no rows)</p>",
-        ]
-    md.append("\n## Figures\n")
-    html.append("<h2>Figures</h2>")
-    for name, title, png in figs:
-        md.append(f"\n### {title}\n\n![{title}]({name}.png)\n")
-        html.append(f"<h3>{title}</h3><img alt='{title}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
-    html.append("</body></html>")
+        md += [f"\n### {title}\n\n", md_table(table)]
+    page = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>rfbench report</title>",
+        f"<style>{STYLE}</style>{ONLOAD}</head><body>",
+        "<h1>rfbench report</h1>",
+        f"<p class='note'>{html.escape(intro)}</p>",
+        verdict_html(v, run_line),
+        "<section id='figures'><h2>Figures</h2>",
+    ]
+    for i, (name, title, caption, png) in enumerate(figs, 1):
+        src = "data:image/png;base64," + base64.b64encode(png).decode()
+        page.append(
+            f"<figure id='fig-{name}'><img id='img-{name}' alt='{html.escape(title)}' src='{src}'>"
+            f"<figcaption><b>Figure {i}. {html.escape(title)}.</b> {html.escape(caption)}</figcaption></figure>"
+        )
+    page.append("</section><section id='tables'><h2>Detailed tables</h2>")
+    for title, table in secs.items():
+        page.append(
+            f"<details><summary>{html.escape(title)} ({len(table)} rows)</summary>{html_table(table)}</details>"
+        )
+    page.append("</section></body></html>")
     with open(os.path.join(out_dir, "report.md"), "w") as fh:
         fh.write("".join(md))
     with open(os.path.join(out_dir, "report.html"), "w") as fh:
-        fh.write("\n".join(html))
+        fh.write("\n".join(page))
     summary = pd.concat(
         [t.assign(table=name) for name, t in secs.items() if not t.empty and name != "Environment"], ignore_index=True
     )

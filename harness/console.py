@@ -1,0 +1,126 @@
+"""What ``rfbench matrix``, ``bench`` and ``all`` print: progress that also works when the output
+is redirected, compact summaries (a backend that cannot run here is one line with its reason),
+and the verdict lines with the report's path at the end.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from . import report, runner, verdict
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
+
+
+class Progress:
+    """``progress(i, total)`` after each finished group.
+
+    On a terminal: one line rewritten in place.  Otherwise (a file, a pipe, CI logs): one
+    flushed line per finished group, at most one every ``every_s`` seconds (the last group
+    always), so an hour-long sweep shows where it is while it runs.  Each line gives the
+    elapsed time and an estimate of the time left (elapsed per group so far x groups left).
+    """
+
+    def __init__(self, label, stream=None, every_s=0.0, clock=time.monotonic):
+        """Create it just before the work starts: the clock starts here."""
+        self.label, self.stream, self.every_s, self.clock = label, stream, every_s, clock
+        self.start, self.last = clock(), None
+
+    def line(self, i, total, now):
+        done = now - self.start
+        left = done / max(i, 1) * (total - i)
+        eta = "done" if i == total else f"about {_clock(left)} left"
+        return f"{self.label}: {i}/{total} ({100 * i // max(total, 1)}%), {_clock(done)} elapsed, {eta}"
+
+    def __call__(self, i, total):
+        stream = self.stream or sys.stderr
+        now = self.clock()
+        text = self.line(i, total, now)
+        if stream.isatty():
+            stream.write("\r" + text.ljust(79) + ("\n" if i == total else ""))
+        elif i == total or self.last is None or now - self.last >= self.every_s:
+            stream.write(text + "\n")
+            self.last = now
+        stream.flush()
+
+
+def not_run_lines(rows):
+    """Correctness or speed rows -> one line per backend that was refused everywhere it was
+    asked to run: ``backend: not run on cpu float32, cpu float64 (reason)``."""
+    ran, why = set(), {}
+    for r in rows:
+        b = r["backend"]
+        if r.get("status") == "skip":
+            why.setdefault(b, {}).setdefault(r.get("reason") or "", set()).add(f"{r['device']} {r['dtype']}")
+        else:
+            ran.add((b, f"{r['device']} {r['dtype']}"))
+    out = []
+    for b in sorted(why):
+        for reason, where in sorted(why[b].items()):
+            where = sorted(w for w in where if (b, w) not in ran)
+            if where:
+                out.append(f"{b}: not run on {', '.join(where)} ({reason})")
+    return out
+
+
+def matrix_summary(rows):
+    """Correctness rows -> the summary table of the combinations that ran, then one line per
+    backend that did not run, with its reason."""
+    summ = [s for s in runner.summary(rows) if s["passed"] + s["failed"] > 0]
+    for s in summ:
+        s["skip_reason"] = "" if not s["skipped"] else s["skip_reason"]
+    return "\n".join([runner.format_summary(summ)] + not_run_lines(rows))
+
+
+def bench_summary(rows):
+    """Speed rows -> per layer x pass: the headline case's best backend, its speed-ups and gammas,
+    the geometric mean over cases; then one line per backend that did not run.  The per-case
+    table is in the report (and the results file)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    lines = []
+    if ok:
+        import pandas as pd
+
+        df = pd.DataFrame(ok).assign(machine="here")
+        table = verdict.speed(df)
+        lines.append(
+            f"{'layer':<10} {'pass':<17} {'case':<8} {'best':<11} {'x naive':>8} {'gamma':>7} "
+            f"{'meas/g':>6} {'x std':>6} {'gamma':>6} {'geomean':>8} {'excl.':>5}"
+        )
+        f = lambda v, p=2: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{p}f}"  # noqa: E731
+        for r in table.to_dict("records"):
+            lines.append(
+                f"{r['layer']:<10} {r['pass']:<17} {r['case']:<8} {str(r['best backend']):<11} "
+                f"{f(r['x over torch-naive']):>8} {f(r['gamma torch-naive'], 1):>7} "
+                f"{f(r['measured/gamma torch-naive']):>6} {f(r['x over conv2d-std']):>6} "
+                f"{f(r['gamma conv2d-std'], 1):>6} {f(r['geomean x over torch-naive (all cases)']):>8} "
+                f"{r['excluded groups']:>5}"
+            )
+        lines.append(
+            "x naive / x std: speed-up over torch-naive / conv2d-std; gamma: the model's; geomean: over "
+            "the layer's cases; excl.: groups flagged contended or implausible. Per-case table: the report."
+        )
+    return "\n".join(lines + not_run_lines(rows))
+
+
+def verdict_lines(paths):
+    """The three verdict sentences of the report on ``paths``."""
+    return verdict.compute(report.frame(paths))["lines"]
+
+
+def finish(paths, report_path):
+    """The end of ``rfbench all`` / ``report``: the verdict, then where the report is."""
+    html = report_path[: -len(".md")] + ".html" if report_path.endswith(".md") else report_path
+    return "\n".join(
+        ["", "Verdict:"]
+        + [f"- {line}" for line in verdict_lines(paths)]
+        + [f"report: {html} (and report.md, verdict.md, summary.csv and the figures beside it)"]
+    )
