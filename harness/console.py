@@ -102,7 +102,7 @@ def bench_summary(rows):
                 f"{f(r['x over torch-naive']):>8} {f(r['gamma torch-naive'], 1):>7} "
                 f"{f(r['measured/gamma torch-naive']):>6} {f(r['x over conv2d-std']):>6} "
                 f"{f(r['gamma conv2d-std'], 1):>6} {f(r['geomean x over torch-naive (all cases)']):>8} "
-                f"{r['excluded groups']:>5}"
+                f"{f(r['excluded groups'], 0):>5}"
             )
         lines.append(
             "x naive / x std: speed-up over torch-naive / conv2d-std; gamma: the model's; geomean: over "

@@ -368,11 +368,17 @@ def verdict_parts(v):
     return parts
 
 
-def verdict_md(v, run_line):
+def verdict_md(v, run_line, brief=False):
+    """The verdict block in markdown; ``brief`` (for ``verdict.md`` and the README) leaves the
+    per-layer gradient tables to the report."""
     out = ["## Verdict\n\n", f"_{run_line}_\n\n"]
     out += [f"- {line}\n" for line in v["lines"]]
     for title, note, table in verdict_parts(v):
+        if brief and title.startswith("Gradient accuracy"):
+            continue
         out += [f"\n### {title}\n\n{note}\n\n", md_table(table)]
+    if brief and v["gradients"]:
+        out.append("\nGradient accuracy per layer and parameter: the verdict of `report.md` / `report.html`.\n")
     return "".join(out)
 
 
@@ -473,7 +479,7 @@ def write(paths, out_dir):
         "device, dtype); averages are geometric. Definitions: reference/README.md in the repository."
     )
     with open(os.path.join(out_dir, "verdict.md"), "w") as fh:
-        fh.write(verdict_md(v, run_line))
+        fh.write(verdict_md(v, run_line, brief=True))
     md = ["# rfbench report\n\n", intro + "\n\n", verdict_md(v, run_line), "\n## Figures\n"]
     for i, (name, title, caption, _) in enumerate(figs, 1):
         md.append(f"\n### Figure {i}. {title}\n\n![{title}]({name}.png)\n\n{caption}\n")

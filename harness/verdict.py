@@ -217,7 +217,10 @@ def speed(df):
             kept, bad = split_excluded(gp)
             kept = efficient(kept)
             rec = dict(zip(("machine", "device", "dtype", "layer"), key))
-            rec.update({"pass": pass_, "case": case, "excluded groups": int(bad["group"].nunique())})
+            flagged = "flags" in gp and gp["flags"].map(lambda f: isinstance(f, list)).any()
+            rec.update(
+                {"pass": pass_, "case": case, "excluded groups": int(bad["group"].nunique()) if flagged else None}
+            )
             rec["groups"] = int(gp["group"].nunique())
             head = kept[(kept["case"] == case).to_numpy() & has(kept, "torch-naive")]
             best = head.loc[head["over"].map(lambda o: o["torch-naive"]).idxmax()] if len(head) else None
@@ -345,14 +348,21 @@ def speed_line(table):
                 )
             bits.append(b)
         parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}: " + "; ".join(bits))
-    excl = int(table["excluded groups"].sum())
+    known = table["excluded groups"].notna()
     total = int(table["groups"].sum())
+    if known.any():
+        excl = (
+            f"Excluded as contended or implausible: {int(table.loc[known, 'excluded groups'].sum())} of {total} groups"
+        )
+        if not known.all():
+            excl += f" ({int(table.loc[~known, 'groups'].sum())} groups carry no flags)"
+    else:
+        excl = f"Contention and plausibility flags: not recorded in these rows ({total} groups, older format)"
     return (
         "Speed vs gamma: "
         + " | ".join(parts)
         + f". Paper: {PAPER['forward']}x forward, {PAPER['forward+backward']}x forward+backward over a "
-        f"{PAPER['side']} x {PAPER['side']} conv2d at gamma {PAPER['gamma']} ({PAPER['gpu']})."
-        + f" Excluded as contended or implausible: {excl} of {total} groups."
+        f"{PAPER['side']} x {PAPER['side']} conv2d at gamma {PAPER['gamma']} ({PAPER['gpu']}). " + excl + "."
     )
 
 

@@ -60,7 +60,9 @@ def test_report_opens_with_the_verdict_then_figures_then_tables(files, tmp_path)
         assert f"id='fig-{name}'" in html
     assert html.count("<figcaption>") == len(FIGURES) and html.count("Run: ") >= len(FIGURES)
     assert ">None<" not in html and ">nan<" not in html and "<td>-</td>" in html
-    assert (out / "verdict.md").read_text() in md
+    brief = (out / "verdict.md").read_text()
+    assert all(line in md for line in brief.splitlines() if line.startswith(("- ", "| ")))
+    assert "Gradient accuracy: acu" not in brief and "Speed against gamma" in brief
     assert "table" in (out / "summary.csv").read_text().splitlines()[0]
 
 
@@ -69,7 +71,8 @@ def test_verdict_is_computed_from_the_rows(files, tmp_path):
     base = verdict.compute(report.frame(files))["lines"]
     assert base[0].startswith("Agreement: ") and "0 failed" in base[0]
     assert base[1].startswith("Gradients: ") and "within" in base[1] and "agree with" in base[1]
-    assert base[2].startswith("Speed vs gamma: ") and "0 of 6 groups" in base[2]
+    assert base[2].startswith("Speed vs gamma: ")
+    assert "implausible: 0 of 6 groups" in base[2] or "flags: not recorded" in base[2]  # rows before issue 13
 
     corr = _rows(files[0])
     row = next(r for r in corr if r["backend"] == "torch-naive" and r["output"] == "forward")
