@@ -75,7 +75,8 @@ def speedup_vs_gamma(speed):
     top = 2.0
     for ax, b in zip(axes[0], bases):
         for (backend, dev, pass_), g in kept.groupby(["backend", "device", "pass"]):
-            pts = [(gm.get(b), o.get(b)) for gm, o in zip(g["gamma"], g["over"]) if gm and o]
+            pts = [(gm.get(b), o.get(b)) for gm, o in zip(g["gamma"], g["over"])]
+            pts = [(x, y) for x, y in pts if x and y]
             if pts:
                 x, y = zip(*pts)
                 ax.scatter(x, y, c=col[f"{backend} ({dev})"], marker=PASS_MARKER.get(pass_, "x"), s=36, alpha=0.85)

@@ -387,8 +387,22 @@ def verdict_html(v, run_line):
     for line in v["lines"]:
         head, _, rest = line.partition(": ")
         out.append(f"<p class='answer'><b>{html.escape(head)}:</b> {html.escape(rest)}</p>")
+    grads = []
     for title, note, table in verdict_parts(v):
+        if title.startswith("Gradient accuracy"):  # side by side, one note for all layers
+            if not grads:
+                out += [
+                    "<h3>Gradient accuracy per layer and parameter</h3>",
+                    f"<p class='note'>{html.escape(note)}</p>",
+                ]
+            grads.append(f"<div><h4>{html.escape(title.split(': ', 1)[1])}</h4>{html_table(table, 'verdict')}</div>")
+            continue
+        if grads:
+            out.append("<div class='side'>" + "".join(grads) + "</div>")
+            grads = []
         out += [f"<h3>{html.escape(title)}</h3><p class='note'>{html.escape(note)}</p>", html_table(table, "verdict")]
+    if grads:
+        out.append("<div class='side'>" + "".join(grads) + "</div>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -454,6 +468,7 @@ STYLE = (
     ".answer{font-size:15px;margin:.5em 0;padding-left:.6em;border-left:4px solid #2a6}"
     ".run,.note,figcaption{color:#444;font-size:13px}figure{margin:1.5em 0}img{max-width:100%}"
     "details{margin:.4em 0}summary{cursor:pointer;font-weight:bold}"
+    ".side{display:flex;flex-wrap:wrap;gap:0 1.5em}.side h4{margin:.4em 0 .1em}"
 )
 # Lets a headless browser (suites/test_report_browser.py) read how many figures decoded.
 ONLOAD = (

@@ -20,7 +20,7 @@ import pandas as pd
 
 PAPER = {"gamma": 10.125, "forward": 3.25, "forward+backward": 12.54, "gpu": "RTX 2080 Ti", "side": 9}
 BASELINES = ("torch-naive", "conv2d-std")
-PARAMS = ("x", "weight", "mu_x", "mu_y", "sigma", "pos_x", "pos_y", "alpha", "bias")
+PARAMS = ("x", "weight", "alpha", "mu_x", "mu_y", "pos_x", "pos_y", "sigma", "bias")
 PASSES = ("forward", "backward", "forward+backward")
 EXCLUDING = ("contended", "implausible")
 
@@ -340,11 +340,12 @@ def speed_line(table):
             if r["pass"] == "backward" or r["best backend"] is None:
                 continue
             b = f"{r['pass']} {r['best backend']} {_g(r['x over torch-naive'], '{:.2f}')}x over torch-naive"
-            b += f" ({_g(r['measured/gamma torch-naive'], '{:.2f}')} of model gamma {_g(r['gamma torch-naive'])})"
+            ratio, gam = _g(r["measured/gamma torch-naive"], "{:.2f}"), _g(r["gamma torch-naive"], "{:.1f}")
+            b += f" ({ratio} of model gamma {gam})"
             if r["x over conv2d-std"] is not None:
                 b += (
                     f", {_g(r['x over conv2d-std'], '{:.2f}')}x over conv2d-std "
-                    f"({_g(r['measured/gamma conv2d-std'], '{:.2f}')} of gamma {_g(r['gamma conv2d-std'])})"
+                    f"({_g(r['measured/gamma conv2d-std'], '{:.2f}')} of gamma {_g(r['gamma conv2d-std'], '{:.1f}')})"
                 )
             bits.append(b)
         parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}: " + "; ".join(bits))

@@ -146,7 +146,7 @@ def test_new_speed_fields_are_read_and_old_rows_render_dashes(tmp_path):
     out = tmp_path / "new"
     report.write([str(tmp_path / "new.jsonl")], str(out))
     assert (
-        "cupy 8.40x over torch-naive (0.40 of model gamma 21), 4.20x over conv2d-std"
+        "cupy 8.40x over torch-naive (0.40 of model gamma 21.0), 4.20x over conv2d-std"
         in (out / "verdict.md").read_text()
     )
 
