@@ -61,3 +61,20 @@ def test_report_command_ends_with_the_verdict_and_the_path(tmp_path, capsys, see
     assert lines[-4].startswith("- Agreement: 1 of 1 ") and lines[-3].startswith("- Gradients: ")
     assert lines[-2].startswith("- Speed vs gamma: no speed rows")
     assert lines[-1].startswith(f"report: {tmp_path / 'rep' / 'report.html'} ")
+
+
+def test_bench_summary_is_one_line_per_layer_and_pass_and_one_per_missing_backend():
+    def row(backend, pass_, up, **kw):
+        base = {"kind": "speed", "layer": "dau", "case": "paper", "pass": pass_, "backend": backend, "device": "cpu"}
+        base.update(dtype="float32", group=pass_, status="ok", speedup=up, model_gamma=21.0, paper_gamma=10.125)
+        return {**base, **kw}
+
+    rows = [row("torch-naive", p, 1.0) for p in ("forward", "backward")]
+    rows += [row("numba", "forward", 4.5), row("numba", "backward", 1.7, flags=["contended"])]
+    rows += [row("cupy", p, None, status="skip", reason="cupy not installed") for p in ("forward", "backward")]
+    lines = console.bench_summary(rows).splitlines()
+    fwd = next(line for line in lines if line.startswith("dau        forward"))
+    assert "numba" in fwd and "4.50" in fwd and "21.0" in fwd
+    back = next(line for line in lines if line.startswith("dau        backward"))
+    assert back.split()[-1] == "1" and "numba" not in back  # the only candidate was contended
+    assert [line for line in lines if "cupy" in line] == ["cupy: not run on cpu float32 (cupy not installed)"]
