@@ -129,7 +129,8 @@ def cmd_all(args):
     fd = os.path.join(args.out, "fd.jsonl")
     if os.path.exists(fd):
         os.remove(fd)
-    results.append(fd, fdcheck.rows(args.seed or 0, progress=console.Progress("reference vs central differences")))
+    progress = console.Progress("reference vs central differences", every_s=10)
+    results.append(fd, fdcheck.rows(args.seed or 0, progress=progress))
     cmd_bench(
         argparse.Namespace(
             grid=args.bench_grid,
