@@ -72,12 +72,21 @@ def not_run_lines(rows):
 
 
 def matrix_summary(rows):
-    """Correctness rows -> the summary table of the combinations that ran, then one line per
-    backend that did not run, with its reason."""
+    """Correctness rows -> the summary table of the combinations that ran, one line per
+    backend that did not run (with its reason), then the agreement and gradient verdicts."""
     summ = [s for s in runner.summary(rows) if s["passed"] + s["failed"] > 0]
     for s in summ:
         s["skip_reason"] = "" if not s["skipped"] else s["skip_reason"]
-    return "\n".join([runner.format_summary(summ)] + not_run_lines(rows))
+    return "\n".join([runner.format_summary(summ)] + not_run_lines(rows) + [""] + matrix_verdict(rows))
+
+
+def matrix_verdict(rows):
+    """The agreement and gradient verdict lines of correctness rows (no speed rows yet)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows).assign(machine="here")
+    ran, not_run = verdict.agreement(df)
+    return [verdict.agreement_line(ran, not_run), verdict.gradients_line(verdict.gradients(df))]
 
 
 def bench_summary(rows):
