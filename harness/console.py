@@ -40,16 +40,38 @@ class Progress:
         eta = "done" if i == total else f"about {_clock(left)} left"
         return f"{self.label}: {i}/{total} ({100 * i // max(total, 1)}%), {_clock(done)} elapsed, {eta}"
 
-    def __call__(self, i, total):
+    def __call__(self, i, total, rows=None):
+        """``rows``: the result rows of the group just finished (speed sweeps pass them)."""
         stream = self.stream or sys.stderr
         now = self.clock()
         text = self.line(i, total, now)
+        if rows:
+            text += " | " + group_line(rows)
         if stream.isatty():
             stream.write("\r" + text.ljust(79) + ("\n" if i == total else ""))
         elif i == total or self.last is None or now - self.last >= self.every_s:
             stream.write(text + "\n")
             self.last = now
         stream.flush()
+
+
+def group_line(rows):
+    """Speed rows of one group -> "dau-paper forward: numba 4.62x, torch-fast 2.27x over torch-naive
+    (model gamma 21.0) [contended]"."""
+    r0 = rows[0]
+    ups = sorted(
+        ((r.get("speedup"), r["backend"]) for r in rows if r.get("status") == "ok" and r.get("speedup")),
+        key=lambda t: -t[0],
+    )
+    ups = [f"{b} {u:.2f}x" for u, b in ups if b not in verdict.BASELINES]
+    text = f"{r0['layer']}-{r0['case']} {r0['pass']}: " + (
+        ", ".join(ups) + " over torch-naive" if ups else "no speed-up"
+    )
+    gam = next((r.get("model_gamma") for r in rows if r.get("model_gamma")), None)
+    if gam:
+        text += f" (model gamma {gam:.1f})"
+    flags = sorted({f for r in rows for f in (r.get("flags") or []) if str(f).startswith(verdict.EXCLUDING)})
+    return text + (f" [{'; '.join(flags)}]" if flags else "")
 
 
 def not_run_lines(rows):
@@ -107,7 +129,7 @@ def bench_summary(rows):
         f = lambda v, p=2: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{p}f}"  # noqa: E731
         for r in table.to_dict("records"):
             lines.append(
-                f"{r['layer']:<10} {r['pass']:<17} {r['case']:<8} {str(r['best backend']):<11} "
+                f"{r['layer']:<10} {r['pass']:<17} {r['case']:<8} {report._fmt(r['best backend']):<11} "
                 f"{f(r['x over torch-naive']):>8} {f(r['gamma torch-naive'], 1):>7} "
                 f"{f(r['measured/gamma torch-naive']):>6} {f(r['x over conv2d-std']):>6} "
                 f"{f(r['gamma conv2d-std'], 1):>6} {f(r['geomean x over torch-naive (all cases)']):>8} "

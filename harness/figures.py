@@ -66,20 +66,25 @@ def speedup_vs_gamma(speed):
         return None
     plt = _plt()
     eff = verdict.efficient(speed)
-    kept, dropped = verdict.split_excluded(eff)
-    bases = [b for b in verdict.BASELINES if verdict.has(kept, b).any()]
+    dropped = verdict.split_excluded(eff)[1]
+    bases = [b for b in verdict.BASELINES if verdict.has(eff, b).any()]
     if not bases:
         return None
-    col = colours(kept["backend"] + " (" + kept["device"] + ")")
+    col = colours(eff["backend"] + " (" + eff["device"] + ")")
     fig, axes = plt.subplots(1, len(bases), figsize=(6.2 * len(bases) + 2.4, 5), squeeze=False)
     top = 2.0
     for ax, b in zip(axes[0], bases):
-        for (backend, dev, pass_), g in kept.groupby(["backend", "device", "pass"]):
-            pts = [(gm.get(b), o.get(b)) for gm, o in zip(g["gamma"], g["over"])]
-            pts = [(x, y) for x, y in pts if x and y]
-            if pts:
-                x, y = zip(*pts)
-                ax.scatter(x, y, c=col[f"{backend} ({dev})"], marker=PASS_MARKER.get(pass_, "x"), s=36, alpha=0.85)
+        for (backend, dev, pass_), g in eff.groupby(["backend", "device", "pass"]):
+            pts = [(gm.get(b), o.get(b), bool(e)) for gm, o, e in zip(g["gamma"], g["over"], g["excluded"])]
+            pts = [p for p in pts if p[0] and p[1]]
+            for hollow in (False, True):
+                sel = [p for p in pts if p[2] == hollow]
+                if not sel:
+                    continue
+                x, y, _ = zip(*sel)
+                c = col[f"{backend} ({dev})"]
+                face = "none" if hollow else c
+                ax.scatter(x, y, facecolors=face, edgecolors=c, marker=PASS_MARKER.get(pass_, "x"), s=36, alpha=0.85)
                 top = max(top, max(x), max(y))
         if b == bases[-1]:  # the paper's figures are over a standard conv: the conv2d-std panel when drawn
             gam = verdict.PAPER["gamma"]
@@ -106,6 +111,7 @@ def speedup_vs_gamma(speed):
     h = [Patch(color=c, label=k) for k, c in col.items()]
     h += [plt.Line2D([], [], ls="", marker=m, c="grey", label=p) for p, m in PASS_MARKER.items()]
     h += [
+        plt.Line2D([], [], ls="", marker="o", mfc="none", mec="grey", label="hollow: excluded (contended/implausible)"),
         plt.Line2D([], [], ls="--", c="k", label="y = x (speed-up = gamma)"),
         plt.Line2D([], [], ls="", marker="o", c="gold", mec="k", ms=10, label="paper: 3.25x forward, gamma 10.125"),
         plt.Line2D([], [], ls="", marker="^", c="gold", mec="k", ms=10, label="paper: 12.54x forward+backward"),
@@ -121,7 +127,10 @@ def speedup_vs_gamma(speed):
         "baseline; it is drawn on the torch-naive panel only when no conv2d-std rows exist."
     )
     if len(dropped):
-        caption += f" Not drawn: {dropped['group'].nunique()} groups flagged contended or implausible."
+        caption += (
+            f" Hollow markers: {dropped['group'].nunique()} groups flagged contended or implausible, drawn for "
+            "reference and left out of the verdict."
+        )
     return (
         "speedup_vs_gamma",
         "Measured speed-up against the model gamma",
@@ -146,7 +155,6 @@ def sweeps(speed):
         return None
     plt = _plt()
     eff = verdict.efficient(speed)
-    eff = verdict.split_excluded(eff)[0]
     eff = eff[verdict.has(eff, "torch-naive")]
     panels = [
         (layer, prefix, label, eff[(eff["layer"] == layer) & eff["case"].str.fullmatch(prefix + r"[0-9.]+")])
@@ -163,15 +171,20 @@ def sweeps(speed):
         xv = sub["case"].str[len(prefix) :].astype(float)
         sub = sub.assign(xv=xv.values).sort_values("xv")
         for (backend, dev, pass_), g in sub.groupby(["backend", "device", "pass"]):
-            ax.plot(
-                g["xv"],
-                g["over"].map(lambda o: o["torch-naive"]),
-                ls="-",
-                lw=1,
-                marker=PASS_MARKER.get(pass_, "x"),
-                c=col[f"{backend} ({dev})"],
-                ms=5,
-            )
+            c, up = col[f"{backend} ({dev})"], g["over"].map(lambda o: o["torch-naive"])
+            ax.plot(g["xv"], up, ls="-", lw=1, c=c)
+            hollow = np.array([bool(e) for e in g["excluded"]])
+            for mask, face in ((~hollow, c), (hollow, "none")):
+                if mask.any():
+                    ax.scatter(
+                        g["xv"][mask],
+                        up[mask],
+                        marker=PASS_MARKER.get(pass_, "x"),
+                        s=25,
+                        facecolors=face,
+                        edgecolors=c,
+                        zorder=3,
+                    )
         for pass_, g in sub.drop_duplicates(["case", "pass"]).groupby("pass"):
             ax.plot(
                 g["xv"], g["gamma"].map(lambda m: m.get("torch-naive")), c="k", lw=1.3, ls=PASS_LINE.get(pass_, "-.")
@@ -189,7 +202,8 @@ def sweeps(speed):
         "Measured speed-up of each efficient backend over torch-naive (colour: backend, marker: pass) along the "
         "sweeps of the paper grid, with the cost model's gamma for each pass in black (solid forward, dashed "
         "backward, dotted forward+backward). The gap between a backend's markers and the black line of the same pass "
-        f"is the fraction of the model speed-up it realises. Run: {run(speed)}."
+        "is the fraction of the model speed-up it realises. Hollow markers: groups flagged contended or "
+        f"implausible (left out of the verdict). Run: {run(speed)}."
     )
     return ("sweeps", "Speed-up along the sweeps, with the model gamma of each pass", caption, _png(fig))
 

@@ -348,6 +348,7 @@ def speed_line(table):
                     f"({_g(r['measured/gamma conv2d-std'], '{:.2f}')} of gamma {_g(r['gamma conv2d-std'], '{:.1f}')})"
                 )
             bits.append(b)
+        bits = bits or ["no group left to judge (all excluded or no backend under test)"]
         parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}: " + "; ".join(bits))
     known = table["excluded groups"].notna()
     total = int(table["groups"].sum())

@@ -79,3 +79,20 @@ def test_bench_summary_is_one_line_per_layer_and_pass_and_one_per_missing_backen
     back = next(line for line in lines if line.startswith("dau        backward"))
     assert back.split()[-1] == "1" and "numba" not in back  # the only candidate was contended
     assert [line for line in lines if "cupy" in line] == ["cupy: not run on cpu float32 (cupy not installed)"]
+
+
+def test_a_speed_group_line_names_the_speed_ups_and_the_exclusion():
+    clock, out = Clock(), io.StringIO()
+    progress = console.Progress("bench", stream=out, clock=clock)
+    base = {"kind": "speed", "layer": "dau", "case": "paper", "pass": "forward", "status": "ok", "model_gamma": 21.0}
+    rows = [
+        {**base, "backend": "torch-naive", "speedup": 1.0},
+        {**base, "backend": "numba", "speedup": 4.62, "flags": ["contended"]},
+        {**base, "backend": "torch-fast", "speedup": 2.27},
+    ]
+    clock.t += 5
+    progress(1, 2, rows)
+    assert out.getvalue() == (
+        "bench: 1/2 (50%), 0:05 elapsed, about 0:05 left | dau-paper forward: numba 4.62x, torch-fast 2.27x "
+        "over torch-naive (model gamma 21.0) [contended]\n"
+    )

@@ -30,7 +30,10 @@ def files(tmp_path_factory):
         cases.Case("paper", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=3.9, radius=1, seed=4),
     ]
     bench.sweep(speed, ["torch-naive", "torch-fast"], "cpu", "float64", str(tmp), reps=3, budget_s=1)
-    return [str(corr), str(study), str(fd), str(tmp / bench.RESULTS)]
+    # The tests are about the report, not about this machine's load: drop the flags a busy test
+    # machine puts on speed rows (the verdict's exclusions are tested with flags set by hand).
+    rows = [{**r, "flags": []} if r.get("flags") else r for r in results.load([str(tmp / bench.RESULTS)])]
+    return [str(corr), str(study), str(fd), _write(tmp / "bench-unflagged.jsonl", rows)]
 
 
 def _rows(path):
@@ -84,6 +87,8 @@ def test_verdict_is_computed_from_the_rows(files, tmp_path):
     speed = _rows(files[3])
     fast = next(r for r in speed if r["backend"] == "torch-fast" and r["case"] == "paper" and r["pass"] == "forward")
     fast["speedup"] = 123.0
+    if "speedups" in fast:  # rows of issue 13 carry one speed-up per baseline
+        fast["speedups"]["torch-naive"] = 123.0
     slow = next(r for r in speed if r["case"] == "side5" and r["pass"] == "backward")
     slow["flags"] = ["contended"]
     changed = [
