@@ -48,11 +48,14 @@ def _git_commit():
         return None
 
 
-@functools.lru_cache(maxsize=None)
 def environment():
     """-> dict: machine, CPU, threads, GPU and driver, library versions, git commit, TF32 settings."""
+    return {"machine": machine_name(), **_environment()}
+
+
+@functools.lru_cache(maxsize=None)
+def _environment():
     env = {
-        "machine": machine_name(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
