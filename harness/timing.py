@@ -31,7 +31,8 @@ NOISY = 0.10  # IQR / median above which a measurement is flagged
 
 @dataclass
 class Stats:
-    samples: list = field(default_factory=list)  # seconds
+    samples: list = field(default_factory=list)  # seconds, wall
+    cpu: list = field(default_factory=list)  # seconds of process CPU time per sample (CPU timer only)
 
     def summary(self):
         s = np.asarray(self.samples, dtype=np.float64)
@@ -40,6 +41,8 @@ class Stats:
         med = float(np.median(s))
         iqr = float(np.percentile(s, 75) - np.percentile(s, 25))
         return {
+            "cpu_median_s": float(np.median(self.cpu)) if self.cpu else None,
+            "cpu_samples_s": [float(v) for v in self.cpu],
             "median_s": med,
             "p10_s": float(np.percentile(s, 10)),
             "p90_s": float(np.percentile(s, 90)),
@@ -94,21 +97,31 @@ def check_threads(threads):
 class CpuTimer:
     method = "perf_counter"
 
-    def __init__(self, threads=None):
+    def __init__(self, threads=None, malloc=True):
         self.threads = threads or torch.get_num_threads()
         hold_threads(self.threads)
+        self.malloc = machine.fix_malloc() if malloc else None
+        self.last_cpu = None
 
     def time(self, fn, setup=None):
-        """Seconds of one ``fn(state)`` call, ``state = setup()`` untimed; thread counts checked first."""
+        """Seconds of one ``fn(state)`` call, ``state = setup()`` untimed; thread counts checked first.
+        ``last_cpu``: the process CPU time of the call (with passive OpenMP waits, the work done:
+        unlike wall time it hardly moves when other processes take the cores)."""
         state = setup() if setup else None
         check_threads(self.threads)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn(state)
-        return time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.last_cpu = time.process_time() - c0
+        return t1 - t0
 
 
 class CudaTimer:
     method = "cuda-events"
+
+    malloc = None
+    last_cpu = None
 
     def __init__(self, threads=None, flush_mb=512):
         self.threads = threads or torch.get_num_threads()
@@ -127,8 +140,10 @@ class CudaTimer:
         return start.elapsed_time(end) / 1e3
 
 
-def timer(device, threads=None):
-    return CudaTimer(threads) if torch.device(device).type == "cuda" else CpuTimer(threads)
+def timer(device, threads=None, malloc=True):
+    """The timer of ``device`` on ``threads`` threads; ``malloc=False`` leaves glibc's dynamic
+    thresholds (``machine.fix_malloc``) as they are, to see what they do."""
+    return CudaTimer(threads) if torch.device(device).type == "cuda" else CpuTimer(threads, malloc)
 
 
 def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
@@ -151,6 +166,8 @@ def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
     for r in range(reps):
         for name, (fn, setup) in fns.items():
             stats[name].samples.append(tm.time(fn, setup))
+            if tm.last_cpu is not None:
+                stats[name].cpu.append(tm.last_cpu)
         if budget_s is not None and r >= 2 and time.perf_counter() - t1 > budget_s:
             break
     return stats
