@@ -373,15 +373,16 @@ def sweep(
     old = _existing(path)
     tm = timing.timer(device, threads)
     out = Sweep()
-    todo = []
+    todo, current = [], {}  # current: slot -> rows, in grid order
     for c in cases:
         for p in costmodel.PASSES:
             key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed)
-            prev = old.get(_slot(c.layer, c.name, p, device, dtype))
+            slot = _slot(c.layer, c.name, p, device, dtype)
+            prev = old.get(slot)
             why = _why(prev, key, retry_contended) if prev else "new"
+            current[slot] = prev if why is None else []
             if why is None:
                 out.reused += 1
-                out.rows += prev
             else:
                 out.why[why] += 1
                 todo.append((c, p, key))
@@ -393,11 +394,13 @@ def sweep(
                 raise machine.NotQuiet(f"the machine stayed busy for {require_quiet:g} s ({seen})")
         group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s, key)
         results.append(path, group)
-        _retire(path, _slot(case.layer, case.name, pass_, device, dtype), group[0]["group"])
-        out.rows += group
+        slot = _slot(case.layer, case.name, pass_, device, dtype)
+        _retire(path, slot, group[0]["group"])
+        current[slot] = group
         out.measured += 1
         if progress:
             progress(i + 1, len(todo), group)
+    out.rows = [r for rows in current.values() for r in rows]
     return out
 
 

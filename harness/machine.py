@@ -17,8 +17,10 @@ import os
 import sys
 import time
 
-# A group is contended when its threads waited on a run queue for more than this share of
-# their runnable time (measured: bench_load.md in the issue 13 note; quiet groups 0.00-0.02).
+# A group is contended when its threads waited on a run queue for more than this share of their
+# runnable time: each thread lost over 5% of its time to others.  Fair sharing gives 1/3 for one
+# busy process beside our 2 threads on 2 cores, 1/17 for one beside 16 on 16; measured on the
+# 2-core VM under other jobs' load: 0.5-0.9 per group (at 1 thread cpu/wall read 1 - share).
 WAIT_SHARE = 0.05
 LOAD_MARGIN = 0.5  # fallback without schedstat: load1 above cores + this
 

@@ -181,6 +181,13 @@ def test_impossible_figures_and_contention_are_flagged():
     assert "30.1" not in figures and " ! " in figures
 
 
+def test_cpu_rows_carry_cpu_time_and_the_malloc_setting(tmp_path, one_thread):
+    done = _sweep(tmp_path, grid=_tiny()[:1])
+    for r in done.rows:
+        assert len(r["cpu_samples_s"]) == len(r["samples_s"]) and r["cpu_median_s"] >= 0
+        assert r["malloc"] is None or r["malloc"].startswith("glibc mmap_threshold=32MiB")
+
+
 def test_the_load_meter_reads_the_run_queue():
     m = machine.Meter()
     sum(range(200000))

@@ -135,3 +135,13 @@ def test_results_folders_of_several_machines_load_with_the_machine_on_every_row(
     got = results.load([str(tmp_path / "host-a"), str(tmp_path / "host-b"), str(old)])
     assert [r["machine"] for r in got] == ["host-a", "host-b", "host-c"]
     assert all(r["env"]["machine"] == r["machine"] for r in got[:2])
+
+
+def test_the_stability_script_runs_a_group_in_fresh_processes(capsys):
+    from harness import stability
+
+    argv = ["--case", "acu-odd", "--runs", "1", "--reps", "1", "--threads", "1"]
+    argv += ["--backends", "torch-naive", "torch-fast"]
+    assert stability.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "run 1: torch-naive" in out and "torch-fast: CPU-time speed-up over torch-naive" in out
