@@ -1,37 +1,93 @@
 """Speed sweeps: every case x pass, the backends timed interleaved, one row per measurement.
 
-A (case, pass) group is measured as a whole (all backends interleaved, so the speed-up over
-``torch-naive`` is a ratio measured in one run on one machine) and appended to the results
-file as soon as it is done: an interrupted sweep keeps every finished group, and rerunning
-with the same file measures only the missing groups.
+A (case, pass) group is measured as a whole (all backends interleaved, so each speed-up is a
+ratio measured in one run on one machine) and appended to the results file as soon as it is
+done: an interrupted sweep keeps every finished group.  A group is reused by a rerun only when
+it was measured under the same key (``group_key``: case, pass, backend set, dtype, device,
+threads, reps, budget, seed, machine and a hash of the timed code); a group measured under
+another key is measured again and its old rows move to ``bench.superseded.jsonl``, so
+``bench.jsonl`` holds one group per (case, pass, device, dtype).
+
+Baselines (reference/README.md section 8): ``torch-naive`` (the exact dense kernel) and, for
+DAU, ``conv2d-std``: a plain conv2d with a dense ``Ks x Ks`` kernel, timing only.  Every row
+carries its speed-up over each baseline that ran, the model gamma for each, and flags for
+contended groups and impossible figures (``SCHEMA``: /work/notes/SCHEMA.md fields).
 """
 
+import functools
+import hashlib
+import json
 import os
 import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 
 import torch
 
 import impls
 
-from . import costmodel, results, runner, timing
+from . import costmodel, machine, results, runner, timing
 
 BASELINE = "torch-naive"
+STD = "conv2d-std"
+BASELINES = (BASELINE, STD)
 RESULTS = "bench.jsonl"
+SUPERSEDED = "bench.superseded.jsonl"
+# A figure this far beyond what can be is a measurement error, not a result: the peak probe is a
+# best-of-7 matrix product that a kernel can beat by a few percent, and the MAC model rounds.
+SLACK = 1.10
+# A speed-up above the model gamma means more MACs per second than the baseline ran.  That is
+# impossible only when the baseline itself runs near the machine's peak (a dense conv2d on a large
+# case); a tiny case's baseline is overhead-bound and gamma bounds nothing there.  The check applies
+# when the baseline's roofline fraction is at least this.
+BOUND_ROOFLINE = 0.5
+
+# The code whose change changes a timing: every backend and the harness that drives it.
+_TIMED = ("impls", "harness/bench.py", "harness/timing.py", "harness/runner.py", "harness/cases.py")
 
 
-def _key(case, device, dtype, pass_):
-    return (case.id, str(device), dtype, pass_)
+@functools.lru_cache(maxsize=None)
+def code_version():
+    """Hash of the timed sources (``_TIMED``: *.py, *.cu) -> 12 hex digits.  Unlike a git commit it
+    changes with uncommitted edits and not with edits elsewhere (reports, tests, docs)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for top in _TIMED:
+        full = os.path.join(root, top)
+        paths = [full] if os.path.isfile(full) else []
+        for d, _, names in os.walk(full):
+            paths += [os.path.join(d, n) for n in names if n.endswith((".py", ".cu"))]
+        for p in sorted(paths):
+            h.update(os.path.relpath(p, root).encode())
+            with open(p, "rb") as fh:
+                h.update(fh.read())
+    return h.hexdigest()[:12]
 
 
-def done_groups(path):
-    """Keys of the (case, device, dtype, pass) groups already in the results file."""
-    if not os.path.exists(path):
-        return set()
+def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, seed):
+    """Everything that changes a timing of this group -> dict (stored on every row as ``key``)."""
+    fields = hashlib.sha256(json.dumps(case.fields(), sort_keys=True).encode()).hexdigest()[:8]
     return {
-        (r["layer"] + "-" + r["case"], r["device"], r["dtype"], r["pass"])
-        for r in results.load([path])
-        if r.get("kind") == "speed"
+        "case": f"{case.id}#{fields}",
+        "pass": pass_,
+        "backends": sorted(backends),
+        "dtype": dtype,
+        "device": str(device),
+        "threads": threads,
+        "reps": reps,
+        "budget_s": budget_s,
+        "seed": seed,
+        "machine": results.machine_name(),
+        "code": code_version(),
     }
+
+
+def _slot(layer, case, pass_, device, dtype):
+    return (layer, case, pass_, str(device), dtype)
+
+
+def _row_slot(r):
+    return _slot(r["layer"], r["case"], r["pass"], r["device"], r["dtype"])
 
 
 def _callables(case, backend, t, dy, pass_):
@@ -55,6 +111,33 @@ def _callables(case, backend, t, dy, pass_):
     return {"forward": (fwd, None), "backward": (bwd, setup), "forward+backward": (both, None)}[pass_]
 
 
+def _std_callables(case, side, t, dy, pass_, seed):
+    """``conv2d-std`` (reference/README.md section 8): conv2d of ``x`` with a dense ``[F, S, side, side]``
+    kernel, padding ``side // 2`` (so ``Ho = ceil(H / stride)`` as the layer's); backward w.r.t. ``x``
+    and the kernel.  Timing only: it computes a different function."""
+    x = t["x"]
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(case.f, case.s, side, side, generator=gen, dtype=torch.float64).to(x.dtype).to(x.device)
+    w.requires_grad_(True)
+    bias = t.get("bias")
+    leaves = [x, w]
+
+    def conv():
+        return torch.nn.functional.conv2d(x, w, bias, stride=case.stride, padding=side // 2)
+
+    def fwd(_):
+        with torch.no_grad():
+            conv()
+
+    def bwd(y):
+        torch.autograd.grad(y, leaves, dy)
+
+    def both(_):
+        torch.autograd.grad(conv(), leaves, dy)
+
+    return {"forward": (fwd, None), "backward": (bwd, conv), "forward+backward": (both, None)}[pass_]
+
+
 def _peak_memory(fn, setup, device):
     if torch.device(device).type != "cuda":
         return None
@@ -67,28 +150,90 @@ def _peak_memory(fn, setup, device):
     return torch.cuda.max_memory_allocated() - base
 
 
-def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0):
-    """Time ``pass_`` of ``case`` on every backend that accepts it, interleaved -> rows."""
+def _first_call(tm, fn, setup):
+    """One untimed call: None if it ran, else the error message (the backend then gets an error row)."""
+    try:
+        tm.time(fn, setup)
+    except timing.ThreadDrift:
+        raise
+    except Exception as exc:  # a backend failing is a result row, not the end of the sweep
+        return f"{type(exc).__name__}: {exc}".split("\n")[0]
+    return None
+
+
+def _speed_fields(b, med, cost):
+    """Speed-ups of ``b`` over each baseline that ran, the model gamma of each, their ratios."""
+    macs = {BASELINE: cost["macs_naive"], STD: cost["macs_std"]}
+    mine = macs.get(b, cost["macs_efficient"])
+    speedups, gammas, over = {}, {}, {}
+    for base in BASELINES:
+        if base == b or base not in med or not med[b]:
+            continue
+        speedups[base] = med[base] / med[b]
+        gammas[base] = macs[base] / mine if macs[base] and mine else None
+        over[base] = speedups[base] / gammas[base] if gammas[base] else None
+    paper_base = STD if STD in speedups else BASELINE
+    up = speedups.get(paper_base)
+    return {
+        "baselines": [x for x in BASELINES if x in med],
+        "speedups": speedups,
+        "gammas": gammas,
+        "over_gamma": over,
+        "speedup": 1.0 if b == BASELINE else speedups.get(BASELINE),
+        "measured_over_model_gamma": over.get(BASELINE),
+        "paper_baseline": paper_base,
+        "measured_over_paper_gamma": up / cost["paper_gamma"] if up and cost["paper_gamma"] else None,
+    }
+
+
+def flags(row):
+    """Flags of one ok speed row: contended group, impossible figures (``SLACK``, ``BOUND_ROOFLINE``),
+    noisy samples -> list of str."""
+    out = []
+    if (row.get("load") or {}).get("contended"):
+        out.append("contended")
+    rf = row.get("roofline_fraction")
+    if rf is not None and rf > SLACK:
+        out.append(f"implausible: roofline_fraction {rf:.2f} > 1")
+    for base, up in (row.get("speedups") or {}).items():
+        g = (row.get("gammas") or {}).get(base)
+        if g and up > SLACK * g and (row.get("baseline_roofline") or {}).get(base, 0) >= BOUND_ROOFLINE:
+            out.append(f"implausible: speed-up {up:.2f} over {base} > gamma {g:.2f}")
+    if row.get("noisy"):
+        out.append(f"noisy: iqr/median {row['iqr_rel']:.2f}")
+    return out
+
+
+def excluded(row):
+    """Whether a row must stay out of verdicts and headlines (contended or implausible)."""
+    fl = row["flags"] if "flags" in row else flags(row) if row.get("status") == "ok" else []
+    return any(f == "contended" or f.startswith("implausible") for f in fl or [])
+
+
+def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0, key=None):
+    """Time ``pass_`` of ``case`` on every backend that accepts it (plus ``conv2d-std`` for DAU),
+    interleaved -> rows.  ``peak``: ``timing.peaks`` (None: no roofline fractions)."""
+    meter = machine.Meter()
     arrays = case.arrays(seed)
     t = runner.tensors(case, arrays, dtype, device)
     gen = torch.Generator().manual_seed(seed)
     dy = torch.randn(case.out_shape(), generator=gen, dtype=torch.float64).to(runner.DTYPES[dtype]).to(device)
-    group = uuid.uuid4().hex[:12]
     cost = costmodel.model(case, arrays, pass_)
-    itemsize = runner.DTYPES[dtype].itemsize
-    nbytes = costmodel.min_bytes(case, pass_, itemsize)
+    nbytes = costmodel.min_bytes(case, pass_, runner.DTYPES[dtype].itemsize)
     base = dict(
         kind="speed",
         layer=case.layer,
         device=str(device),
         dtype=dtype,
         case=case.name,
-        group=group,
+        group=uuid.uuid4().hex[:12],
         timer=tm.method,
         threads=tm.threads,
+        malloc=tm.malloc,
         seed=seed,
         case_fields=case.fields(),
         min_bytes=nbytes,
+        key=key,
         **cost,
     )
     base["pass"] = pass_
@@ -99,76 +244,201 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             rows.append({**base, "backend": b, "status": "skip", "reason": why})
         else:
             fns[b] = _callables(case, b, t, dy, pass_)
+    if case.layer == "dau":
+        fns[STD] = _std_callables(case, cost["standard_side"], t, dy, pass_, seed)
+    for b in list(fns):
+        err = _first_call(tm, *fns[b])
+        if err:
+            rows.append({**base, "backend": b, "status": "error", "reason": err})
+            del fns[b]
     stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s) if fns else {}
     med = {b: s.summary()["median_s"] for b, s in stats.items()}
+    load = meter.stop()
+    for row in rows:
+        row["load"] = load
+        row["flags"] = ["contended"] if load["contended"] else []
     for b, s in stats.items():
         summ = s.summary()
-        macs = cost["macs_naive"] if b == BASELINE else cost["macs_efficient"]
-        speedup = med[BASELINE] / med[b] if BASELINE in med and med[b] else None
-        floor_s = max(macs / peak["peak_macs"], nbytes / peak["peak_bytes"])
-        rows.append(
-            {
-                **base,
-                "backend": b,
-                "status": "ok",
-                "reason": "",
-                **summ,
-                "speedup": speedup,
-                "measured_over_model_gamma": speedup / cost["model_gamma"] if speedup and b != BASELINE else None,
-                "measured_over_paper_gamma": speedup / cost["paper_gamma"]
-                if speedup and cost["paper_gamma"] and b != BASELINE
-                else None,
-                "macs": macs,
-                "gmacs_per_s": macs / summ["median_s"] / 1e9,
-                "roofline_fraction": floor_s / summ["median_s"],
-                "peak_macs_per_s": peak["peak_macs"],
-                "peak_bytes_per_s": peak["peak_bytes"],
-                "peak_memory_bytes": _peak_memory(*fns[b], device),
-                "memory_note": None
-                if torch.device(device).type == "cuda"
-                else "not measured on CPU: no per-pass allocator statistics",
-            }
-        )
+        macs = {BASELINE: cost["macs_naive"], STD: cost["macs_std"]}.get(b, cost["macs_efficient"])
+        floor_s = max(macs / peak["peak_macs"], nbytes / peak["peak_bytes"]) if peak else None
+        row = {
+            **base,
+            "backend": b,
+            "status": "ok",
+            "reason": "",
+            **summ,
+            **_speed_fields(b, med, cost),
+            "macs": macs,
+            "gmacs_per_s": macs / summ["median_s"] / 1e9 if summ["median_s"] else None,
+            "roofline_fraction": floor_s / summ["median_s"] if floor_s is not None and summ["median_s"] else None,
+            "peak_macs_per_s": peak["peak_macs"] if peak else None,
+            "peak_bytes_per_s": peak["peak_bytes"] if peak else None,
+            "peak_memory_bytes": _peak_memory(*fns[b], device),
+            "memory_note": None
+            if torch.device(device).type == "cuda"
+            else "not measured on CPU: no per-pass allocator statistics",
+            "load": load,
+        }
+        rows.append(row)
+    fractions = {r["backend"]: r["roofline_fraction"] for r in rows if r["status"] == "ok"}
+    for row in rows:
+        if row["status"] == "ok":
+            row["baseline_roofline"] = {b: fractions[b] for b in row["speedups"] if fractions[b] is not None}
+            row["flags"] = flags(row)
     return rows
 
 
-def sweep(cases, backends, device, dtype, out_dir, seed=0, reps=5, threads=None, progress=None, budget_s=20.0):
-    """Run every missing (case, pass) group, appending rows to ``out_dir/bench.jsonl`` -> all rows of this run."""
+@dataclass
+class Sweep:
+    """What ``sweep`` did: ``rows`` (every current row of the asked groups, reused ones included),
+    ``measured`` and ``reused`` group counts, ``why`` (reason -> count of groups measured again)."""
+
+    rows: list = field(default_factory=list)
+    measured: int = 0
+    reused: int = 0
+    why: Counter = field(default_factory=Counter)
+
+    def summary(self):
+        """One line: how many groups were reused, measured, and why some were measured again."""
+        s = f"{self.reused} group(s) reused, {self.measured} measured"
+        if self.why:
+            s += " (" + ", ".join(f"{n} {w}" for w, n in sorted(self.why.items())) + ")"
+        return s
+
+
+def _why(old, key, retry_contended):
+    """Why an existing group cannot be reused under ``key`` -> reason, or None to reuse it."""
+    k = old[0].get("key")
+    if not k:
+        return "measured again: no key (rows from an older harness)"
+    diff = sorted(f for f in key if k.get(f) != key[f])
+    if diff:
+        return "measured again: other " + "/".join(diff)
+    if retry_contended and any("contended" in (r.get("flags") or []) for r in old):
+        return "measured again: was contended"
+    return None
+
+
+def _existing(path):
+    """slot -> rows of the last group measured for it in ``path``."""
+    last = {}
+    if os.path.exists(path):
+        for r in results.load([path]):
+            if r.get("kind") == "speed":
+                g = last.setdefault(_row_slot(r), {})
+                g.setdefault(r.get("group"), []).append(r)
+    return {slot: list(groups.values())[-1] for slot, groups in last.items()}
+
+
+def _retire(path, slot, group):
+    """Move rows of ``slot`` not in ``group`` from ``path`` to ``SUPERSEDED`` beside it."""
+    keep, old = [], []
+    with open(path) as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            r = json.loads(line)
+            stale = r.get("kind") == "speed" and _row_slot(r) == slot and r.get("group") != group
+            (old if stale else keep).append(line if line.endswith("\n") else line + "\n")
+    if old:
+        with open(os.path.join(os.path.dirname(path), SUPERSEDED), "a") as fh:
+            fh.writelines(old)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.writelines(keep)
+        os.replace(tmp, path)
+
+
+def sweep(
+    cases,
+    backends,
+    device,
+    dtype,
+    out_dir,
+    seed=0,
+    reps=5,
+    threads=None,
+    progress=None,
+    budget_s=20.0,
+    require_quiet=None,
+    retry_contended=False,
+):
+    """Measure every (case, pass) group not already in ``out_dir/bench.jsonl`` under the same key,
+    appending rows as each group finishes -> ``Sweep``.
+
+    ``progress(i, total, rows)`` is called after each measured group; ``require_quiet`` (seconds)
+    waits before each group until the machine is quiet, raising ``NotQuiet`` after that long.
+    """
     path = os.path.join(out_dir, RESULTS)
-    done = done_groups(path)
-    todo = [(c, p) for c in cases for p in costmodel.PASSES if _key(c, device, dtype, p) not in done]
+    old = _existing(path)
     tm = timing.timer(device, threads)
-    peak = timing.peaks(device, runner.DTYPES[dtype]) if todo else None
-    rows = []
-    for i, (case, pass_) in enumerate(todo):
-        group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s)
+    out = Sweep()
+    todo, current = [], {}  # current: slot -> rows, in grid order
+    for c in cases:
+        for p in costmodel.PASSES:
+            key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed)
+            slot = _slot(c.layer, c.name, p, device, dtype)
+            prev = old.get(slot)
+            why = _why(prev, key, retry_contended) if prev else "new"
+            current[slot] = prev if why is None else []
+            if why is None:
+                out.reused += 1
+            else:
+                out.why[why] += 1
+                todo.append((c, p, key))
+    peak = timing.peaks(device, runner.DTYPES[dtype], tm.threads) if todo else None
+    for i, (case, pass_, key) in enumerate(todo):
+        if require_quiet is not None:
+            ok, seen = machine.wait_until_quiet(tm.threads, require_quiet)
+            if not ok:
+                raise machine.NotQuiet(f"the machine stayed busy for {require_quiet:g} s ({seen})")
+        group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s, key)
         results.append(path, group)
-        rows += group
+        slot = _slot(case.layer, case.name, pass_, device, dtype)
+        _retire(path, slot, group[0]["group"])
+        current[slot] = group
+        out.measured += 1
         if progress:
-            progress(i + 1, len(todo))
-    return rows, len(done)
+            progress(i + 1, len(todo), group)
+    out.rows = [r for rows in current.values() for r in rows]
+    return out
+
+
+def _num(v, p=2):
+    return "-" if v is None else f"{v:.{p}f}"
 
 
 def format_table(rows):
-    """Speed rows -> a plain-text table: case, backend, pass, median, speed-up, gammas."""
+    """Speed rows -> a plain-text table: case, backend, pass, median, speed-ups, gammas, flags.
+    A figure flagged implausible is not printed (``!``), a contended row is marked ``c``."""
     head = (
-        f"{'case':<22} {'pass':<16} {'backend':<12} {'median':>10} {'p10-p90':>17} {'speedup':>8} "
-        f"{'paper g':>8} {'model g':>8} {'meas/g':>7} {'GMAC/s':>7} {'roofl.':>6}"
+        f"{'case':<20} {'pass':<16} {'backend':<11} {'median':>10} {'p10-p90':>17} {'vs naive':>8} "
+        f"{'vs std':>7} {'paper g':>7} {'model g':>7} {'meas/g':>6} {'GMAC/s':>7} {'roofl.':>6}  flags"
     )
     lines = [head, "-" * len(head)]
-    f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     for r in rows:
+        name = r["layer"] + "-" + r["case"]
         if r.get("status") != "ok":
-            lines.append(
-                f"{r['layer'] + '-' + r['case']:<22} {r['pass']:<16} {r['backend']:<12} skipped: {r['reason']}"
-            )
+            lines.append(f"{name:<20} {r['pass']:<16} {r['backend']:<11} {r['status']}: {r['reason']}")
             continue
+        fl = r.get("flags") or []
+        bad = " ".join(fl)
+        ups = r.get("speedups") or {}
+
+        def shown(v, what, p=2, fl=fl):
+            return "!" if any(f.startswith("implausible") and what in f for f in fl) else _num(v, p)
+
         spread = f"{r['p10_s'] * 1e3:.1f}-{r['p90_s'] * 1e3:.1f}ms"
-        flag = "*" if r["noisy"] else " "
+        mark = "c" if "contended" in fl else ("*" if r.get("noisy") else " ")
         lines.append(
-            f"{r['layer'] + '-' + r['case']:<22} {r['pass']:<16} {r['backend']:<12} {r['median_s'] * 1e3:>8.2f}ms"
-            f"{flag}{spread:>17} {f(r['speedup']):>8} {f(r['paper_gamma']):>8} {f(r['model_gamma']):>8} "
-            f"{f(r['measured_over_model_gamma']):>7} {f(r['gmacs_per_s'], 1):>7} {f(r['roofline_fraction'], 3):>6}"
+            f"{name:<20} {r['pass']:<16} {r['backend']:<11} {r['median_s'] * 1e3:>8.2f}ms{mark}{spread:>17} "
+            f"{shown(ups.get(BASELINE), 'over ' + BASELINE):>8} {shown(ups.get(STD), 'over ' + STD):>7} "
+            f"{_num(r['paper_gamma']):>7} {_num(r['model_gamma']):>7} {_num(r.get('measured_over_model_gamma')):>6} "
+            f"{_num(r['gmacs_per_s'], 1):>7} {shown(r['roofline_fraction'], 'roofline', 3):>6}  {bad}"
         )
-    lines.append("* IQR/median above 10%: noisy.  meas/g = speed-up over torch-naive / model gamma (same pass).")
+    lines.append(
+        "* IQR/median above 10%: noisy.  c: contended (threads waited on a run queue).  !: impossible figure "
+        "(roofline fraction > 1 or speed-up > model gamma), a measurement error, not a result.  "
+        "meas/g = speed-up over torch-naive / model gamma."
+    )
     return "\n".join(lines)

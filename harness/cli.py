@@ -5,19 +5,42 @@ rfbench matrix [--grid smoke] ...      correctness matrix vs the float64 referen
 rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up, gamma
 rfbench report RESULTS... [--out DIR]  report.md, report.html (figures embedded), summary.csv
 rfbench compare A B                    two results files side by side, regressions flagged
-rfbench all [--out DIR]                matrix + paper benchmark + DAU studies + report
+rfbench all [--out DIR]                matrix + central differences + DAU studies + paper benchmark + report
+
+RESULTS are files or folders of *.jsonl files (one folder per machine merges in one report).
+Exit status: 0 done, 1 a check failed (matrix failures, compare regressions, machine not
+quiet), 2 usage error (bad argument, missing or unreadable file, unavailable device),
+130 interrupted (rerun the same command with the same --out to resume a benchmark).
 """
 
 import argparse
+import os
 import random
 import sys
 
-import impls
+# Choices are spelled out here so that ``--help`` imports neither torch nor the backends;
+# suites/test_cli.py checks them against harness.cases, harness.runner and impls.
+GRIDS = ("default", "full", "paper", "smoke")
+LAYERS = ("dau", "dau_gauss", "acu", "njet")
+BACKENDS = ("reference", "torch-naive", "torch-fast", "numba", "numba-cuda", "cupy")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
-from . import analysis, bench, cases, console, fdcheck, report, results, runner
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: printed as one line, exit status 2."""
+
+
+def _check_device(device):
+    if device == "cuda":
+        from impls._registry import cuda_available
+
+        if not cuda_available():
+            raise UsageError("--device cuda: no CUDA device is available on this machine (torch sees none)")
 
 
 def cmd_backends(args):
+    import impls
+
     for b in impls.backend_table():
         state = "available" if b["unavailable"] is None else f"unavailable: {b['unavailable']}"
         print(f"{b['backend']:<12} {state}")
@@ -30,6 +53,12 @@ def cmd_backends(args):
 
 
 def cmd_matrix(args):
+    import impls
+
+    from . import cases, console, results, runner
+
+    if args.device != "all":
+        _check_device(args.device)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     grid = cases.grid(args.grid, args.layers)
     backends = args.backends or list(impls.BACKENDS)
@@ -53,61 +82,76 @@ def cmd_matrix(args):
 
 
 def cmd_bench(args):
+    import impls
+
+    from . import bench, cases, console
+
+    _check_device(args.device)
     grid = cases.grid(args.grid, args.layers)
     backends = args.backends or [b for b in impls.BACKENDS if b != "reference"]
     if bench.BASELINE not in backends:
         backends = [bench.BASELINE] + backends
+    args.resume = f"every finished group is saved in {os.path.join(args.out, bench.RESULTS)}"
     print(
         f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
-        f"{args.dtype} on {args.device}, results in {args.out}/{bench.RESULTS}"
+        f"{args.dtype} on {args.device}, {args.threads} thread(s), results in {args.out}/{bench.RESULTS}"
     )
-    progress = console.Progress("bench")
-    rows, done = bench.sweep(
-        grid, backends, args.device, args.dtype, args.out, args.seed, args.reps, args.threads, progress, args.budget
+    done = bench.sweep(
+        grid,
+        backends,
+        args.device,
+        args.dtype,
+        args.out,
+        args.seed,
+        args.reps,
+        args.threads,
+        console.Progress("bench"),
+        args.budget,
+        require_quiet=args.require_quiet,
+        retry_contended=args.retry_contended,
     )
-    if done:
-        print(f"resumed: {done} groups were already measured in {args.out}/{bench.RESULTS}")
-    print(console.bench_summary(rows))
+    print(f"groups: {done.summary()}")
+    print(console.bench_summary(done.rows))
+    bad = [r for r in done.rows if bench.excluded(r)]
+    if bad:
+        print(f"{len(bad)} row(s) flagged contended or implausible: excluded from verdicts and headlines")
     return 0
 
 
 def cmd_report(args):
-    path = report.write(args.results, args.out)
-    print(console.finish(args.results, path))
+    from . import console, report, results
+
+    paths = results.files(args.results)
+    path = report.write(paths, args.out)
+    print(console.finish(paths, path))
     return 0
 
 
 def cmd_compare(args):
+    import pandas
+
+    from . import report, results
+
+    results.load([args.a, args.b])  # a missing or malformed file is a usage error, said in one line
     table = report.compare(args.a, args.b)
     if table.empty:
         print("no speed rows in common")
         return 1
-    with __import__("pandas").option_context("display.width", 200, "display.max_rows", None):
-        print(
-            table[
-                [
-                    "layer",
-                    "case",
-                    "pass",
-                    "backend",
-                    "device",
-                    "median_s_a",
-                    "median_s_b",
-                    "ratio_b_over_a",
-                    "threshold",
-                    "verdict",
-                ]
-            ].to_string(index=False)
-        )
+    cols = ["layer", "case", "pass", "backend", "device", "median_s_a", "median_s_b", "ratio_b_over_a"]
+    cols += ["threshold", "verdict"]
+    with pandas.option_context("display.width", 200, "display.max_rows", None):
+        print(table[[c for c in cols if c in table]].to_string(index=False))
     regressions = int((table["verdict"] == "REGRESSION").sum())
     print(f"{regressions} regression(s) beyond the measured noise, {len(table)} rows compared")
     return 1 if regressions else 0
 
 
 def cmd_all(args):
-    import os
+    from . import analysis, bench, console, fdcheck, report, results
 
+    _check_device(args.device)
     os.makedirs(args.out, exist_ok=True)
+    args.resume = f"every finished speed group is saved in {os.path.join(args.out, bench.RESULTS)}"
     matrix_path = os.path.join(args.out, "matrix.jsonl")
     if os.path.exists(matrix_path):
         os.remove(matrix_path)
@@ -131,24 +175,60 @@ def cmd_all(args):
         os.remove(fd)
     progress = console.Progress("reference vs central differences", every_s=10)
     results.append(fd, fdcheck.rows(args.seed or 0, progress=progress))
-    cmd_bench(
-        argparse.Namespace(
-            grid=args.bench_grid,
-            layers=None,
-            backends=None,
-            device=args.device,
-            dtype="float32",
-            out=args.out,
-            reps=args.reps,
-            budget=args.budget,
-            threads=None,
-            seed=args.seed or 0,
-        )
-    )
+    bench_args = argparse.Namespace(**{**vars(args), "grid": args.bench_grid, "layers": None, "backends": None})
+    bench_args.dtype, bench_args.seed = "float32", args.seed or 0
+    cmd_bench(bench_args)
     paths = [matrix_path, study, fd, os.path.join(args.out, bench.RESULTS)]
     path = report.write(paths, args.out)
     print(console.finish(paths, path))
     return status
+
+
+def _int_in(lo, hi=None, what="an integer"):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            span = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise argparse.ArgumentTypeError(f"expected {what} {span}, got {v}")
+        return v
+
+    return parse
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number of seconds, got {text}")
+    return v
+
+
+def _speed_options(p):
+    """Options shared by ``bench`` and ``all``: repetitions, budget, threads, load control."""
+    from .machine import cores
+
+    p.add_argument("--reps", type=_int_in(1), default=5, help="timed repetitions per backend (after warm-up)")
+    p.add_argument(
+        "--budget", type=_positive_float, default=20.0, help="seconds per group after which repetitions stop"
+    )
+    p.add_argument(
+        "--threads",
+        type=_int_in(1, cores(), "a thread count"),
+        default=cores(),
+        help=f"threads of every backend (torch, numba, OpenMP), held for the whole run (default {cores()}: all cores)",
+    )
+    p.add_argument(
+        "--require-quiet",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="before each group wait up to SECONDS for a quiet machine, else stop (exit 1) instead of measuring",
+    )
+    p.add_argument("--retry-contended", action="store_true", help="measure again groups flagged contended")
 
 
 def parser():
@@ -158,30 +238,26 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("backends", help="list the backends, what they run, and why not").set_defaults(fn=cmd_backends)
     m = sub.add_parser("matrix", help="correctness matrix against the float64 reference")
-    m.add_argument("--grid", default="smoke", choices=sorted(cases.GRIDS))
-    m.add_argument("--layers", nargs="+", choices=["dau", "dau_gauss", "acu", "njet"])
-    m.add_argument("--backends", nargs="+", choices=list(impls.BACKENDS))
-    m.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=list(runner.DTYPES))
+    m.add_argument("--grid", default="smoke", choices=GRIDS)
+    m.add_argument("--layers", nargs="+", choices=LAYERS)
+    m.add_argument("--backends", nargs="+", choices=BACKENDS)
+    m.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=DTYPES)
     m.add_argument("--device", default="all", choices=["cpu", "cuda", "all"])
-    m.add_argument("--seed", type=int, help="data seed (default: fresh, printed)")
+    m.add_argument("--seed", type=_int_in(0), help="data seed (default: fresh, printed)")
     m.add_argument("--out", help="append result rows to this JSON-lines file")
     m.set_defaults(fn=cmd_matrix)
     b = sub.add_parser("bench", help="speed sweep with the theoretical speed-up (appends JSON lines, resumable)")
-    b.add_argument("--grid", default="paper", choices=sorted(cases.GRIDS))
-    b.add_argument("--layers", nargs="+", choices=["dau", "dau_gauss", "acu", "njet"])
-    b.add_argument("--backends", nargs="+", choices=list(impls.BACKENDS))
+    b.add_argument("--grid", default="paper", choices=GRIDS)
+    b.add_argument("--layers", nargs="+", choices=LAYERS)
+    b.add_argument("--backends", nargs="+", choices=BACKENDS)
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    b.add_argument("--dtype", default="float32", choices=list(runner.DTYPES))
+    b.add_argument("--dtype", default="float32", choices=DTYPES)
     b.add_argument("--out", default="results", help="folder of bench.jsonl (rerun with the same folder to resume)")
-    b.add_argument("--reps", type=int, default=5, help="timed repetitions per backend (after warm-up)")
-    b.add_argument(
-        "--budget", type=float, default=20.0, help="seconds per group after which repetitions stop (>= 3 kept)"
-    )
-    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    b.add_argument("--seed", type=int, default=0)
+    _speed_options(b)
+    b.add_argument("--seed", type=_int_in(0), default=0)
     b.set_defaults(fn=cmd_bench)
-    r = sub.add_parser("report", help="write report.md / report.html / summary.csv from results files")
-    r.add_argument("results", nargs="+")
+    r = sub.add_parser("report", help="write report.md / report.html / summary.csv from results files or folders")
+    r.add_argument("results", nargs="+", help="results files, or folders of them (e.g. one per machine)")
     r.add_argument("--out", default="report")
     r.set_defaults(fn=cmd_report)
     c = sub.add_parser("compare", help="compare the speed rows of two results files")
@@ -191,18 +267,41 @@ def parser():
     a = sub.add_parser("all", help="matrix + paper benchmark + DAU studies + report (the main job)")
     a.add_argument("--out", default="results/all", help="folder of the results files and the report")
     a.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the benchmark")
-    a.add_argument("--matrix-grid", default="default", choices=sorted(cases.GRIDS))
-    a.add_argument("--bench-grid", default="paper", choices=sorted(cases.GRIDS))
-    a.add_argument("--reps", type=int, default=5)
-    a.add_argument("--budget", type=float, default=20.0)
-    a.add_argument("--seed", type=int)
+    a.add_argument("--matrix-grid", default="default", choices=GRIDS)
+    a.add_argument("--bench-grid", default="paper", choices=GRIDS)
+    _speed_options(a)
+    a.add_argument("--seed", type=_int_in(0))
     a.set_defaults(fn=cmd_all)
     return p
 
 
+def _error(msg):
+    sys.stderr.write(f"rfbench: error: {msg}\n")
+
+
 def main(argv=None):
+    """Parse, fix the thread environment before torch or numba load, run -> exit status."""
     args = parser().parse_args(argv)
-    return args.fn(args)
+    if getattr(args, "threads", None):
+        from .machine import apply_thread_env
+
+        apply_thread_env(args.threads)
+    from .machine import NotQuiet
+    from .results import ResultsError
+
+    try:
+        return args.fn(args)
+    except (UsageError, ResultsError) as exc:
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        hint = getattr(args, "resume", None)
+        where = f"{hint}; rerun the same command (same --out) to measure only the rest" if hint else "nothing saved"
+        _error(f"interrupted: {where}")
+        return 130
+    except NotQuiet as exc:
+        _error(f"stopped before measuring: {exc}; rerun later with the same --out to resume")
+        return 1
 
 
 if __name__ == "__main__":

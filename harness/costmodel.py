@@ -103,8 +103,22 @@ def min_bytes(case, pass_, itemsize):
     return itemsize * {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[pass_]
 
 
+def std_macs(case, side, pass_):
+    """MACs of ``conv2d-std`` (a dense ``side x side`` conv2d): ``P F S side^2`` forward, twice that
+    backward (input and kernel gradients)."""
+    n, s_, f_, *_, p = _dims(case)
+    fwd = p * f_ * s_ * side * side
+    return {"forward": fwd, "backward": 2 * fwd, "forward+backward": 3 * fwd}[pass_]
+
+
+def _ratio(a, b):
+    """``a / b``, None when ``b`` is 0 (a case with no work, e.g. batch 0)."""
+    return a / b if b else None
+
+
 def model(case, arrays, pass_):
-    """Everything the speed table needs about ``case`` and ``pass_`` -> dict."""
+    """Everything the speed table needs about ``case`` and ``pass_`` -> dict.  Ratios of a case with
+    no work (``N = 0``: no MACs on either side) are None."""
     kernel = naive_kernel(case, arrays)
     naive = naive_macs(case, kernel, pass_)
     eff = efficient_macs(case, pass_)
@@ -112,11 +126,16 @@ def model(case, arrays, pass_):
         "kernel_naive": list(kernel),
         "macs_naive": naive,
         "macs_efficient": eff,
-        "model_gamma": naive / eff,
+        "model_gamma": _ratio(naive, eff),
         "paper_gamma": None,
         "standard_side": None,
+        "macs_std": None,
+        "std_gamma": None,
     }
     if case.layer in ("dau", "acu"):
         side = standard_side(case, arrays)
         out.update(standard_side=side, paper_gamma=paper_gamma(side, case.k))
+    if case.layer == "dau":
+        out["macs_std"] = std_macs(case, out["standard_side"], pass_)
+        out["std_gamma"] = _ratio(out["macs_std"], eff)
     return out

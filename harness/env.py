@@ -8,6 +8,11 @@ from importlib import metadata
 
 import torch
 
+from .results import machine_name
+
+# Settings that change CPU timings (harness.machine.thread_env), recorded as they were at start.
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
+
 
 def _version(pkg):
     try:
@@ -43,11 +48,14 @@ def _git_commit():
         return None
 
 
-@functools.lru_cache(maxsize=None)
 def environment():
     """-> dict: machine, CPU, threads, GPU and driver, library versions, git commit, TF32 settings."""
+    return {"machine": machine_name(), **_environment()}
+
+
+@functools.lru_cache(maxsize=None)
+def _environment():
     env = {
-        "machine": platform.node(),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -56,6 +64,7 @@ def environment():
         "git_commit": _git_commit(),
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "thread_env": {k: os.environ.get(k) for k in _THREAD_VARS},
     }
     for pkg in ("torch", "numpy", "scipy", "numba", "cupy", "pandas"):
         env[pkg] = _version(pkg)

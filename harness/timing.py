@@ -1,9 +1,16 @@
 """Timers: one per device, interleaved across the implementations being compared.
 
-CPU: ``time.perf_counter`` around the call, torch's thread count fixed and recorded.
+CPU: ``time.perf_counter`` around the call; the thread count of torch and numba fixed
+(``threads``), checked before every timed call and recorded.
 CUDA: events on the current stream, an L2 flush (not timed) before each repetition,
 synchronisation before reading.  Warm-up by count and by time; raw samples kept; statistics
 are the median, p10, p90 and IQR/median, flagged when the IQR exceeds 10% of the median.
+
+Thread pools (measured, see ``thread_env``): torch's bundled libgomp and the system libgomp
+that numba's ``omp`` layer loads are two OpenMP pools in one process.  With the default
+(active) wait policy their workers spin at barriers; when more threads are runnable than
+cores, torch-fast's many short parallel regions wait for descheduled partners.  The fix is
+set in the environment before torch and numba are imported: ``harness.machine.thread_env``.
 """
 
 import functools
@@ -17,12 +24,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import machine
+
 NOISY = 0.10  # IQR / median above which a measurement is flagged
 
 
 @dataclass
 class Stats:
-    samples: list = field(default_factory=list)  # seconds
+    samples: list = field(default_factory=list)  # seconds, wall
+    cpu: list = field(default_factory=list)  # seconds of process CPU time per sample (CPU timer only)
 
     def summary(self):
         s = np.asarray(self.samples, dtype=np.float64)
@@ -31,6 +41,8 @@ class Stats:
         med = float(np.median(s))
         iqr = float(np.percentile(s, 75) - np.percentile(s, 25))
         return {
+            "cpu_median_s": float(np.median(self.cpu)) if self.cpu else None,
+            "cpu_samples_s": [float(v) for v in self.cpu],
             "median_s": med,
             "p10_s": float(np.percentile(s, 10)),
             "p90_s": float(np.percentile(s, 90)),
@@ -40,27 +52,80 @@ class Stats:
         }
 
 
+class ThreadDrift(RuntimeError):
+    """A library's thread count is not the one the run fixed."""
+
+
+def _numba():
+    """numba, imported now so that its pool starts with our thread count, or None if absent."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    return numba
+
+
+def hold_threads(threads):
+    """Set torch's and numba's thread counts to ``threads`` (numba before its pool first runs:
+    starting the ``omp`` pool calls ``omp_set_num_threads`` with numba's count, which also
+    resets torch's when the two share a libgomp)."""
+    nb = _numba()
+    if nb is not None:
+        if threads > nb.config.NUMBA_NUM_THREADS:
+            raise ThreadDrift(
+                f"threads: numba was started with NUMBA_NUM_THREADS={nb.config.NUMBA_NUM_THREADS}, "
+                f"fewer than the {threads} asked for; set it before numba is imported"
+            )
+        nb.set_num_threads(threads)
+    torch.set_num_threads(threads)
+
+
+def thread_counts():
+    """-> {"torch": n, "numba": n or None} as the libraries report them now."""
+    nb = sys.modules.get("numba")
+    return {"torch": torch.get_num_threads(), "numba": nb.get_num_threads() if nb is not None else None}
+
+
+def check_threads(threads):
+    """Raise ``ThreadDrift`` unless torch and numba (if loaded) both run ``threads`` threads."""
+    got = thread_counts()
+    bad = {k: v for k, v in got.items() if v is not None and v != threads}
+    if bad:
+        raise ThreadDrift(f"threads: expected {threads} for every backend, found {bad}")
+
+
 class CpuTimer:
     method = "perf_counter"
 
-    def __init__(self, threads=None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.threads = torch.get_num_threads()
+    def __init__(self, threads=None, malloc=True):
+        self.threads = threads or torch.get_num_threads()
+        hold_threads(self.threads)
+        self.malloc = machine.fix_malloc() if malloc else None
+        self.last_cpu = None
 
     def time(self, fn, setup=None):
-        """Seconds of one ``fn(state)`` call, ``state = setup()`` untimed."""
+        """Seconds of one ``fn(state)`` call, ``state = setup()`` untimed; thread counts checked first.
+        ``last_cpu``: the process CPU time of the call (with passive OpenMP waits, the work done:
+        unlike wall time it hardly moves when other processes take the cores)."""
         state = setup() if setup else None
+        check_threads(self.threads)
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn(state)
-        return time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.last_cpu = time.process_time() - c0
+        return t1 - t0
 
 
 class CudaTimer:
     method = "cuda-events"
 
-    def __init__(self, flush_mb=512):
-        self.threads = torch.get_num_threads()
+    malloc = None
+    last_cpu = None
+
+    def __init__(self, threads=None, flush_mb=512):
+        self.threads = threads or torch.get_num_threads()
+        hold_threads(self.threads)  # host-side work (setup, autograd bookkeeping) runs on these
         self.flush = torch.empty(flush_mb * 2**20 // 4, dtype=torch.float32, device="cuda")
 
     def time(self, fn, setup=None):
@@ -75,8 +140,10 @@ class CudaTimer:
         return start.elapsed_time(end) / 1e3
 
 
-def timer(device, threads=None):
-    return CudaTimer() if torch.device(device).type == "cuda" else CpuTimer(threads)
+def timer(device, threads=None, malloc=True):
+    """The timer of ``device`` on ``threads`` threads; ``malloc=False`` leaves glibc's dynamic
+    thresholds (``machine.fix_malloc``) as they are, to see what they do."""
+    return CudaTimer(threads) if torch.device(device).type == "cuda" else CpuTimer(threads, malloc)
 
 
 def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
@@ -99,14 +166,16 @@ def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
     for r in range(reps):
         for name, (fn, setup) in fns.items():
             stats[name].samples.append(tm.time(fn, setup))
+            if tm.last_cpu is not None:
+                stats[name].cpu.append(tm.last_cpu)
         if budget_s is not None and r >= 2 and time.perf_counter() - t1 > budget_s:
             break
     return stats
 
 
-def _measure_peaks(device, dtype):
+def _measure_peaks(device, dtype, threads=None):
     """Best MAC/s of square matrix products of a few sizes and bytes/s of a large copy (read + write)."""
-    tm = timer(device)
+    tm = timer(device, threads)
     sizes = (4096, 8192) if torch.device(device).type == "cuda" else (1024, 2048)
     fns = {}
     for n in sizes:
@@ -121,9 +190,10 @@ def _measure_peaks(device, dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def peaks(device, dtype=torch.float32):
+def peaks(device, dtype=torch.float32, threads=None):
     """Measured peaks of this device in this run, once per process: MAC/s of the best of square
-    matrix products of a few sizes, and bytes/s of a large copy (read + write).  A kernel can beat
+    matrix products of a few sizes, and bytes/s of a large copy (read + write), on ``threads``
+    threads (the child gets ``harness.machine.thread_env(threads)``).  A kernel can beat
     this probe by a few percent (its roofline fraction then reads above 1).
 
     Measured in a child process: the probe's 0.5 GB of buffers left the parent's allocator in a
@@ -131,8 +201,9 @@ def peaks(device, dtype=torch.float32):
     -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
     code = (
         f"import json, torch; from harness.timing import _measure_peaks; "
-        f"print(json.dumps(_measure_peaks({str(device)!r}, torch.{str(dtype).split('.')[-1]})))"
+        f"print(json.dumps(_measure_peaks({str(device)!r}, torch.{str(dtype).split('.')[-1]}, {threads!r})))"
     )
+    env = {**os.environ, **(machine.thread_env(threads) if threads else {})}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -140,6 +211,6 @@ def peaks(device, dtype=torch.float32):
         text=True,
         check=True,
         cwd=root,
-        env={**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        env={**env, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -5,7 +5,7 @@ Every function validates its arguments (SPEC section 7), resolves default radii 
 tensor argument through torch autograd, whatever the backend.
 """
 
-from . import _validate
+# Argument checks import torch: loaded on first call, so ``import impls`` (and ``rfbench backends``) stays fast.
 from ._registry import BACKENDS, BackendUnavailable, available_backends, select
 from ._registry import table as backend_table
 
@@ -36,6 +36,8 @@ def dau_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius
     Returns:
         ``[N, F, Ho, Wo]``.
     """
+    from . import _validate
+
     sigma, stride, blur_radius = _validate.dau(x, weight, mu_x, mu_y, sigma, bias, stride, blur_radius, mu_grad)
     _, mod = select(backend, "dau", x)
     return mod.dau(x, weight, mu_x, mu_y, sigma, bias, stride=stride, blur_radius=blur_radius, mu_grad=mu_grad)
@@ -47,6 +49,8 @@ def dau_gauss_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=
     ``x [N,S,H,W]``; ``weight, mu_x, mu_y [F,S,K]``; ``sigma`` a positive scalar or ``[F,S,K]``;
     ``bias [F]`` optional. Returns ``[N, F, Ho, Wo]``.
     """
+    from . import _validate
+
     sigma, radius, stride = _validate.dau_gauss(x, weight, mu_x, mu_y, sigma, bias, radius, stride)
     _, mod = select(backend, "dau_gauss", x)
     return mod.dau_gauss(x, weight, mu_x, mu_y, sigma, bias, radius=radius, stride=stride)
@@ -59,6 +63,8 @@ def acu_conv2d(x, weight, pos_x, pos_y, bias=None, *, stride=1, backend="auto"):
     ``[P,K]`` (channel ``f`` uses group ``f // (F/P)``); ``bias [F]`` optional.
     Returns ``[N, F, Ho, Wo]``.
     """
+    from . import _validate
+
     stride = _validate.acu(x, weight, pos_x, pos_y, bias, stride)
     _, mod = select(backend, "acu", x)
     return mod.acu(x, weight, pos_x, pos_y, bias, stride=stride)
@@ -71,6 +77,8 @@ def njet_conv2d(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, s
     scalar; ``radius`` default ``ceil(extent * sigma)``; ``bias [F]`` optional.
     Returns ``[N, F, Ho, Wo]``.
     """
+    from . import _validate
+
     sigma, order, radius, stride = _validate.njet(x, alpha, sigma, bias, order, extent, radius, stride)
     _, mod = select(backend, "njet", x)
     return mod.njet(x, alpha, sigma, bias, order=order, radius=radius, stride=stride)

@@ -7,15 +7,31 @@ first backend of ``AUTO_ORDER`` that accepts the request.
 """
 
 import functools
+import glob
 import importlib
 import importlib.util
+import shutil
 from dataclasses import dataclass, field
 
-import torch
-
+# No torch import here: ``rfbench backends`` reads this table in well under a second.
 LAYERS = ("dau", "dau_gauss", "acu", "njet")
-F16 = (torch.float16, torch.bfloat16)
-F32_64 = (torch.float32, torch.float64)
+F16 = ("float16", "bfloat16")
+F32_64 = ("float32", "float64")
+
+
+def dtype_name(dtype):
+    """``torch.float32`` (or ``"float32"``) -> ``"float32"``."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_available():
+    """Whether torch sees a CUDA device; without an NVIDIA driver on the machine, False without importing torch."""
+    if not (glob.glob("/dev/nvidia[0-9]*") or shutil.which("nvidia-smi")):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class BackendUnavailable(RuntimeError):
@@ -28,7 +44,7 @@ class Backend:
     module: str  # import path of the module holding one callable per layer
     layers: tuple
     devices: tuple  # torch device types: "cpu", "cuda"
-    dtypes: tuple
+    dtypes: tuple  # names: "float32", ...
     passes: tuple = ("forward", "backward")
     requires: tuple = ()  # importable Python modules it needs
     summary: str = ""
@@ -48,10 +64,8 @@ class Backend:
         if device.type not in self.devices:
             return f"runs on {'/'.join(self.devices)} only, not {device.type}"
         dtypes = self.dtypes + (self.cuda_dtypes if device.type == "cuda" else ())
-        if dtype not in dtypes:
-            return (
-                f"dtype {dtype} not supported on {device.type} (has {', '.join(str(d).split('.')[-1] for d in dtypes)})"
-            )
+        if dtype_name(dtype) not in dtypes:
+            return f"dtype {dtype} not supported on {device.type} (has {', '.join(dtypes)})"
         return None
 
     def load(self):
@@ -66,7 +80,7 @@ def _unavailable(b):
     for mod in b.requires:
         if importlib.util.find_spec(mod) is None:
             return f"{mod} not installed"
-    if b.devices == ("cuda",) and not torch.cuda.is_available():
+    if b.devices == ("cuda",) and not cuda_available():
         return "no CUDA device"
     if importlib.util.find_spec(b.module) is None:
         return f"module {b.module} missing"
@@ -81,7 +95,7 @@ BACKENDS = {
             "impls.reference_backend",
             LAYERS,
             ("cpu",),
-            (torch.float64,),
+            ("float64",),
             requires=("scipy",),
             summary="SciPy/NumPy float64 ground truth (slow, loops)",
         ),
@@ -187,7 +201,7 @@ def table():
             "backend": b.name,
             "layers": list(b.layers),
             "devices": list(b.devices),
-            "dtypes": [str(d).split(".")[-1] for d in b.dtypes + b.cuda_dtypes],
+            "dtypes": list(b.dtypes + b.cuda_dtypes),
             "passes": list(b.passes),
             "unavailable": b.unavailable(),
             "summary": b.summary,

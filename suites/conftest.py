@@ -13,7 +13,9 @@ import pytest
 if not (shutil.which("nvidia-smi") or os.path.exists("/dev/nvidia0")):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
-SEED = int(os.environ.get("RFBENCH_SEED", random.SystemRandom().randrange(2**31)))
+# Set in the environment so that pytest-xdist workers (started after this file is read by the
+# controller, inheriting its environment) draw the same data and collect the same tests.
+SEED = int(os.environ.setdefault("RFBENCH_SEED", str(random.SystemRandom().randrange(2**31))))
 
 
 def pytest_addoption(parser):

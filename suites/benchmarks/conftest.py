@@ -1,7 +1,28 @@
-"""pytest-benchmark integration: machine info extended with the GPU and library versions."""
+"""pytest-benchmark integration: the harness's thread environment (set before torch and numba
+load; ``RFBENCH_THREADS`` threads, default all cores) and machine info extended with the GPU,
+library versions and thread settings."""
 
-from harness.env import environment
+import os
+
+import pytest
+
+from harness.machine import apply_thread_env, cores
+
+THREADS = int(os.environ.get("RFBENCH_THREADS", cores()))
+apply_thread_env(THREADS)
+
+from harness.env import environment  # noqa: E402 - imports torch: after the thread environment
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info["rfbench"] = environment()
+    machine_info["rfbench"] = {**environment(), "threads": THREADS}
+
+
+@pytest.fixture(autouse=True)
+def held_threads():
+    """Every backend on ``THREADS`` threads, checked again after the timed test."""
+    from harness import timing
+
+    timing.hold_threads(THREADS)
+    yield
+    timing.check_threads(THREADS)

@@ -1,0 +1,147 @@
+"""The command line: a user's mistake gives one line on stderr and exit status 2 (never a
+traceback), a failed check 1, Ctrl-C 130 with how to resume; ``--help`` and ``backends`` start
+without importing torch; results folders of several machines load with the machine on every row."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import impls
+from harness import bench, cases, cli, machine, results, runner, timing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _usage(argv, capsys):
+    """argparse's own errors: usage line + one error line, exit 2."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    return err
+
+
+def test_choices_match_the_registry_grids_and_dtypes():
+    assert cli.GRIDS == tuple(sorted(cases.GRIDS))
+    assert cli.BACKENDS == tuple(impls.BACKENDS)
+    assert cli.DTYPES == tuple(runner.DTYPES)
+    assert cli.LAYERS == impls._registry.LAYERS
+
+
+def test_missing_and_malformed_files_are_one_line_usage_errors(tmp_path, capsys):
+    for argv in (["report", str(tmp_path / "missing.jsonl")], ["compare", str(tmp_path / "missing.jsonl"), "x"]):
+        code, _, err = _run(argv, capsys)
+        assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    readme = os.path.join(ROOT, "README.md")
+    code, _, err = _run(["compare", readme, readme], capsys)
+    assert code == 2 and err.count("\n") == 1 and "README.md:1: not a JSON-lines results file" in err
+    code, _, err = _run(["report", str(tmp_path)], capsys)
+    assert code == 2 and "holds no *.jsonl" in err
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["bench", "--reps", "0"], "--reps: expected an integer >= 1, got 0"),
+        (["bench", "--reps", "many"], "expected an integer, got 'many'"),
+        (["bench", "--budget", "-1"], "--budget: expected a positive finite number of seconds"),
+        (["bench", "--threads", "0"], "--threads: expected a thread count in 1.."),
+        (["all", "--require-quiet", "nan"], "--require-quiet: expected a positive finite number"),
+        (["bench", "--grid", "huge"], "invalid choice: 'huge'"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(argv, says, capsys):
+    assert says in _usage(argv, capsys)
+
+
+@pytest.mark.skipif(impls._registry.cuda_available(), reason="this machine has a CUDA device")
+@pytest.mark.parametrize("argv", [["bench", "--device", "cuda"], ["matrix", "--device", "cuda"]])
+def test_an_unavailable_device_is_a_usage_error(argv, tmp_path, capsys):
+    code, _, err = _run(argv + ["--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "--device cuda: no CUDA device" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "sweep", interrupted)
+    code, _, err = _run(["bench", "--out", str(tmp_path), "--threads", "1"], capsys)
+    assert code == 130 and "rerun the same command (same --out)" in err and "bench.jsonl" in err
+
+
+def test_a_busy_machine_with_require_quiet_stops_with_status_1(tmp_path, monkeypatch, capsys, one_thread):
+    monkeypatch.setattr(timing, "peaks", lambda *a, **k: {"peak_macs": 1e11, "peak_bytes": 1e10})
+    monkeypatch.setattr(machine, "quiet", lambda threads: (False, "2.0 other runnable thread(s)"))
+    argv = ["bench", "--grid", "smoke", "--layers", "acu", "--backends", "torch-naive", "--threads", "1"]
+    code, _, err = _run(argv + ["--out", str(tmp_path), "--require-quiet", "0.01"], capsys)
+    assert code == 1 and "stopped before measuring" in err and "2.0 other runnable" in err
+
+
+def test_bench_prints_how_many_groups_it_reused(tmp_path, monkeypatch, capsys, one_thread):
+    monkeypatch.setattr(timing, "peaks", lambda *a, **k: {"peak_macs": 1e11, "peak_bytes": 1e10})
+    monkeypatch.setattr(cases, "grid", lambda name, layers=None: [cases.Case("t", "acu", n=1, s=1, f=1, h=4, w=4)])
+    argv = ["bench", "--backends", "torch-naive", "--threads", "1", "--reps", "2", "--budget", "0.1"]
+    code, out, _ = _run(argv + ["--out", str(tmp_path)], capsys)
+    assert code == 0 and "groups: 0 group(s) reused, 3 measured (3 new)" in out
+    code, out, _ = _run(argv + ["--out", str(tmp_path), "--reps", "3"], capsys)
+    assert "groups: 0 group(s) reused, 3 measured (3 measured again: other reps)" in out
+    code, out, _ = _run(argv + ["--out", str(tmp_path), "--reps", "3"], capsys)
+    assert "groups: 3 group(s) reused, 0 measured" in out
+
+
+def test_matrix_failures_exit_1(monkeypatch, capsys):
+    fail = runner._row(cases.Case("t", "acu"), "torch-naive", "cpu", "float64", "forward", "fail", "off", 0)
+    fail.update(rel_err=1.0, bound_ratio=9.0)
+    monkeypatch.setattr(runner, "matrix", lambda *a, **k: [fail])
+    code, out, _ = _run(["matrix", "--device", "cpu", "--seed", "1"], capsys)
+    assert code == 1 and "FAIL acu-t torch-naive" in out
+
+
+def test_help_and_backends_do_not_import_torch():
+    code = (
+        "import sys, contextlib, io\n"
+        "from harness import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        cli.main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    cli.main(['backends'])\n"
+        "print('torch' in sys.modules, 'numba' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    expect = "True False" if impls._registry.cuda_available() else "False False"  # a GPU host asks torch
+    assert out.stdout.strip() == expect
+
+
+def test_results_folders_of_several_machines_load_with_the_machine_on_every_row(tmp_path, monkeypatch):
+    rows = [{"kind": "speed", "layer": "acu", "case": "t", "backend": "torch-naive", "median_s": 1.0}]
+    for name in ("host-a", "host-b"):
+        monkeypatch.setenv("RFBENCH_MACHINE", name)
+        results.append(str(tmp_path / name / "bench.jsonl"), rows)
+    (tmp_path / "host-b" / bench.SUPERSEDED).write_text(json.dumps(rows[0]) + "\n")  # left out of a folder
+    old = tmp_path / "old.jsonl"  # written before rows had "machine": taken from the environment
+    old.write_text(json.dumps({**rows[0], "env": {"machine": "host-c"}}) + "\n")
+    got = results.load([str(tmp_path / "host-a"), str(tmp_path / "host-b"), str(old)])
+    assert [r["machine"] for r in got] == ["host-a", "host-b", "host-c"]
+    assert all(r["env"]["machine"] == r["machine"] for r in got[:2])
+
+
+def test_the_stability_script_runs_a_group_in_fresh_processes(capsys):
+    from harness import stability
+
+    argv = ["--case", "acu-odd", "--runs", "1", "--reps", "1", "--threads", "1"]
+    argv += ["--backends", "torch-naive", "torch-fast"]
+    assert stability.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "run 1: torch-naive" in out and "torch-fast: CPU-time speed-up over torch-naive" in out
