@@ -84,9 +84,15 @@ class _Rerun(Mapping):
         return len(self._get())
 
 
+_AUTOCAST_TYPES = {
+    k for k in ("cpu", "cuda", "xpu", "mps", "hpu", "mtia", "maia") if torch.amp.is_autocast_available(k)
+}
+
+
 def autocast_on(device):
     """Whether autocast is enabled for ``device``'s type (never for types autocast does not know, e.g. meta)."""
-    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)
+    kind = device.type
+    return kind in _AUTOCAST_TYPES and torch.is_autocast_enabled(kind)
 
 
 def no_autocast(device):

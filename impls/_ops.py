@@ -20,7 +20,10 @@ the radius.
 Autocast (one rule for every backend): the layers are in autocast's float32 list. Under
 ``torch.autocast`` on ``x``'s device type, float16/bfloat16 arguments are cast to float32
 (float32 and float64 are kept) before validation, and the backend runs with autocast disabled,
-so it computes in the arguments' dtype and returns it. Outside autocast nothing is cast.
+so it computes in the arguments' dtype and returns it. Outside autocast nothing is cast. The
+hand-written backwards run with autocast disabled too; ``torch-naive``'s backward is torch autograd,
+which follows the autocast state of the thread that runs it: call ``backward`` outside autocast, as
+PyTorch recommends, and it is computed in float32 as well.
 
 Layout: any strides are accepted; the op returns contiguous tensors (as its fake does).
 """
@@ -28,6 +31,7 @@ Layout: any strides are accepted; the op returns contiguous tensors (as its fake
 import contextlib
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _autograd, _validate
@@ -105,9 +109,7 @@ def _symbolic(tensors):
     """Whether the call is traced or has no data: compiling, a dispatch mode on, or meta/fake tensors."""
     if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
         return True
-    return any(
-        t is not None and (t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor)) for t in tensors
-    )
+    return any(t is not None and (t.is_meta or isinstance(t, FakeTensor)) for t in tensors)
 
 
 def call(layer, backend, tensors, hp):
