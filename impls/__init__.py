@@ -1,12 +1,19 @@
 """rfbench layers: the public functional API of SPEC.md section 6.
 
-Every function validates its arguments (SPEC section 7), resolves default radii from
-``sigma``'s value, picks a backend from the registry and is differentiable in every
-tensor argument through torch autograd, whatever the backend.
+Every function validates its arguments (SPEC section 7), picks a backend from the registry and
+is differentiable in every tensor argument through torch autograd, whatever the backend.  How a
+call runs (``impls._ops``): eagerly on real tensors; as the custom operator
+``torch.ops.rfbench.<layer>`` under ``torch.compile`` (one opaque op, no graph break) and for
+meta or fake tensors (shapes without computing). Default radii come from ``sigma``'s value when
+the layer runs, never from a traced value. Under ``torch.autocast`` the layers follow autocast's
+float32 rule (float16/bfloat16 arguments computed in float32). Double backward (gradient
+penalties) works on ``torch-naive``; the other backends refuse it with an error that says so.
+Values (NaN/inf, ``sigma > 0``) are checked without synchronising a device: see
+``set_device_value_checks`` and ``impls._validate``.
 """
 
-# Argument checks import torch: loaded on first call, so ``import impls`` (and ``rfbench backends``) stays fast.
-from ._registry import BACKENDS, BackendUnavailable, available_backends, select
+# _ops and _validate import torch: loaded on first call, so ``import impls`` (and ``rfbench backends``) stays fast.
+from ._registry import BACKENDS, BackendUnavailable, available_backends
 from ._registry import table as backend_table
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "backend_table",
     "BackendUnavailable",
     "BACKENDS",
+    "set_device_value_checks",
 ]
 
 
@@ -36,11 +44,12 @@ def dau_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius
     Returns:
         ``[N, F, Ho, Wo]``.
     """
-    from . import _validate
+    from . import _ops, _validate
 
+    x, weight, mu_x, mu_y, sigma, bias = _ops.autocast_args(x, weight, mu_x, mu_y, sigma, bias)
     sigma, stride, blur_radius = _validate.dau(x, weight, mu_x, mu_y, sigma, bias, stride, blur_radius, mu_grad)
-    _, mod = select(backend, "dau", x)
-    return mod.dau(x, weight, mu_x, mu_y, sigma, bias, stride=stride, blur_radius=blur_radius, mu_grad=mu_grad)
+    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+    return _ops.call("dau", backend, (x, weight, mu_x, mu_y, sigma, bias), hp)
 
 
 def dau_gauss_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, backend="auto"):
@@ -49,11 +58,11 @@ def dau_gauss_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=
     ``x [N,S,H,W]``; ``weight, mu_x, mu_y [F,S,K]``; ``sigma`` a positive scalar or ``[F,S,K]``;
     ``bias [F]`` optional. Returns ``[N, F, Ho, Wo]``.
     """
-    from . import _validate
+    from . import _ops, _validate
 
+    x, weight, mu_x, mu_y, sigma, bias = _ops.autocast_args(x, weight, mu_x, mu_y, sigma, bias)
     sigma, radius, stride = _validate.dau_gauss(x, weight, mu_x, mu_y, sigma, bias, radius, stride)
-    _, mod = select(backend, "dau_gauss", x)
-    return mod.dau_gauss(x, weight, mu_x, mu_y, sigma, bias, radius=radius, stride=stride)
+    return _ops.call("dau_gauss", backend, (x, weight, mu_x, mu_y, sigma, bias), {"radius": radius, "stride": stride})
 
 
 def acu_conv2d(x, weight, pos_x, pos_y, bias=None, *, stride=1, backend="auto"):
@@ -63,11 +72,11 @@ def acu_conv2d(x, weight, pos_x, pos_y, bias=None, *, stride=1, backend="auto"):
     ``[P,K]`` (channel ``f`` uses group ``f // (F/P)``); ``bias [F]`` optional.
     Returns ``[N, F, Ho, Wo]``.
     """
-    from . import _validate
+    from . import _ops, _validate
 
+    x, weight, pos_x, pos_y, bias = _ops.autocast_args(x, weight, pos_x, pos_y, bias)
     stride = _validate.acu(x, weight, pos_x, pos_y, bias, stride)
-    _, mod = select(backend, "acu", x)
-    return mod.acu(x, weight, pos_x, pos_y, bias, stride=stride)
+    return _ops.call("acu", backend, (x, weight, pos_x, pos_y, bias), {"stride": stride})
 
 
 def njet_conv2d(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, backend="auto"):
@@ -77,8 +86,16 @@ def njet_conv2d(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, s
     scalar; ``radius`` default ``ceil(extent * sigma)``; ``bias [F]`` optional.
     Returns ``[N, F, Ho, Wo]``.
     """
+    from . import _ops, _validate
+
+    x, alpha, sigma, bias = _ops.autocast_args(x, alpha, sigma, bias)
+    sigma, order, extent, radius, stride = _validate.njet(x, alpha, sigma, bias, order, extent, radius, stride)
+    hp = {"order": order, "extent": extent, "radius": radius, "stride": stride}
+    return _ops.call("njet", backend, (x, alpha, sigma, bias), hp)
+
+
+def set_device_value_checks(enabled):
+    """Turn the NaN/inf and ``sigma > 0`` checks of device tensors on or off (see ``impls._validate``)."""
     from . import _validate
 
-    sigma, order, radius, stride = _validate.njet(x, alpha, sigma, bias, order, extent, radius, stride)
-    _, mod = select(backend, "njet", x)
-    return mod.njet(x, alpha, sigma, bias, order=order, radius=radius, stride=stride)
+    return _validate.set_device_value_checks(enabled)

@@ -105,6 +105,7 @@ BACKENDS = {
             LAYERS,
             ("cpu", "cuda"),
             F32_64,
+            passes=("forward", "backward", "double_backward"),
             cuda_dtypes=F16,
             summary="materialised dense kernel + conv2d; autograd",
         ),
@@ -171,22 +172,33 @@ def get(name):
     return BACKENDS[name]
 
 
-def select(name, layer, x):
-    """Backend module that runs ``layer`` on ``x``'s device and dtype. -> ``(name, module)``"""
+def resolve(name, layer, device, dtype):
+    """Name of the backend that runs ``layer`` on ``device`` (a torch device) in ``dtype``, without loading it:
+    ``name`` itself, or for ``"auto"`` the first of ``auto_order`` that accepts. Raises ``BackendUnavailable``."""
     if name == "auto":
         reasons = []
-        for cand in auto_order(layer, x.device):
+        for cand in auto_order(layer, device):
             if cand in BACKENDS:
-                why = BACKENDS[cand].refusal(layer, x.device, x.dtype)
+                why = BACKENDS[cand].refusal(layer, device, dtype)
                 if why is None:
-                    return cand, BACKENDS[cand].load()
+                    return cand
                 reasons.append(f"{cand}: {why}")
-        raise BackendUnavailable(f"no backend runs {layer} for {x.dtype} on {x.device}: " + "; ".join(reasons))
-    b = get(name)
-    why = b.refusal(layer, x.device, x.dtype)
+        raise BackendUnavailable(f"no backend runs {layer} for {dtype} on {device}: " + "; ".join(reasons))
+    why = get(name).refusal(layer, device, dtype)
     if why:
-        raise BackendUnavailable(f"backend '{name}' refuses {layer} for {x.dtype} on {x.device}: {why}")
-    return name, b.load()
+        raise BackendUnavailable(f"backend '{name}' refuses {layer} for {dtype} on {device}: {why}")
+    return name
+
+
+def select(name, layer, x):
+    """Backend module that runs ``layer`` on ``x``'s device and dtype. -> ``(name, module)``"""
+    name = resolve(name, layer, x.device, x.dtype)
+    return name, BACKENDS[name].load()
+
+
+def twice_differentiable():
+    """Backends whose gradients can be differentiated again (``"double_backward"`` in their passes)."""
+    return [n for n, b in BACKENDS.items() if "double_backward" in b.passes]
 
 
 def available_backends():

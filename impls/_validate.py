@@ -1,6 +1,19 @@
 """Argument checks of SPEC.md section 7, run once at the public entry points.
 
 Every failure names the function, the argument, what was expected and what came.
+
+Two kinds of check, because only one of them can run without the data:
+
+- Structure (types, shapes, dtypes, devices, integers): ``dau``, ``dau_gauss``, ``acu``, ``njet``.
+  They read only metadata, so they also run on meta and fake tensors and while ``torch.compile``
+  traces, and they never synchronise a device.
+- Values (NaN/inf in displacements, positions and ``sigma``; ``sigma > 0``): ``values``. They read
+  the data, so they run where reading it is free: on CPU tensors, every call (also inside a compiled
+  graph, where the layer's custom operator runs them on the real tensors). On any other device they
+  would synchronise host and device (a blocking copy per check, and no CUDA-graph capture), so they
+  are skipped unless ``set_device_value_checks(True)`` asks for them; on meta tensors there is
+  nothing to check. One value is read on the host anyway: ``sigma`` when a default radius is
+  derived from it (``radius_from``), and it is checked there on every device.
 """
 
 import math
@@ -41,6 +54,21 @@ def tensor(fn, name, t, x, shape=None, expected=None):
         _fail(ValueError, fn, name, expected or f"shape {tuple(shape)}", f"shape {tuple(t.shape)}")
 
 
+_DEVICE_VALUES = [False]
+
+
+def set_device_value_checks(enabled):
+    """Also check values (NaN/inf, ``sigma > 0``) of tensors on non-CPU devices, at the cost of a host-device
+    synchronisation per checked tensor. Off by default. -> the previous setting."""
+    old, _DEVICE_VALUES[0] = _DEVICE_VALUES[0], bool(enabled)
+    return old
+
+
+def _readable(t):
+    """Whether ``values`` reads ``t``: CPU data always, other devices only when asked; never meta."""
+    return t.device.type == "cpu" or (_DEVICE_VALUES[0] and t.device.type != "meta")
+
+
 def finite(fn, name, t):
     """No NaN or inf (displacements, positions, sigma)."""
     if t.numel() and not bool(torch.isfinite(t).all()):
@@ -53,14 +81,33 @@ def positive(fn, name, t):
         _fail(ValueError, fn, name, "values > 0", f"min {float(t.min()):g}")
 
 
+def values(fn, finite_args=(), positive_args=()):
+    """Value checks of ``(name, tensor)`` pairs that must be finite, or finite and positive; a tensor is read
+    only where that costs no synchronisation (see the module doc)."""
+    for name, t in finite_args:
+        if _readable(t):
+            finite(fn, name, t)
+    for name, t in positive_args:
+        if _readable(t):
+            positive(fn, name, t)
+
+
+def radius_from(fn, sigma, factor):
+    """Default radius ``ceil(factor * sigma)`` from ``sigma``'s value, read on the host (one synchronisation on a
+    device: pass the radius explicitly to avoid it); ``sigma`` is checked finite and positive there."""
+    s = float(sigma.detach().reshape(()))
+    if not (math.isfinite(s) and s > 0):
+        _fail(ValueError, fn, "sigma", "a finite value > 0", f"{s:g}")
+    return int(math.ceil(factor * s))
+
+
 def scalar(fn, name, value, x):
-    """A positive, finite scalar: a 0-d or one-element tensor, or a Python real."""
+    """A scalar: a 0-d or one-element tensor, or a finite positive Python real (values: see ``values``)."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        value = torch.tensor(float(value), dtype=x.dtype, device=x.device)
+        value = torch.tensor(real(fn, name, value), dtype=x.dtype, device=x.device)
     tensor(fn, name, value, x)
     if value.dim() > 1 or value.numel() != 1:
         _fail(ValueError, fn, name, "a scalar (0-d or one-element tensor)", f"shape {tuple(value.shape)}")
-    positive(fn, name, value)
     return value
 
 
@@ -99,11 +146,10 @@ def unit_weights(fn, name, weight, x):
 
 
 def units(fn, x, weight, names_xy, ax, ay, wname="weight"):
-    """``weight [F,S,K]`` with ``S`` of ``x``, and displacement tensors of the same shape, finite."""
+    """``weight [F,S,K]`` with ``S`` of ``x``, and displacement tensors of the same shape."""
     unit_weights(fn, wname, weight, x)
     for name, t in zip(names_xy, (ax, ay)):
         tensor(fn, name, t, x, weight.shape, f"shape {tuple(weight.shape)} (that of {wname})")
-        finite(fn, name, t)
 
 
 def bias(fn, b, x, f_):
@@ -112,15 +158,13 @@ def bias(fn, b, x, f_):
 
 
 def dau(x, weight, mu_x, mu_y, sigma, b, stride, blur_radius, mu_grad, fn="dau_conv2d"):
-    """-> ``(sigma as a tensor, stride, blur_radius resolved)``."""
+    """-> ``(sigma as a tensor, stride, blur_radius)``; a None radius is resolved later (``radius_from``)."""
     input_x(fn, x)
     units(fn, x, weight, ("mu_x", "mu_y"), mu_x, mu_y)
     sigma = scalar(fn, "sigma", sigma, x)
     bias(fn, b, x, weight.shape[0])
     stride = integer(fn, "stride", stride, 1)
     blur_radius = integer(fn, "blur_radius", blur_radius, 0, allow_none=True)
-    if blur_radius is None:
-        blur_radius = int(math.ceil(3.0 * float(sigma.detach())))
     choice(fn, "mu_grad", mu_grad, ("exact", "gauss"))
     return sigma, stride, blur_radius
 
@@ -131,7 +175,6 @@ def dau_gauss(x, weight, mu_x, mu_y, sigma, b, radius, stride, fn="dau_gauss_con
     units(fn, x, weight, ("mu_x", "mu_y"), mu_x, mu_y)
     if isinstance(sigma, torch.Tensor) and sigma.dim() == 3:
         tensor(fn, "sigma", sigma, x, weight.shape, f"a scalar or shape {tuple(weight.shape)} (that of weight)")
-        positive(fn, "sigma", sigma)
     else:
         sigma = scalar(fn, "sigma", sigma, x)
     bias(fn, b, x, weight.shape[0])
@@ -150,7 +193,6 @@ def acu(x, weight, pos_x, pos_y, b, stride, fn="acu_conv2d"):
             _fail(
                 ValueError, fn, name, f"shape [{k_}] or [P, {k_}] with P dividing F = {f_}", f"shape {tuple(p.shape)}"
             )
-        finite(fn, name, p)
     if pos_x.shape != pos_y.shape:
         _fail(ValueError, fn, "pos_y", f"shape {tuple(pos_x.shape)} (that of pos_x)", f"shape {tuple(pos_y.shape)}")
     bias(fn, b, x, f_)
@@ -158,7 +200,7 @@ def acu(x, weight, pos_x, pos_y, b, stride, fn="acu_conv2d"):
 
 
 def njet(x, alpha, sigma, b, order, extent, radius, stride, fn="njet_conv2d"):
-    """-> ``(sigma as a tensor, order, radius resolved, stride)``."""
+    """-> ``(sigma as a tensor, order, extent, radius, stride)``; a None radius is resolved later."""
     input_x(fn, x)
     order = integer(fn, "order", order, 0)
     j_ = (order + 1) * (order + 2) // 2
@@ -176,6 +218,4 @@ def njet(x, alpha, sigma, b, order, extent, radius, stride, fn="njet_conv2d"):
     bias(fn, b, x, alpha.shape[0])
     extent = real(fn, "extent", extent)
     radius = integer(fn, "radius", radius, 0, allow_none=True)
-    if radius is None:
-        radius = int(math.ceil(extent * float(sigma.detach())))
-    return sigma, order, radius, integer(fn, "stride", stride, 1)
+    return sigma, order, extent, radius, integer(fn, "stride", stride, 1)

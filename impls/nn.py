@@ -122,7 +122,55 @@ def _bias(module, flag, f_, kw):
 # ---------------------------------------------------------------- modules
 
 
-class DAUConv2d(nn.Module):
+def _value(t):
+    """A one-element tensor for ``extra_repr``: its value, or ``"?"`` where there is none to read (meta, fake)."""
+    if t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor):
+        return "?"
+    return f"{float(t.detach()):.4g}"
+
+
+class _Layer(nn.Module):
+    """What the four modules share: validated channel counts, stride and backend (``_common``), ``sigma`` from
+    ``log_sigma``, and ``extra_repr`` listing the attributes named in ``_shown``."""
+
+    _shown = ()
+
+    def _common(self, in_channels, out_channels, stride, backend, **ints):
+        """Validate and store the channel counts, ``stride``, ``backend`` and each of ``ints`` (name -> value,
+        an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma)."""
+        name = type(self).__name__
+        for key, val in dict(in_channels=in_channels, out_channels=out_channels, stride=stride, **ints).items():
+            low, none = (0, True) if key.endswith("radius") else (1, False)
+            setattr(self, key, _validate.integer(name, key, val, low, allow_none=none))
+        self.backend = backend
+
+    def _real(self, key, value):
+        return _validate.real(type(self).__name__, key, value)
+
+    def _choice(self, key, value, options):
+        return _validate.choice(type(self).__name__, key, value, options)
+
+    @property
+    def sigma(self):
+        return self.log_sigma.exp()
+
+    @property
+    def learn_sigma(self):
+        return isinstance(self.log_sigma, nn.Parameter)
+
+    def extra_repr(self):
+        def show(key):
+            if key == "bias":
+                return self.bias is not None
+            if key == "sigma":
+                return _value(self.sigma)
+            val = getattr(self, key)
+            return f"{val:g}" if isinstance(val, float) else repr(val)
+
+        return ", ".join([f"{self.in_channels}, {self.out_channels}"] + [f"{k}={show(k)}" for k in self._shown])
+
+
+class DAUConv2d(_Layer):
     """DAU convolution, efficient form (SPEC section 2; DAU IJCV Eq. 13-14).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
@@ -132,6 +180,8 @@ class DAUConv2d(nn.Module):
     only if ``learn_sigma``), ``bias [F]`` (zeros). Buffer ``unit_mask [F,S,K]`` (bool): units cleared by
     ``prune_units`` read weight 0. ``blur_radius`` None means ``ceil(3 sigma)`` of the current sigma.
     """
+
+    _shown = ("units", "sigma", "stride", "bias", "mu_grad", "learn_sigma", "backend")
 
     def __init__(
         self,
@@ -151,27 +201,11 @@ class DAUConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
-        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
-        self.units = _validate.integer(type(self).__name__, "units", units, 1)
-        self.init_sigma = _validate.real(type(self).__name__, "sigma", sigma)
-        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
-        self.mu_init = _validate.choice(type(self).__name__, "mu_init", mu_init, ("uniform", "grid"))
-        self.mu_grad = _validate.choice(type(self).__name__, "mu_grad", mu_grad, ("exact", "gauss"))
-        self.blur_radius = _validate.integer(type(self).__name__, "blur_radius", blur_radius, 0, allow_none=True)
-        self.backend = backend
-        shape = (out_channels, in_channels, units)
-        self.weight = nn.Parameter(torch.empty(shape, **kw))
-        self.mu_x = nn.Parameter(torch.empty(shape, **kw))
-        self.mu_y = nn.Parameter(torch.empty(shape, **kw))
-        _scale(self, self.init_sigma, (), learn_sigma, kw)
-        _bias(self, bias, out_channels, kw)
-        self.register_buffer("unit_mask", torch.ones(shape, dtype=torch.bool, device=device))
-        self.reset_parameters()
-
-    @property
-    def sigma(self):
-        return self.log_sigma.exp()
+        self._common(in_channels, out_channels, stride, backend, units=units, blur_radius=blur_radius)
+        self.init_sigma = self._real("sigma", sigma)
+        self.mu_init = self._choice("mu_init", mu_init, ("uniform", "grid"))
+        self.mu_grad = self._choice("mu_grad", mu_grad, ("exact", "gauss"))
+        _units(self, (out_channels, in_channels, units), (), learn_sigma, bias, kw)
 
     def reset_parameters(self):
         glorot_(self.weight)
@@ -185,27 +219,22 @@ class DAUConv2d(nn.Module):
     def forward(self, x):
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_conv2d(
-            x,
-            w,
-            self.mu_x,
-            self.mu_y,
-            self.sigma,
-            self.bias,
-            stride=self.stride,
-            blur_radius=self.blur_radius,
-            mu_grad=self.mu_grad,
-            backend=self.backend,
-        )
-
-    def extra_repr(self):
-        return (
-            f"{self.in_channels}, {self.out_channels}, units={self.units}, sigma={float(self.sigma.detach()):.4g}, "
-            f"stride={self.stride}, bias={self.bias is not None}, mu_grad={self.mu_grad!r}, "
-            f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}"
-        )
+            x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride, blur_radius=self.blur_radius,
+            mu_grad=self.mu_grad, backend=self.backend,
+        )  # fmt: skip
 
 
-class DAUGaussConv2d(nn.Module):
+def _units(m, shape, sigma_shape, learn_sigma, bias, kw):
+    """DAU parameters of ``m``: ``weight, mu_x, mu_y`` of ``shape``, ``log_sigma``, ``bias``, ``unit_mask``."""
+    for name in ("weight", "mu_x", "mu_y"):
+        setattr(m, name, nn.Parameter(torch.empty(shape, **kw)))
+    _scale(m, m.init_sigma, sigma_shape, learn_sigma, kw)
+    _bias(m, bias, shape[0], kw)
+    m.register_buffer("unit_mask", torch.ones(shape, dtype=torch.bool, device=kw["device"]))
+    m.reset_parameters()
+
+
+class DAUGaussConv2d(_Layer):
     """DAU with one Gaussian kernel per unit (SPEC section 3; DAU IJCV Eq. 2-4).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``; kernels of side ``2 radius + 1``.
@@ -214,6 +243,8 @@ class DAUGaussConv2d(nn.Module):
     ``sigma = exp(log_sigma)``; a Parameter if ``learn_sigma``); ``bias [F]``. ``radius`` is fixed at
     construction: default ``ceil(1.5 + 3 sigma)`` (the initial displacement range plus 3 sigma).
     """
+
+    _shown = ("units", "radius", "init_sigma", "stride", "bias", "learn_sigma", "backend")
 
     def __init__(
         self,
@@ -232,56 +263,25 @@ class DAUGaussConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
-        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
-        self.units = _validate.integer(type(self).__name__, "units", units, 1)
-        self.init_sigma = _validate.real(type(self).__name__, "sigma", sigma)
-        self.radius = (
-            math.ceil(MU_RANGE + 3 * self.init_sigma)
-            if radius is None
-            else _validate.integer(type(self).__name__, "radius", radius, 0)
-        )
-        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
-        self.mu_init = _validate.choice(type(self).__name__, "mu_init", mu_init, ("uniform", "grid"))
-        self.backend = backend
+        self._common(in_channels, out_channels, stride, backend, units=units, radius=radius)
+        self.init_sigma = self._real("sigma", sigma)
+        if self.radius is None:
+            self.radius = math.ceil(MU_RANGE + 3 * self.init_sigma)
+        self.mu_init = self._choice("mu_init", mu_init, ("uniform", "grid"))
         shape = (out_channels, in_channels, units)
-        self.weight = nn.Parameter(torch.empty(shape, **kw))
-        self.mu_x = nn.Parameter(torch.empty(shape, **kw))
-        self.mu_y = nn.Parameter(torch.empty(shape, **kw))
-        _scale(self, self.init_sigma, shape, learn_sigma, kw)
-        _bias(self, bias, out_channels, kw)
-        self.register_buffer("unit_mask", torch.ones(shape, dtype=torch.bool, device=device))
-        self.reset_parameters()
-
-    @property
-    def sigma(self):
-        return self.log_sigma.exp()
+        _units(self, shape, shape, learn_sigma, bias, kw)
 
     reset_parameters = DAUConv2d.reset_parameters
 
     def forward(self, x):
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_gauss_conv2d(
-            x,
-            w,
-            self.mu_x,
-            self.mu_y,
-            self.sigma,
-            self.bias,
-            radius=self.radius,
-            stride=self.stride,
+            x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius, stride=self.stride,
             backend=self.backend,
-        )
-
-    def extra_repr(self):
-        return (
-            f"{self.in_channels}, {self.out_channels}, units={self.units}, radius={self.radius}, "
-            f"sigma_init={self.init_sigma:.4g}, stride={self.stride}, bias={self.bias is not None}, "
-            f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}"
-        )
+        )  # fmt: skip
 
 
-class ACUConv2d(nn.Module):
+class ACUConv2d(_Layer):
     """Active convolution unit (SPEC section 4; ACU Eq. 3-5).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
@@ -294,6 +294,8 @@ class ACUConv2d(nn.Module):
     (``normalized_grad``); ``fixed_center`` keeps synapse ``self.center`` (the one at ``(0, 0)``: index 4 of
     the 3x3 grid, 0 of the circle) at the origin with zero gradient (``zero_center``).
     """
+
+    _shown = ("synapses", "init", "fixed_center", "position_groups", "stride", "bias", "normalize_grad", "backend")
 
     def __init__(
         self,
@@ -312,19 +314,14 @@ class ACUConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
-        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
-        self.synapses = _validate.integer(type(self).__name__, "synapses", synapses, 1)
-        self.init = _validate.choice(type(self).__name__, "init", init, ("grid3x3", "circle"))
-        self.position_groups = _validate.integer(type(self).__name__, "position_groups", position_groups, 1)
+        self._common(in_channels, out_channels, stride, backend, synapses=synapses, position_groups=position_groups)
+        self.init = self._choice("init", init, ("grid3x3", "circle"))
         if out_channels % position_groups:
             raise ValueError(
                 f"argument 'position_groups' expected a divisor of out_channels={out_channels}, got {position_groups}"
             )
-        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
         self.fixed_center = bool(fixed_center)
         self.normalize_grad = bool(normalize_grad)
-        self.backend = backend
         self.center = acu_offsets(synapses, init)[2]
         pshape = (synapses,) if position_groups == 1 else (position_groups, synapses)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, synapses, **kw))
@@ -364,15 +361,8 @@ class ACUConv2d(nn.Module):
         px, py = self.positions()
         return acu_conv2d(x, self.weight, px, py, self.bias, stride=self.stride, backend=self.backend)
 
-    def extra_repr(self):
-        return (
-            f"{self.in_channels}, {self.out_channels}, synapses={self.synapses}, init={self.init!r}, "
-            f"fixed_center={self.fixed_center}, position_groups={self.position_groups}, stride={self.stride}, "
-            f"bias={self.bias is not None}, normalize_grad={self.normalize_grad}, backend={self.backend!r}"
-        )
 
-
-class NJetConv2d(nn.Module):
+class NJetConv2d(_Layer):
     """N-Jet: Gaussian-derivative basis up to ``order`` with a learned scale (SPEC section 5).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
@@ -381,6 +371,8 @@ class NJetConv2d(nn.Module):
     (fan-in scaled); ``log_sigma`` 0-d (``sigma = exp(log_sigma)``, initially ``sigma``; a Parameter if
     ``learn_sigma``); ``bias [F]`` (zeros). ``radius`` None means ``ceil(extent sigma)`` of the current sigma.
     """
+
+    _shown = ("order", "sigma", "extent", "stride", "bias", "learn_sigma", "backend")
 
     def __init__(
         self,
@@ -399,22 +391,14 @@ class NJetConv2d(nn.Module):
     ):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.in_channels = _validate.integer(type(self).__name__, "in_channels", in_channels, 1)
-        self.out_channels = _validate.integer(type(self).__name__, "out_channels", out_channels, 1)
+        self._common(in_channels, out_channels, stride, backend, radius=radius)
         self.order = _validate.integer(type(self).__name__, "order", order, 0)
-        self.init_sigma = _validate.real(type(self).__name__, "sigma", sigma)
-        self.extent = _validate.real(type(self).__name__, "extent", extent)
-        self.radius = _validate.integer(type(self).__name__, "radius", radius, 0, allow_none=True)
-        self.stride = _validate.integer(type(self).__name__, "stride", stride, 1)
-        self.backend = backend
+        self.init_sigma = self._real("sigma", sigma)
+        self.extent = self._real("extent", extent)
         self.alpha = nn.Parameter(torch.empty(out_channels, in_channels, n_basis(order), **kw))
         _scale(self, self.init_sigma, (), learn_sigma, kw)
         _bias(self, bias, out_channels, kw)
         self.reset_parameters()
-
-    @property
-    def sigma(self):
-        return self.log_sigma.exp()
 
     def reset_parameters(self):
         with torch.no_grad():
@@ -425,23 +409,9 @@ class NJetConv2d(nn.Module):
 
     def forward(self, x):
         return njet_conv2d(
-            x,
-            self.alpha,
-            self.sigma,
-            self.bias,
-            order=self.order,
-            extent=self.extent,
-            radius=self.radius,
-            stride=self.stride,
-            backend=self.backend,
-        )
-
-    def extra_repr(self):
-        return (
-            f"{self.in_channels}, {self.out_channels}, order={self.order}, sigma={float(self.sigma.detach()):.4g}, "
-            f"extent={self.extent:g}, stride={self.stride}, bias={self.bias is not None}, "
-            f"learn_sigma={isinstance(self.log_sigma, nn.Parameter)}, backend={self.backend!r}"
-        )
+            x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent, radius=self.radius,
+            stride=self.stride, backend=self.backend,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- ACU training helpers

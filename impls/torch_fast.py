@@ -562,7 +562,7 @@ class _Njet:
         d = _math.gauss_derivs1d(t["sigma"].reshape(()), hp["radius"], hp["order"])
         b = _Njet.basis(x, d, hp)[2]
         ho, wo = b.shape[3:]
-        y = torch.matmul(alpha.reshape(f_, s_ * j_), b.view(n, s_ * j_, ho * wo))
+        y = torch.matmul(alpha.reshape(f_, s_ * j_), b.reshape(n, s_ * j_, ho * wo))
         return _add_bias(y.view(n, f_, ho, wo), t["bias"]), {}
 
     @staticmethod
@@ -580,7 +580,7 @@ class _Njet:
         cols, rows, b = _Njet.basis(x, d, hp)
         out = {}
         if "alpha" in needs:
-            out["alpha"] = torch.einsum("nfp,nqp->fq", dyv, b.view(n, s_ * j_, ho * wo)).view(f_, s_, j_)
+            out["alpha"] = torch.einsum("nfp,nqp->fq", dyv, b.reshape(n, s_ * j_, ho * wo)).view(f_, s_, j_)
         if needs & {"x", "sigma"}:
             db = torch.matmul(alpha.reshape(f_, s_ * j_).t(), dyv).view(n, s_, j_, ho, wo)
             gd = torch.zeros_like(d)

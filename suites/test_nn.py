@@ -1,5 +1,5 @@
 """The nn modules of ``impls.nn`` and their training helpers: shapes, initialisation, moves,
-serialisation, torch.compile, and each helper on its own (runs on ``torch-naive``)."""
+serialisation, torch.compile (fullgraph), and each helper on its own (runs on ``torch-naive``)."""
 
 import math
 
@@ -181,7 +181,7 @@ def test_state_dict_round_trip(name):
 def _compile_check(m, compile_backend):
     torch.manual_seed(7)
     x = torch.randn(2, 3, 9, 7)
-    c = torch.compile(m, backend=compile_backend)
+    c = torch.compile(m, backend=compile_backend, fullgraph=True)
     y = c(x)
     y.square().sum().backward()
     got = [p.grad.clone() for p in m.parameters()]
@@ -193,24 +193,12 @@ def _compile_check(m, compile_backend):
         torch.testing.assert_close(g, w)
 
 
-@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
-@pytest.mark.parametrize("name", ["dau_learn_sigma", "acu", "njet"])
-def test_torch_compile_matches_eager(name):
-    """Dynamo + AOT autograd (no C++ code generation, to stay fast). Graph breaks are expected: the
-    validation reads tensor values (``bool(isfinite(t).all())``, radii from ``sigma``)."""
+@pytest.mark.parametrize("name", ["dau_learn_sigma", "dau_gauss", "acu_circle_groups", "njet"])
+def test_torch_compile_fullgraph_matches_eager(name):
+    """Dynamo (fullgraph: no graph break) + AOT autograd, in this process; every layer is one custom op.
+    The fresh-process and inductor checks over every backend are in test_torch_integration.py."""
     torch._dynamo.reset()
     _compile_check(layers()[name], "aot_eager")
-
-
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
-@pytest.mark.parametrize("name", ["dau_learn_sigma", "acu", "njet"])
-def test_torch_compile_inductor_matches_eager(name, request):
-    """The default inductor backend (about a minute per module on a small CPU): run with ``-m slow``."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("inductor compiles C++ for a minute per module; select with -m slow")
-    torch._dynamo.reset()
-    _compile_check(layers()[name], "inductor")
 
 
 # ---------------------------------------------------------------- ACU helpers
