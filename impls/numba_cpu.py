@@ -145,11 +145,9 @@ def _t(a):
 
 def _bilinear(my, mx, pad):
     """Floors (+ ``pad``, int64 NumPy) and 1-D weights ``wy, wx [..., 2]`` of displacements."""
-    fy, fx = torch.floor(my.detach()), torch.floor(mx.detach())
-    ay, ax = my.detach() - fy, mx.detach() - fx
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    return _np(fy.to(torch.int64) + pad), _np(fx.to(torch.int64) + pad), wy, wx
+    fy, wy = _math.bilinear(my.detach())
+    fx, wx = _math.bilinear(mx.detach())
+    return _np(fy + pad), _np(fx + pad), wy, wx
 
 
 def _taps4(wy, wx):

@@ -22,23 +22,8 @@ def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
 
-def _corners(ay, ax):
-    """Bilinear weights ``wy(da) wx(db)`` of fractions ``ay, ax [...]`` -> ``[..., 2, 2]`` (SPEC section 1)."""
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    return wy[..., :, None] * wx[..., None, :]
-
-
-def _pos_grads(t, ay, ax):
-    """Bilinear position derivatives from corner sums ``t[..., da, db] = <dL/dsample, a[floor + (da, db)]>``.
-
-    Floor held fixed (SPEC section 1). -> ``(d/dx, d/dy)`` of shape ``[...]``.
-    """
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    gx = ((t[..., :, 1] - t[..., :, 0]) * wy).sum(-1)
-    gy = ((t[..., 1, :] - t[..., 0, :]) * wx).sum(-1)
-    return gx, gy
+_corners = _math.corner_weights  # 1-D weights [..., 2] of _math.bilinear -> [..., 2, 2] (SPEC section 1)
+_pos_grads = _math.pos_grads  # corner sums t[..., da, db] = <dL/dsample, a[floor + (da, db)]> -> (d/dx, d/dy)
 
 
 # ---------------------------------------------------------------- dau (SPEC section 2)
@@ -203,9 +188,9 @@ class _Dau:
 
     @staticmethod
     def units(t, hp):
-        """Floors and fractions of the displacements, and the canvas windows' origins ``[F, S K]``."""
-        fy, ay = _math.split(t["mu_y"].detach())
-        fx, ax = _math.split(t["mu_x"].detach())
+        """Floors and 1-D bilinear weights of the displacements, and the canvas windows' origins ``[F, S K]``."""
+        fy, ay = _math.bilinear(t["mu_y"].detach())  # ay, ax: 1-D weights [F,S,K,2]
+        fx, ax = _math.bilinear(t["mu_x"].detach())
         f_, s_, k_ = fy.shape
         plane = torch.arange(s_, device=fy.device)[:, None].expand(f_, s_, k_).reshape(f_, s_ * k_)
         r = hp["blur_radius"]
@@ -411,8 +396,8 @@ class _AcuGeometry:
         self.st = hp["stride"]
         self.ho, self.wo = _math.out_size(h, self.st), _math.out_size(w, self.st)
         px, py = t["pos_x"].reshape(-1, self.k), t["pos_y"].reshape(-1, self.k)
-        fy, self.ay = _math.split(py.detach())
-        fx, self.ax = _math.split(px.detach())
+        fy, self.ay = _math.bilinear(py.detach())  # ay, ax: 1-D weights [Pg,K,2]
+        fx, self.ax = _math.bilinear(px.detach())
         self.fy, self.fx = fy.tolist(), fx.tolist()
         self.wc = _corners(self.ay, self.ax)  # [Pg,K,2,2]
         self.fg = self.f // len(self.fy)

@@ -28,21 +28,73 @@ def taps1d(r):
     return np.arange(-r, r + 1, dtype=np.float64)
 
 
+# Smallest scale a Gaussian is evaluated at: float64's smallest normal to the quarter power
+# (1.2e-77).  Below it the discrete Gaussian is already the delta kernel (every tap but the
+# nearest underflows), and sigma^2..sigma^4 stay normal, so no formula divides by zero.
+SIGMA_FLOOR = np.finfo(np.float64).tiny ** 0.25
+# exp(-a) is exactly 0 in float64 for every a above this: -log of half the smallest subnormal.
+UNDERFLOW_ARG = math.log(2.0) - math.log(np.finfo(np.float64).smallest_subnormal)
+
+
+def gauss_exp(q, sigma):
+    """``exp(-q / (2 sigma^2))`` for ``q >= 0`` (may be ``inf``); 0 exactly where it underflows.
+
+    ``sigma`` is clamped to ``SIGMA_FLOOR``: the small-sigma limit is the delta kernel.
+    """
+    s = np.maximum(sigma, SIGMA_FLOOR)
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = q / (2.0 * s**2)
+        keep = (a <= UNDERFLOW_ARG) | (q == 0)
+        return np.where(keep, np.exp(-np.where(keep, a, 0.0)), 0.0)
+
+
 def gauss1d(sigma, r):
     """Discretely normalised Gaussian ``g(t)``, ``|t| <= r`` (DAU IJCV Eq. 3-4). -> ``[2r+1]``"""
-    e = np.exp(-(taps1d(r) ** 2) / (2.0 * sigma**2))
+    e = gauss_exp(taps1d(r) ** 2, sigma)
     return e / e.sum()
 
 
 def gauss1d_dsigma(sigma, r, absolute=False):
     """``d g(t) / d sigma`` by the quotient rule, radius fixed. -> ``[2r+1]``"""
     t = taps1d(r)
-    e = np.exp(-(t**2) / (2.0 * sigma**2))
-    de = e * t**2 / sigma**3
+    e = gauss_exp(t**2, sigma)
+    de = e * t**2 / max(sigma, SIGMA_FLOOR) ** 3
     z, dz = e.sum(), de.sum()
     if absolute:
         return de / z + e * dz / z**2
     return de / z - e * dz / z**2
+
+
+def gauss_axis(mu, sigma, r, absolute=False):
+    """Per-axis unit Gaussians of ``dau_gauss`` and their derivatives (SPEC section 3).
+
+    ``mu, sigma [...]`` -> ``(g, dg/dmu, dg/dsigma)``, each ``[..., 2r+1]``: ``exp(-(t - mu)^2 /
+    (2 sigma^2))`` normalised over the taps ``-r..r``.  The exponent is taken relative to the
+    nearest tap ``c = clamp(round(mu), -r, r)``: ``(t-mu)^2 - (c-mu)^2 = d^2 + 2 d e`` with
+    ``d = t - c``, ``e = c - mu``; the dropped constant cancels in the normalisation and in
+    both derivatives, so a unit far outside the window is its one-hot edge tap with exactly
+    zero derivatives instead of a difference of two numbers of size ``mu^2``.
+    """
+    t = taps1d(r)
+    mu = np.asarray(mu, dtype=np.float64)[..., None]
+    sig = np.maximum(np.asarray(sigma, dtype=np.float64)[..., None], SIGMA_FLOOR)
+    c = np.clip(np.round(mu), -r, r)
+    d, e = t - c, c - mu
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = d * d + 2.0 * d * e
+        ex = gauss_exp(q, sig)
+        z = ex.sum(-1, keepdims=True)
+        # d(exponent)/dmu = (t - mu)/sigma^2 ~ d/sigma^2, d/dsigma = (t-mu)^2/sigma^3 ~ q/sigma^3 (same constants dropped)
+        dmu = np.where(ex > 0, ex * d / sig**2, 0.0)
+        dsig = np.where(ex > 0, ex * q / sig**3, 0.0)
+
+    def quotient(de):
+        # d(ex / z) = de / z - ex * sum(de) / z^2
+        if absolute:
+            return np.abs(de) / z + ex * np.abs(de).sum(-1, keepdims=True) / z**2
+        return de / z - ex * de.sum(-1, keepdims=True) / z**2
+
+    return ex / z, quotient(dmu), quotient(dsig)
 
 
 def hermite(m, z, absolute=False):
@@ -57,14 +109,20 @@ def hermite(m, z, absolute=False):
     return h[: m + 1]
 
 
+def _hermite_arg(sigma, r, g):
+    """``z = t / (sigma sqrt 2)`` where ``g(t) > 0``, else 0 (the Hermite factor of a tap whose
+    Gaussian underflowed is not evaluated: it may overflow, and the tap is 0 anyway)."""
+    t = np.where(g > 0, taps1d(r), 0.0)
+    return t / (max(sigma, SIGMA_FLOOR) * math.sqrt(2.0))
+
+
 def gauss_derivs1d(sigma, r, order, absolute=False):
     """Scale-normalised derivatives ``d_m(t)``, ``m = 0..order`` (SPEC section 5). -> ``[order+1, 2r+1]``
 
     ``d_m = sigma^m (-1/(sigma sqrt2))^m H_m(t/(sigma sqrt2)) g(t) = (-1/sqrt2)^m H_m(z) g(t)``.
     """
-    t = taps1d(r)
-    z = t / (sigma * math.sqrt(2.0))
     g = gauss1d(sigma, r)
+    z = _hermite_arg(sigma, r, g)
     h = hermite(order, z, absolute)
     c = [(-1.0 / math.sqrt(2.0)) ** m for m in range(order + 1)]
     if absolute:
@@ -78,9 +136,9 @@ def gauss_derivs1d_dsigma(sigma, r, order, absolute=False):
     ``d/dsigma [c_m H_m(z) g] = c_m [H_m'(z) dz/dsigma g + H_m(z) dg/dsigma]`` with
     ``H_m' = 2 m H_{m-1}`` and ``dz/dsigma = -z / sigma``.
     """
-    t = taps1d(r)
-    z = t / (sigma * math.sqrt(2.0))
     g = gauss1d(sigma, r)
+    z = _hermite_arg(sigma, r, g)
+    sig = max(sigma, SIGMA_FLOOR)
     dg = gauss1d_dsigma(sigma, r, absolute)
     h = hermite(order, z, absolute)
     out = []
@@ -88,9 +146,9 @@ def gauss_derivs1d_dsigma(sigma, r, order, absolute=False):
         c = (-1.0 / math.sqrt(2.0)) ** m
         dh = 2.0 * m * h[m - 1] if m > 0 else np.zeros_like(z)
         if absolute:
-            out.append(abs(c) * (dh * np.abs(z) / sigma * g + h[m] * dg))
+            out.append(abs(c) * (dh * np.abs(z) / sig * g + h[m] * dg))
         else:
-            out.append(c * (dh * (-z / sigma) * g + h[m] * dg))
+            out.append(c * (dh * (-z / sig) * g + h[m] * dg))
     return np.stack(out)
 
 
@@ -115,18 +173,35 @@ def _grid(dy, dx, stride, shape, origin):
     index is coordinate + ``origin``.  The integer part of the displacement is split off first
     so that the fraction is exact."""
     ho, wo = shape
-    fy, fx = math.floor(dy), math.floor(dx)
+    fy, wy = weights1d(dy)
+    fx, wx = weights1d(dx)
     rows = (np.arange(ho) * stride + fy + origin)[:, None] + np.zeros((1, wo), dtype=np.int64)
     cols = (np.arange(wo) * stride + fx + origin)[None, :] + np.zeros((ho, 1), dtype=np.int64)
-    return rows, cols, dy - fy, dx - fx
+    return rows, cols, wy, wx
+
+
+# Floors are clamped to +-2^40 before becoming integers: such a stencil lies outside every
+# image (a float64 |mu| >= 9.2e18 would not even convert to int64).
+FLOOR_LIMIT = 2.0**40
+
+
+def weights1d(mu):
+    """Floor (a Python int, clamped to ``+-FLOOR_LIMIT``) and 1-D bilinear weights
+    ``(floor + 1 - mu, mu - floor)`` of one displacement (SPEC section 1).
+
+    The near weight is ``(floor + 1) - mu``, not ``1 - (mu - floor)``, which cancels just
+    below an integer; the weights use the unclamped floor.
+    """
+    fl = math.floor(mu) if abs(mu) < FLOOR_LIMIT else float(np.floor(mu))
+    return int(min(max(fl, -FLOOR_LIMIT), FLOOR_LIMIT)), ((fl + 1.0) - mu, mu - fl)
 
 
 def corners(a, dy, dx, stride, shape, origin=0):
     """Corner values ``v[da][db]`` and 1-D weights ``wy, wx`` of the bilinear samples
     ``a<i*s + dy, j*s + dx>`` for all ``(i, j)`` of an output of ``shape``."""
-    rows, cols, ay, ax = _grid(dy, dx, stride, shape, origin)
+    rows, cols, wy, wx = _grid(dy, dx, stride, shape, origin)
     v = [[_read(a, rows + da, cols + db) for db in (0, 1)] for da in (0, 1)]
-    return v, (1.0 - ay, ay), (1.0 - ax, ax)
+    return v, wy, wx
 
 
 def sample(a, dy, dx, stride, shape, origin=0):
@@ -152,8 +227,7 @@ def sample_ddy(a, dy, dx, stride, shape, origin=0, absolute=False):
 def sample_adjoint(vals, dy, dx, stride, canvas, origin=0):
     """Adjoint of ``sample``: scatter ``vals [Ho, Wo]`` onto a zero canvas of shape ``canvas``."""
     out = np.zeros(canvas, dtype=np.float64)
-    rows, cols, ay, ax = _grid(dy, dx, stride, vals.shape, origin)
-    wy, wx = (1.0 - ay, ay), (1.0 - ax, ax)
+    rows, cols, wy, wx = _grid(dy, dx, stride, vals.shape, origin)
     for da in (0, 1):
         for db in (0, 1):
             r, c = rows + da, cols + db

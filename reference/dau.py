@@ -66,7 +66,7 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
     blur = np.outer(g, g)
     blur_ds = np.outer(dg, g) + np.outer(g, dg)
     # Dx(t, u) = (u / sigma^2) g(t) g(u); Dy(t, u) = (t / sigma^2) g(t) g(u)  (SPEC section 2)
-    gu = _ops.taps1d(r) / sigma**2 * g
+    gu = _ops.taps1d(r) / max(sigma, _ops.SIGMA_FLOOR) ** 2 * g
     if absolute:
         gu = np.abs(gu)
     blur_dx, blur_dy = np.outer(g, gu), np.outer(gu, g)
@@ -111,25 +111,18 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
 
 
 def _unit_kernels(mu_x, mu_y, sigma, radius, absolute=False):
-    """Normalised unit Gaussians ``Gk [F,S,K,2R+1,2R+1]`` and their derivatives in mu_x, mu_y, sigma."""
-    t = _ops.taps1d(radius)
-    ex = t[None, None, None, None, :] - mu_x[..., None, None]  # u - mu_x
-    ey = t[None, None, None, :, None] - mu_y[..., None, None]  # t - mu_y
-    sig = sigma[..., None, None]
-    rr = ex**2 + ey**2
-    arg = -rr / (2.0 * sig**2)
-    e = np.exp(arg - arg.max(axis=(-2, -1), keepdims=True))  # shift: same normalised values, no underflow
-    z = e.sum(axis=(-2, -1), keepdims=True)
+    """Normalised unit Gaussians ``Gk [F,S,K,2R+1,2R+1]`` and their derivatives in mu_x, mu_y, sigma.
 
-    def quotient(de):
-        # d(e / z) = de / z - e * sum(de) / z^2
-        if absolute:
-            dz = np.abs(de).sum(axis=(-2, -1), keepdims=True)
-            return np.abs(de) / z + e * dz / z**2
-        dz = de.sum(axis=(-2, -1), keepdims=True)
-        return de / z - e * dz / z**2
+    Separable with a square window, so ``Gk(t, u) = gy(t) gx(u)`` with each factor normalised
+    over its axis (SPEC section 3), and the derivatives follow by the product rule.
+    """
+    gx, gx_mu, gx_s = _ops.gauss_axis(mu_x, sigma, radius, absolute)
+    gy, gy_mu, gy_s = _ops.gauss_axis(mu_y, sigma, radius, absolute)
 
-    return e / z, quotient(e * ex / sig**2), quotient(e * ey / sig**2), quotient(e * rr / sig**3)
+    def outer(a, b):
+        return a[..., :, None] * b[..., None, :]
+
+    return outer(gy, gx), outer(gy, gx_mu), outer(gy_mu, gx), outer(gy_s, gx) + outer(gy, gx_s)
 
 
 def _dense(weight, gk):
