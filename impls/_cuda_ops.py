@@ -59,7 +59,7 @@ def _add_bias(y, bias):
 
 
 def corner_weights(wy, wx):
-    """Bilinear weights from ``_math.bilinear``'s 1-D weights ``[..., 2]`` -> ``[..., 4]``, index ``2 da + db`` (SPEC section 1)."""
+    """Bilinear weights from ``_math.bilinear``'s 1-D weights ``[..., 2]`` -> ``[..., 4]``, index ``2 da + db``."""
     return _math.corner_weights(wy, wx).flatten(-2)
 
 

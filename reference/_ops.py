@@ -84,7 +84,7 @@ def gauss_axis(mu, sigma, r, absolute=False):
         q = d * d + 2.0 * d * e
         ex = gauss_exp(q, sig)
         z = ex.sum(-1, keepdims=True)
-        # d(exponent)/dmu = (t - mu)/sigma^2 ~ d/sigma^2, d/dsigma = (t-mu)^2/sigma^3 ~ q/sigma^3 (same constants dropped)
+        # d(exponent)/dmu = (t-mu)/sigma^2 ~ d/sigma^2, d/dsigma = (t-mu)^2/sigma^3 ~ q/sigma^3 (constants dropped)
         dmu = np.where(ex > 0, ex * d / sig**2, 0.0)
         dsig = np.where(ex > 0, ex * q / sig**3, 0.0)
 
