@@ -714,6 +714,9 @@ class _Dau:
         g = _math.gauss1d(sig, r).numpy()
         a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))
         y = _t(_shift(_canvas(x, g, g, r + 1), a, fy, fx, st, *_shape_out(x, st)))
+        # _shift skips samples outside the canvas (they read zeros), dropping weight * 0 terms: a
+        # non-finite weight makes its whole output channel non-finite (reference/README.md section 7).
+        y += (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
         return _add_bias(y, t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
