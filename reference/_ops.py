@@ -10,7 +10,6 @@ the magnitude that the rounding-error bound of ``harness.metrics`` is scaled by.
 import math
 
 import numpy as np
-from scipy import signal
 
 
 def scalar(v):
@@ -169,14 +168,15 @@ def _read(a, rows, cols):
 
 
 def _grid(dy, dx, stride, shape, origin):
-    """Floors and fractions of the sample points ``(i*s + dy, j*s + dx)`` on a canvas whose
-    index is coordinate + ``origin``.  The integer part of the displacement is split off first
-    so that the fraction is exact."""
+    """Floors and weights of the sample points ``(i*s + dy, j*s + dx)`` on a canvas whose
+    index is coordinate + ``origin`` (one int, or ``(rows, cols)``).  The weights come from the
+    floor and the displacement directly (``weights1d``)."""
     ho, wo = shape
+    oy, ox = origin if isinstance(origin, tuple) else (origin, origin)
     fy, wy = weights1d(dy)
     fx, wx = weights1d(dx)
-    rows = (np.arange(ho) * stride + fy + origin)[:, None] + np.zeros((1, wo), dtype=np.int64)
-    cols = (np.arange(wo) * stride + fx + origin)[None, :] + np.zeros((ho, 1), dtype=np.int64)
+    rows = (np.arange(ho) * stride + fy + oy)[:, None] + np.zeros((1, wo), dtype=np.int64)
+    cols = (np.arange(wo) * stride + fx + ox)[None, :] + np.zeros((ho, 1), dtype=np.int64)
     return rows, cols, wy, wx
 
 
@@ -239,63 +239,127 @@ def sample_adjoint(vals, dy, dx, stride, canvas, origin=0):
 # ---------------------------------------------------------------- blur on the zero-extended plane
 
 
-def blur_full(a, kern):
-    """``a * kern`` on the zero-extended plane, everywhere it can be non-zero.
+def sample_window(floors, stride, n_out, size, r):
+    """Canvas coordinates ``(lo, hi)`` (inclusive) that samples at ``i*s + floor + {0, 1}`` can read
+    and where ``a * G`` (radius ``r``) can be non-zero, ``[-r, size - 1 + r]``; one coordinate
+    inside that range if no sample reaches it.  Every other read is a zero."""
+    fl = [weights1d(float(v))[0] for v in np.ravel(floors)] or [0]
+    lo, hi = max(min(fl), -r), min((n_out - 1) * stride + max(fl) + 1, size - 1 + r)
+    return (lo, hi) if lo <= hi else (-r, -r)
 
-    ``a [H, W]``, ``kern [2r+1, 2r+1]`` -> ``[H+2r, W+2r]``, canvas index = coordinate + r.
-    """
-    return signal.correlate2d(a, kern, mode="full")
+
+def _blur_axis(a, g, span, axis):
+    """``out[p] = sum_t g(t) a[p + t]`` along ``axis`` for coordinates ``p`` in ``span`` (inclusive),
+    ``a`` zero outside its extent.  One term per input line ``i`` and canvas line with ``|i - p| <= r``."""
+    r = len(g) // 2
+    a = np.moveaxis(a, axis, 0)
+    p = np.arange(span[0], span[1] + 1)
+    out = np.zeros((len(p),) + a.shape[1:])
+    for i in range(a.shape[0]):
+        ok = np.abs(i - p) <= r
+        out[ok] += g[i - p[ok] + r].reshape((-1,) + (1,) * (a.ndim - 1)) * a[i]
+    return np.moveaxis(out, 0, axis)
 
 
-def blur_full_adjoint(c, kern):
-    """Adjoint of ``blur_full``: ``c [H+2r, W+2r]`` -> ``[H, W]``."""
-    return signal.convolve2d(c, kern, mode="valid")
+def _blur_axis_adjoint(c, g, span, axis, n):
+    """Adjoint of ``_blur_axis``: ``c`` on ``span`` along ``axis`` -> length ``n``."""
+    r = len(g) // 2
+    c = np.moveaxis(c, axis, 0)
+    p = np.arange(span[0], span[1] + 1)
+    out = np.zeros((n,) + c.shape[1:])
+    for i in range(n):
+        ok = np.abs(i - p) <= r
+        out[i] = np.tensordot(g[i - p[ok] + r], c[ok], axes=(0, 0))
+    return np.moveaxis(out, 0, axis)
+
+
+def blur_window(a, gr, gc, rows, cols):
+    """``a * outer(gr, gc)`` on the zero-extended plane at coordinates ``rows = (p0, p1)``,
+    ``cols = (q0, q1)`` (inclusive): ``a [H, W]`` -> ``[p1-p0+1, q1-q0+1]``, canvas index =
+    coordinate - ``(p0, q0)``.  Its size is set by the window, never by the radius."""
+    return _blur_axis(_blur_axis(a, gr, rows, 0), gc, cols, 1)
+
+
+def blur_window_adjoint(c, gr, gc, rows, cols, shape):
+    """Adjoint of ``blur_window``: ``c`` on the window -> ``shape = (H, W)``."""
+    return _blur_axis_adjoint(_blur_axis_adjoint(c, gc, cols, 1, shape[1]), gr, rows, 0, shape[0])
 
 
 # ---------------------------------------------------------------- dense strided correlation
 
 
-def correlate(x, kern, stride):
-    """``y[n,f,i,j] = sum_{s,t,u} kern[f,s,t,u] x[n,s,i*s+t,j*s+u]`` on the zero-extended plane.
+def kernel_window(r, hw, stride):
+    """Offsets of a radius-``r`` kernel that read a pixel of an ``hw`` image for some output:
+    ``((t0, t1), (u0, u1))``, inclusive, always holding 0.  The other taps multiply only the
+    zero extension (reference/README.md section 7: they are not terms of any output)."""
+    h, w = hw
+    rows = (max(-r, -(out_size(h, stride) - 1) * stride), min(r, h - 1))
+    cols = (max(-r, -(out_size(w, stride) - 1) * stride), min(r, w - 1))
+    return rows, cols
 
-    ``x [N,S,H,W]``, ``kern [F,S,2R+1,2R+1]`` (centre at ``R``) -> ``[N,F,Ho,Wo]``.
+
+def crop(v, r, span):
+    """Taps ``span = (t0, t1)`` of a 1-D kernel ``v [..., 2r+1]`` centred at ``r``."""
+    return v[..., span[0] + r : span[1] + r + 1]
+
+
+def _pad(x, win, stride, ho, wo):
+    """``x`` zero-padded so that output ``(i, j)`` reads tap ``(a, b)`` at ``[i*s + a, j*s + b]``."""
+    (t0, t1), (u0, u1) = win
+    h, w = x.shape[2:]
+    bottom, right = max(0, (ho - 1) * stride + t1 - (h - 1)), max(0, (wo - 1) * stride + u1 - (w - 1))
+    return np.pad(x, ((0, 0), (0, 0), (-t0, bottom), (-u0, right)))
+
+
+def _taps(kh, kw, ho, wo, stride):
+    """``(a, b, index)``: tap ``(a, b)`` of the kernel and the strided slice of the padded input it reads."""
+    for a in range(kh):
+        for b in range(kw):
+            yield (
+                a,
+                b,
+                (
+                    slice(None),
+                    slice(None),
+                    slice(a, a + (ho - 1) * stride + 1, stride),
+                    slice(b, b + (wo - 1) * stride + 1, stride),
+                ),
+            )
+
+
+def correlate(x, kern, stride, win):
+    """``y[n,f,i,j] = sum_{s,t,u} kern[f,s,t,u] x[n,s,i*s+t0+t,j*s+u0+u]`` on the zero-extended plane.
+
+    ``x [N,S,H,W]``, ``kern [F,S,kh,kw]`` covering offsets ``win = ((t0, t1), (u0, u1))``
+    (``kernel_window``) -> ``[N,F,Ho,Wo]``.
     """
     n, _, h, w = x.shape
-    f, _, kh, _ = kern.shape
-    r = kh // 2
+    f, _, kh, kw = kern.shape
     ho, wo = out_size(h, stride), out_size(w, stride)
-    xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))
+    xp = _pad(x, win, stride, ho, wo)
     y = np.zeros((n, f, ho, wo))
-    for t in range(kh):
-        for u in range(kh):
-            win = xp[:, :, t : t + (ho - 1) * stride + 1 : stride, u : u + (wo - 1) * stride + 1 : stride]
-            y += np.einsum("fs,nsij->nfij", kern[:, :, t, u], win)
+    for a, b, idx in _taps(kh, kw, ho, wo, stride):
+        y += np.einsum("fs,nsij->nfij", kern[:, :, a, b], xp[idx])
     return y
 
 
-def correlate_dx(dy, kern, stride, hw):
+def correlate_dx(dy, kern, stride, hw, win):
     """Adjoint of ``correlate`` in ``x``: ``dy [N,F,Ho,Wo]`` -> ``[N,S,H,W]``."""
     n, _, ho, wo = dy.shape
-    _, s, kh, _ = kern.shape
-    r = kh // 2
-    h, w = hw
-    dxp = np.zeros((n, s, h + 2 * r + stride, w + 2 * r + stride))
-    for t in range(kh):
-        for u in range(kh):
-            dxp[:, :, t : t + (ho - 1) * stride + 1 : stride, u : u + (wo - 1) * stride + 1 : stride] += np.einsum(
-                "fs,nfij->nsij", kern[:, :, t, u], dy
-            )
-    return dxp[:, :, r : r + h, r : r + w]
+    _, s, kh, kw = kern.shape
+    dxp = _pad(np.zeros((n, s) + tuple(hw)), win, stride, ho, wo)
+    for a, b, idx in _taps(kh, kw, ho, wo, stride):
+        dxp[idx] += np.einsum("fs,nfij->nsij", kern[:, :, a, b], dy)
+    (t0, _), (u0, _) = win
+    return dxp[:, :, -t0 : -t0 + hw[0], -u0 : -u0 + hw[1]]
 
 
-def correlate_dkern(x, dy, r, stride):
-    """Gradient of ``correlate`` in its kernel: -> ``[F,S,2r+1,2r+1]``."""
+def correlate_dkern(x, dy, win, stride):
+    """Gradient of ``correlate`` in its kernel: -> ``[F,S,kh,kw]`` over the offsets ``win``."""
     _, _, ho, wo = dy.shape
-    kh = 2 * r + 1
-    xp = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)))
-    dk = np.zeros((dy.shape[1], x.shape[1], kh, kh))
-    for t in range(kh):
-        for u in range(kh):
-            win = xp[:, :, t : t + (ho - 1) * stride + 1 : stride, u : u + (wo - 1) * stride + 1 : stride]
-            dk[:, :, t, u] = np.einsum("nfij,nsij->fs", dy, win)
+    (t0, t1), (u0, u1) = win
+    xp = _pad(x, win, stride, ho, wo)
+    dk = np.zeros((dy.shape[1], x.shape[1], t1 - t0 + 1, u1 - u0 + 1))
+    for a, b, idx in _taps(dk.shape[2], dk.shape[3], ho, wo, stride):
+        dk[:, :, a, b] = np.einsum("nfij,nsij->fs", dy, xp[idx])
     return dk
