@@ -53,29 +53,55 @@ def gauss_exp(q, sigma):
     return torch.where(keep, torch.exp(-safe / two_s2), torch.zeros_like(safe))
 
 
-def gauss1d(sigma, r):
+def _keep(v, r, keep):
+    """The centre taps ``|t| <= keep`` of ``v [..., 2r+1]`` (all of them for ``keep=None``)."""
+    return v if keep is None or keep >= r else v[..., r - keep : r + keep + 1]
+
+
+def gauss1d(sigma, r, keep=None):
     """Discretely normalised Gaussian ``g(t)``, ``|t| <= r`` (DAU IJCV Eq. 3-4). -> ``[2r+1]``
 
     At a ``sigma`` too small for ``sigma^2`` to be represented it is the delta kernel (the limit).
+    ``keep``: return only the taps ``|t| <= keep`` (normalised over all ``2r+1``; ``blur_reach``).
     """
     e = gauss_exp(taps(r, sigma) ** 2, sigma)
-    return e / e.sum()
+    return _keep(e / e.sum(), r, keep)
 
 
-def gauss1d_dsigma(sigma, r):
+def gauss1d_dsigma(sigma, r, keep=None):
     """``d g / d sigma`` with ``r`` fixed (quotient rule), for hand-written backwards. -> ``[2r+1]``"""
     t = taps(r, sigma)
     s = sigma.clamp(min=sigma_floor(sigma.dtype))
     e = gauss_exp(t**2, sigma)
     de = e * (t**2 / s**3)
     z = e.sum()
-    return de / z - e * de.sum() / z**2
+    return _keep(de / z - e * de.sum() / z**2, r, keep)
 
 
-def gauss_dx1d(sigma, r):
+def gauss_dx1d(sigma, r, keep=None):
     """``(u / sigma^2) g(u)``: the 1-D factor of DAU IJCV Eq. 16's ``Dx`` and ``Dy``. -> ``[2r+1]``"""
     s = sigma.clamp(min=sigma_floor(sigma.dtype))
-    return taps(r, sigma) / (s * s) * gauss1d(sigma, r)
+    return _keep(taps(r, sigma) / (s * s) * gauss1d(sigma, r), r, keep)
+
+
+def blur_reach(fl_y, fl_x, stride, hw, rb):
+    """Radius ``rg <= rb`` of the part of a radius-``rb`` blur that the samples of ``dau`` use.
+
+    ``fl_y, fl_x`` int64 floors of the displacements, ``hw = (H, W)``.  Samples read canvas
+    points ``i s + floor + {0, 1}``; those that can be non-zero lie within ``e`` of the image
+    (``e`` how far the sampled range passes the image on any side, at most ``rb``), and a
+    canvas point within ``e`` of the image reads pixels at most ``e + max(H, W) - 1`` away.
+    So a blur with the centre ``2 rg + 1`` taps of the normalised ``G`` (``gauss1d(.., keep=rg)``),
+    ``rg = min(rb, e + max(H, W) - 1)``, on a canvas of ``rg`` border gives the exact canvas at
+    every sample, and its adjoint the exact ``x`` and ``sigma`` gradients (taps beyond ``rg``
+    join no sample to a pixel).  Sized by the image, not by sigma.
+    """
+    e = 0
+    for fl, size in ((fl_y, hw[0]), (fl_x, hw[1])):
+        if fl.numel():
+            n_out = out_size(size, stride)
+            e = max(e, -int(fl.min()), (n_out - 1) * stride + int(fl.max()) + 1 - (size - 1))
+    return min(rb, e + max(hw) - 1)
 
 
 def gauss_derivs1d(sigma, r, order):
@@ -227,6 +253,15 @@ def unit_gaussians(mu_x, mu_y, sigma, radius, rows=None, cols=None):
     gx = gauss_axis(mu_x, sigma, radius)[..., cols[0] + radius : cols[1] + radius + 1]
     gy = gauss_axis(mu_y, sigma, radius)[..., rows[0] + radius : rows[1] + radius + 1]
     return gy[..., :, None] * gx[..., None, :]
+
+
+def centred_reach(hw, stride, r):
+    """Largest offset ``<= r`` at which a centred kernel can read a pixel for some output:
+    ``min(r, max(H - 1, (Ho - 1) s, W - 1, (Wo - 1) s))``.  Cropping a centred ``(2r+1)^2``
+    kernel to this radius changes no output or gradient (the cut taps read only the zero
+    extension), and keeps backends whose kernels assume a centred square kernel unchanged."""
+    h, w = hw
+    return min(r, max(h - 1, (out_size(h, stride) - 1) * stride, w - 1, (out_size(w, stride) - 1) * stride))
 
 
 def window(h, w, stride, ho, wo, reach_r):

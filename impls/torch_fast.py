@@ -201,7 +201,7 @@ class _Dau:
         x, weight = t["x"], t["weight"]
         r, st = hp["blur_radius"], hp["stride"]
         ho, wo = _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
-        g = _math.gauss1d(t["sigma"].reshape(()), r)
+        g = _math.gauss1d(t["sigma"].reshape(()), hp["gauss_radius"], r)
         canvas = _planes(_blur(x, g, g))
         ay, ax, plane, r0, c0 = _Dau.units(t, hp)
         coef = (weight[..., None, None] * _corners(ay, ax)).reshape(r0.shape + (2, 2))
@@ -215,7 +215,7 @@ class _Dau:
         r, st = hp["blur_radius"], hp["stride"]
         f_, s_, k_ = weight.shape
         ho, wo = dy.shape[2:]
-        g = _math.gauss1d(sig, r)
+        g = _math.gauss1d(sig, hp["gauss_radius"], r)
         ay, ax, plane, r0, c0 = _Dau.units(t, hp)
         wc = _corners(ay, ax)
         dyp = _planes(dy)  # [F,Ho,Wo,N]
@@ -231,7 +231,7 @@ class _Dau:
                 out["mu_x"], out["mu_y"] = weight * gx, weight * gy
         # Eq. 16: the same reads of x * Dx and x * Dy, Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u).
         if mus and gauss:
-            gd = _math.gauss_dx1d(sig, r)
+            gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r)
             for name, c in (("mu_x", _blur(x, g, gd)), ("mu_y", _blur(x, gd, g))):
                 tc = _Windows(_planes(c), plane, r0, c0, ho, wo, st).dot(dyp).view(f_, s_, k_, 2, 2)
                 out[name] = weight * (tc * wc).sum((-2, -1))
@@ -249,7 +249,7 @@ class _Dau:
             if "x" in needs:
                 out["x"] = _blur_adjoint(back, g).contiguous()
             if "sigma" in needs:
-                dg = _math.gauss1d_dsigma(sig, r)
+                dg = _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)
                 cs = _blur(x, dg, g) + _blur(x, g, dg)  # x * dG/dsigma, dG = outer(dg, g) + outer(g, dg)
                 out["sigma"] = (back * cs).sum().reshape(sigma.shape)
         if "bias" in needs:
@@ -259,7 +259,11 @@ class _Dau:
 
 def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
     """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, one-element ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+    # blur_radius below: the taps that join a sample to a pixel (_math.blur_reach); the Gaussian
+    # is normalised over all 2 rb + 1 taps of "gauss_radius".
+    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
+    rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
+    hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
     names = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
     return _autograd.apply(_Dau, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
@@ -285,9 +289,11 @@ def _pad(x, r, stride):
     return tnf.pad(x, pads), pads
 
 
-def _gauss_kernel(weight, mu_x, mu_y, sigma, radius):
+def _gauss_kernel(weight, mu_x, mu_y, sigma, radius, keep):
+    """The dense kernel's centre ``|t|, |u| <= keep`` (``_math.centred_reach``)."""
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
-    return torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius))
+    gk = _math.unit_gaussians(mu_x, mu_y, sig, radius, (-keep, keep), (-keep, keep))
+    return torch.einsum("fsk,fsktu->fstu", weight, gk)
 
 
 class _DauGauss:
@@ -295,8 +301,8 @@ class _DauGauss:
 
     @staticmethod
     def forward(t, hp):
-        kern = _gauss_kernel(t["weight"], t["mu_x"], t["mu_y"], t["sigma"], hp["radius"])
-        xp, _ = _pad(t["x"], hp["radius"], hp["stride"])
+        kern = _gauss_kernel(t["weight"], t["mu_x"], t["mu_y"], t["sigma"], hp["radius"], hp["keep"])
+        xp, _ = _pad(t["x"], hp["keep"], hp["stride"])
         return _add_bias(tnf.conv2d(xp, kern, stride=hp["stride"]), t["bias"]), {}
 
     @staticmethod
@@ -305,8 +311,8 @@ class _DauGauss:
         leaves = {n: t[n].detach().requires_grad_(n in needs) for n in params}
         wanted = [n for n in params if n in needs]
         with torch.enable_grad():
-            kern = _gauss_kernel(*leaves.values(), hp["radius"])
-        xp, pads = _pad(t["x"], hp["radius"], hp["stride"])
+            kern = _gauss_kernel(*leaves.values(), hp["radius"], hp["keep"])
+        xp, pads = _pad(t["x"], hp["keep"], hp["stride"])
         out = {}
         if "x" in needs:
             gxp = torch.nn.grad.conv2d_input(xp.shape, kern.detach(), dy, stride=hp["stride"])
@@ -322,7 +328,8 @@ class _DauGauss:
 def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
     """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, ``sigma`` scalar or ``[F,S,K]`` -> ``[N,F,Ho,Wo]``."""
     names = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
-    return _autograd.apply(_DauGauss, {"radius": radius, "stride": stride}, names, (x, weight, mu_x, mu_y, sigma, bias))
+    hp = {"radius": radius, "stride": stride, "keep": _math.centred_reach(x.shape[2:], stride, radius)}
+    return _autograd.apply(_DauGauss, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
 
 # ---------------------------------------------------------------- acu (SPEC section 4)

@@ -280,10 +280,11 @@ def _dau_direct(x, w, mx, my, sigma, r):
 
 @pytest.mark.parametrize("sigma, blur_radius", [(3000.0, None), (0.5, 20000)])
 def test_buffers_are_sized_by_the_image_not_sigma(sigma, blur_radius, seed):
-    """sigma = 3000 on a 5 x 4 image, or blur_radius = 20000 (an allocator error on every
-    backend): torch-naive's dense kernel is at most the offsets that reach the image,
-    (2H-1) x (2W-1), the reference's blur canvas the part its samples read; both match the
-    definition, and dau_gauss / njet agree with each other at such radii."""
+    """sigma = 3000 on a 5 x 4 image, or blur_radius = 20000 (7.8 GB, or an allocator error,
+    on every backend): torch-naive's dense kernel is at most the offsets that reach the image,
+    (2H-1) x (2W-1), the others' blur canvases and dense kernels the part that reaches a sample;
+    the forward matches the definition and every gradient the reference's; njet's dense kernel
+    (reference, torch-naive) is cropped the same way."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, 2, 5, 4))
     w, mx, my = rng.standard_normal((2, 2, 2)), rng.uniform(-3, 3, (2, 2, 2)), rng.uniform(-3, 3, (2, 2, 2))
@@ -292,14 +293,21 @@ def test_buffers_are_sized_by_the_image_not_sigma(sigma, blur_radius, seed):
     kern = torch_naive.dau_kernel(t[1], t[2], t[3], torch.tensor(sigma, dtype=F64), r, (5, 4), 1)[0]
     assert kern.shape[2:] == (9, 7)
     want = _dau_direct(x, w, mx, my, sigma, r)
+    runs = {
+        "dau": lambda *a, b: impls.dau_conv2d(*a, blur_radius=blur_radius, mu_grad="gauss", backend=b),
+        "dau_gauss": lambda *a, b: impls.dau_gauss_conv2d(*a, radius=r, backend=b),
+    }
+    for name, fn in runs.items():
+        ref = None
+        for b in CPU:
+            args = [a.clone().requires_grad_() for a in t] + [torch.tensor(sigma, dtype=F64, requires_grad=True)]
+            y = fn(*args, b=b)
+            if name == "dau":
+                np.testing.assert_allclose(y.detach().numpy(), want, rtol=1e-9, atol=1e-12)
+            got = [y] + list(torch.autograd.grad(y, args, torch.ones_like(y)))
+            ref = ref or got
+            for a, c in zip(got, ref):
+                torch.testing.assert_close(a, c, rtol=1e-9, atol=1e-12)
     alpha = t[1][..., :1].repeat(1, 1, 6)
-    out = {}
-    for b in ("reference", "torch-naive"):
-        y = impls.dau_conv2d(*t, sigma, blur_radius=blur_radius, backend=b)
-        np.testing.assert_allclose(y.numpy(), want, rtol=1e-9, atol=1e-12)
-        out[b] = (
-            impls.dau_gauss_conv2d(*t, sigma, radius=r, backend=b),
-            impls.njet_conv2d(t[0], alpha, sigma, order=2, radius=r, backend=b),
-        )
-    for a, b in zip(*out.values()):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    y = [impls.njet_conv2d(t[0], alpha, sigma, order=2, radius=r, backend=b) for b in ("reference", "torch-naive")]
+    torch.testing.assert_close(*y, rtol=1e-9, atol=1e-12)
