@@ -137,25 +137,14 @@ def njet_basis(sigma, r, order):
     return torch.stack([torch.outer(d[b], d[a]) for a, b in njet_pairs(order)])
 
 
-def split(mu):
-    """Integer part and fraction of displacements: ``mu = floor + frac``, ``frac`` in ``[0, 1)``.
-
-    The fraction carries ``mu``'s gradient (floor held fixed: the bilinear derivative rule
-    of SPEC section 1); the floor is returned as int64.  For bilinear weights use
-    ``bilinear``: ``1 - frac`` cancels just below an integer.
-    """
-    fl = torch.floor(mu.detach())
-    return fl.to(torch.int64), mu - fl
-
-
 def bilinear(mu):
     """Floors and 1-D bilinear weights of displacements ``mu [...]`` (reference/README.md section 1).
 
     -> ``(floor`` int64 ``[...]``, ``w [..., 2])`` with ``w[..., 0] = (floor + 1) - mu`` (the
-    near tap) and ``w[..., 1] = mu - floor`` (the far tap).  Both are single subtractions of
-    numbers within a factor 2 of each other where it matters (Sterbenz: exact once ``|mu|``
-    exceeds 1), so neither weight suffers the cancellation of ``1 - (mu - floor)``: at
-    ``mu = -1e-7`` in float32 that gives 1.19e-7 instead of 1e-7.  Differentiable in ``mu``
+    near tap) and ``w[..., 1] = mu - floor`` (the far tap).  Each is one subtraction, so it is
+    the correctly rounded weight, and exact whenever it is below 1/2 (Sterbenz's lemma); the
+    old ``1 - (mu - floor)`` rounds twice and cancels just below an integer: at ``mu = -1e-7``
+    in float32 it gave 1.19e-7 instead of 1e-7.  Differentiable in ``mu``
     with the floor held fixed (``dw0/dmu = -1``, ``dw1/dmu = 1``).  The floor is clamped to
     ``+-2^40`` (such a stencil lies outside every image, and offsets stay far from int64
     overflow; the weights are computed from the unclamped floor).
