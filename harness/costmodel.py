@@ -31,10 +31,9 @@ def _dims(case):
 
 def naive_kernel(case, arrays):
     """Side ``(kh, kw)`` of the dense kernel ``torch-naive`` materialises for these parameters."""
-    if case.layer in ("dau_gauss", "njet"):
-        side = 2 * case.resolved_radius() + 1
-        return side, side
-    if case.layer == "dau":
+    if case.layer in ("dau_gauss", "njet"):  # cropped to the offsets that reach the image
+        reach = case.resolved_radius()
+    elif case.layer == "dau":
         fy, fx = (torch.floor(torch.from_numpy(arrays[k])) for k in ("mu_y", "mu_x"))
         reach = case.resolved_radius() + max(_math.reach(fy), _math.reach(fx))
     else:

@@ -148,8 +148,9 @@ def run_case(case, backend, dtype, device="cpu", seed=0):
         if a is None:
             rows.append(_row(case, backend, device, dtype, out, "fail", "no gradient returned", seed))
             continue
-        nterms = metrics.n_terms(case, out)
-        m = metrics.compare(a.detach().double().cpu().numpy(), ref, mag[out], eps, nterms)
+        nterms = metrics.n_terms(case, out, dtype)
+        floor = metrics.floor(case, out, arrays, dy, dtype)
+        m = metrics.compare(a.detach().double().cpu().numpy(), ref, mag[out], eps, nterms, floor)
         rows.append(
             _row(
                 case,

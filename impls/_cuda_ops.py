@@ -58,18 +58,14 @@ def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
 
-def corner_weights(ay, ax):
-    """Bilinear weights of fractions ``[...]`` -> ``[..., 4]``, index ``2 da + db`` (SPEC section 1)."""
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    return (wy[..., :, None] * wx[..., None, :]).flatten(-2)
+def corner_weights(wy, wx):
+    """Bilinear weights from ``_math.bilinear``'s 1-D weights ``[..., 2]`` -> ``[..., 4]``, index ``2 da + db``."""
+    return _math.corner_weights(wy, wx).flatten(-2)
 
 
-def pos_grads(t, ay, ax):
+def pos_grads(t, wy, wx):
     """Position derivatives from corner sums ``t [..., 4]`` (floor held fixed) -> ``(d/dx, d/dy)``."""
-    gx = (t[..., 1] - t[..., 0]) * (1 - ay) + (t[..., 3] - t[..., 2]) * ay
-    gy = (t[..., 2] - t[..., 0]) * (1 - ax) + (t[..., 3] - t[..., 1]) * ax
-    return gx, gy
+    return _math.pos_grads(t.unflatten(-1, (2, 2)), wy, wx)
 
 
 def _blur(P, x, gr, gc, r):
@@ -92,8 +88,8 @@ class Dau:
 
     @staticmethod
     def _geom(t, r):
-        fy, ay = _math.split(t["mu_y"].detach())
-        fx, ax = _math.split(t["mu_x"].detach())
+        fy, ay = _math.bilinear(t["mu_y"].detach())  # ay, ax: 1-D weights [F,S,K,2]
+        fx, ax = _math.bilinear(t["mu_x"].detach())
         return _i32(fy + r), _i32(fx + r), ay, ax
 
     def forward(self, t, hp):
@@ -205,8 +201,8 @@ class Acu:
     @staticmethod
     def _geom(t):
         k_ = t["weight"].shape[2]
-        fy, ay = _math.split(t["pos_y"].detach().reshape(-1, k_))
-        fx, ax = _math.split(t["pos_x"].detach().reshape(-1, k_))
+        fy, ay = _math.bilinear(t["pos_y"].detach().reshape(-1, k_))  # ay, ax: 1-D weights [P,K,2]
+        fx, ax = _math.bilinear(t["pos_x"].detach().reshape(-1, k_))
         f_ = t["weight"].shape[0]
         grp = _i32(torch.arange(f_, device=fy.device) // (f_ // fy.shape[0]))
         return _i32(fy), _i32(fx), ay, ax, grp

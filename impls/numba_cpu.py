@@ -145,11 +145,9 @@ def _t(a):
 
 def _bilinear(my, mx, pad):
     """Floors (+ ``pad``, int64 NumPy) and 1-D weights ``wy, wx [..., 2]`` of displacements."""
-    fy, fx = torch.floor(my.detach()), torch.floor(mx.detach())
-    ay, ax = my.detach() - fy, mx.detach() - fx
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    return _np(fy.to(torch.int64) + pad), _np(fx.to(torch.int64) + pad), wy, wx
+    fy, wy = _math.bilinear(my.detach())
+    fx, wx = _math.bilinear(mx.detach())
+    return _np(fy + pad), _np(fx + pad), wy, wx
 
 
 def _taps4(wy, wx):
@@ -713,16 +711,19 @@ class _Dau:
     def forward(self, t, hp):
         x, st = _np(t["x"]), hp["stride"]
         sig, r, fy, fx, wy, wx = self._setup(t, hp)
-        g = _math.gauss1d(sig, r).numpy()
+        g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
         a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))
         y = _t(_shift(_canvas(x, g, g, r + 1), a, fy, fx, st, *_shape_out(x, st)))
+        # _shift skips samples outside the canvas (they read zeros), dropping weight * 0 terms: a
+        # non-finite weight makes its whole output channel non-finite (reference/README.md section 7).
+        y += (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
         return _add_bias(y, t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
         sig, r, fy, fx, wy, wx = self._setup(t, hp)
         pad, w = r + 1, t["weight"].detach()
-        g = _math.gauss1d(sig, r).numpy()
+        g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
         out = {}
         h = _hblur(x, g, pad) if needs & {"weight", "mu_x", "mu_y", "sigma"} else None
         if needs & {"weight", "mu_x", "mu_y"}:
@@ -732,7 +733,7 @@ class _Dau:
                 out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
                 out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
             else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
-                gd = _math.gauss_dx1d(sig, r).numpy()
+                gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
                 if "mu_x" in needs:
                     cx = _t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st))
                     out["mu_x"] = w * (cx * _taps4(wy, wx)).sum(-1)
@@ -747,7 +748,7 @@ class _Dau:
                 out["x"] = _t(_hblur_t(back_h, g, pad, x.shape[3]))
             if "sigma" in needs:  # dL/dg through both blur passes, then the quotient rule in g
                 dg = _vblur_dg(back, h, r, pad).sum(0) + _hblur_dg(back_h, x, r, pad).sum(0)
-                gs = (_t(dg) * _math.gauss1d_dsigma(sig, r)).sum()
+                gs = (_t(dg) * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum()
                 out["sigma"] = gs.reshape(t["sigma"].shape)
         if "bias" in needs:
             out["bias"] = dy.sum((0, 2, 3))
@@ -865,7 +866,8 @@ class _DauGauss:
     def _kernel(self, t, hp):
         w, mx, my, sg = t["weight"], t["mu_x"], t["mu_y"], t["sigma"]
         sig = sg if sg.dim() == 3 else sg.reshape(()).expand(w.shape)
-        return torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"]))
+        keep = (-hp["keep"], hp["keep"])  # the centre that reaches the image (_math.centred_reach)
+        return torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"], keep, keep))
 
     def forward(self, t, hp):
         x, st = _np(t["x"]), hp["stride"]
@@ -881,7 +883,7 @@ class _DauGauss:
             out["x"] = _t(_corr_dx(dyn, kern, st, x.shape[2], x.shape[3]))
         want = [k for k in names if k in needs]
         if want:  # dL/dkernel in numba, then autograd through the kernel construction
-            dk = _t(_corr_dk(x, dyn, hp["radius"], st))
+            dk = _t(_corr_dk(x, dyn, hp["keep"], st))
             leaves = {k: t[k].detach().requires_grad_(k in want) for k in names}
             with torch.enable_grad():
                 grads = torch.autograd.grad(self._kernel(leaves, hp), [leaves[k] for k in want], dk)
@@ -897,13 +899,17 @@ _UNIT_NAMES = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
 
 def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
     """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+    # blur_radius below: the taps that join a sample to a pixel (_math.blur_reach); the Gaussian
+    # is normalised over all 2 rb + 1 taps of "gauss_radius".
+    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
+    rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
+    hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
     return _autograd.apply(_DAU, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
 
 
 def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
     """As ``dau``; ``sigma`` scalar or ``[F,S,K]``; kernel side ``2 radius + 1``."""
-    hp = {"radius": radius, "stride": stride}
+    hp = {"radius": radius, "stride": stride, "keep": _math.centred_reach(x.shape[2:], stride, radius)}
     return _autograd.apply(_DAU_GAUSS, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
 
 

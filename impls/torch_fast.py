@@ -22,23 +22,8 @@ def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
 
-def _corners(ay, ax):
-    """Bilinear weights ``wy(da) wx(db)`` of fractions ``ay, ax [...]`` -> ``[..., 2, 2]`` (SPEC section 1)."""
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    return wy[..., :, None] * wx[..., None, :]
-
-
-def _pos_grads(t, ay, ax):
-    """Bilinear position derivatives from corner sums ``t[..., da, db] = <dL/dsample, a[floor + (da, db)]>``.
-
-    Floor held fixed (SPEC section 1). -> ``(d/dx, d/dy)`` of shape ``[...]``.
-    """
-    wy = torch.stack((1 - ay, ay), -1)
-    wx = torch.stack((1 - ax, ax), -1)
-    gx = ((t[..., :, 1] - t[..., :, 0]) * wy).sum(-1)
-    gy = ((t[..., 1, :] - t[..., 0, :]) * wx).sum(-1)
-    return gx, gy
+_corners = _math.corner_weights  # 1-D weights [..., 2] of _math.bilinear -> [..., 2, 2] (SPEC section 1)
+_pos_grads = _math.pos_grads  # corner sums t[..., da, db] = <dL/dsample, a[floor + (da, db)]> -> (d/dx, d/dy)
 
 
 # ---------------------------------------------------------------- dau (SPEC section 2)
@@ -203,9 +188,9 @@ class _Dau:
 
     @staticmethod
     def units(t, hp):
-        """Floors and fractions of the displacements, and the canvas windows' origins ``[F, S K]``."""
-        fy, ay = _math.split(t["mu_y"].detach())
-        fx, ax = _math.split(t["mu_x"].detach())
+        """Floors and 1-D bilinear weights of the displacements, and the canvas windows' origins ``[F, S K]``."""
+        fy, ay = _math.bilinear(t["mu_y"].detach())  # ay, ax: 1-D weights [F,S,K,2]
+        fx, ax = _math.bilinear(t["mu_x"].detach())
         f_, s_, k_ = fy.shape
         plane = torch.arange(s_, device=fy.device)[:, None].expand(f_, s_, k_).reshape(f_, s_ * k_)
         r = hp["blur_radius"]
@@ -216,7 +201,7 @@ class _Dau:
         x, weight = t["x"], t["weight"]
         r, st = hp["blur_radius"], hp["stride"]
         ho, wo = _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
-        g = _math.gauss1d(t["sigma"].reshape(()), r)
+        g = _math.gauss1d(t["sigma"].reshape(()), hp["gauss_radius"], r)
         canvas = _planes(_blur(x, g, g))
         ay, ax, plane, r0, c0 = _Dau.units(t, hp)
         coef = (weight[..., None, None] * _corners(ay, ax)).reshape(r0.shape + (2, 2))
@@ -230,7 +215,7 @@ class _Dau:
         r, st = hp["blur_radius"], hp["stride"]
         f_, s_, k_ = weight.shape
         ho, wo = dy.shape[2:]
-        g = _math.gauss1d(sig, r)
+        g = _math.gauss1d(sig, hp["gauss_radius"], r)
         ay, ax, plane, r0, c0 = _Dau.units(t, hp)
         wc = _corners(ay, ax)
         dyp = _planes(dy)  # [F,Ho,Wo,N]
@@ -246,7 +231,7 @@ class _Dau:
                 out["mu_x"], out["mu_y"] = weight * gx, weight * gy
         # Eq. 16: the same reads of x * Dx and x * Dy, Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u).
         if mus and gauss:
-            gd = _math.gauss_dx1d(sig, r)
+            gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r)
             for name, c in (("mu_x", _blur(x, g, gd)), ("mu_y", _blur(x, gd, g))):
                 tc = _Windows(_planes(c), plane, r0, c0, ho, wo, st).dot(dyp).view(f_, s_, k_, 2, 2)
                 out[name] = weight * (tc * wc).sum((-2, -1))
@@ -264,7 +249,7 @@ class _Dau:
             if "x" in needs:
                 out["x"] = _blur_adjoint(back, g).contiguous()
             if "sigma" in needs:
-                dg = _math.gauss1d_dsigma(sig, r)
+                dg = _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)
                 cs = _blur(x, dg, g) + _blur(x, g, dg)  # x * dG/dsigma, dG = outer(dg, g) + outer(g, dg)
                 out["sigma"] = (back * cs).sum().reshape(sigma.shape)
         if "bias" in needs:
@@ -274,7 +259,11 @@ class _Dau:
 
 def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
     """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, one-element ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+    # blur_radius below: the taps that join a sample to a pixel (_math.blur_reach); the Gaussian
+    # is normalised over all 2 rb + 1 taps of "gauss_radius".
+    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
+    rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
+    hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
     names = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
     return _autograd.apply(_Dau, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
@@ -300,9 +289,11 @@ def _pad(x, r, stride):
     return tnf.pad(x, pads), pads
 
 
-def _gauss_kernel(weight, mu_x, mu_y, sigma, radius):
+def _gauss_kernel(weight, mu_x, mu_y, sigma, radius, keep):
+    """The dense kernel's centre ``|t|, |u| <= keep`` (``_math.centred_reach``)."""
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
-    return torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius))
+    gk = _math.unit_gaussians(mu_x, mu_y, sig, radius, (-keep, keep), (-keep, keep))
+    return torch.einsum("fsk,fsktu->fstu", weight, gk)
 
 
 class _DauGauss:
@@ -310,8 +301,8 @@ class _DauGauss:
 
     @staticmethod
     def forward(t, hp):
-        kern = _gauss_kernel(t["weight"], t["mu_x"], t["mu_y"], t["sigma"], hp["radius"])
-        xp, _ = _pad(t["x"], hp["radius"], hp["stride"])
+        kern = _gauss_kernel(t["weight"], t["mu_x"], t["mu_y"], t["sigma"], hp["radius"], hp["keep"])
+        xp, _ = _pad(t["x"], hp["keep"], hp["stride"])
         return _add_bias(tnf.conv2d(xp, kern, stride=hp["stride"]), t["bias"]), {}
 
     @staticmethod
@@ -320,8 +311,8 @@ class _DauGauss:
         leaves = {n: t[n].detach().requires_grad_(n in needs) for n in params}
         wanted = [n for n in params if n in needs]
         with torch.enable_grad():
-            kern = _gauss_kernel(*leaves.values(), hp["radius"])
-        xp, pads = _pad(t["x"], hp["radius"], hp["stride"])
+            kern = _gauss_kernel(*leaves.values(), hp["radius"], hp["keep"])
+        xp, pads = _pad(t["x"], hp["keep"], hp["stride"])
         out = {}
         if "x" in needs:
             gxp = torch.nn.grad.conv2d_input(xp.shape, kern.detach(), dy, stride=hp["stride"])
@@ -337,7 +328,8 @@ class _DauGauss:
 def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
     """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, ``sigma`` scalar or ``[F,S,K]`` -> ``[N,F,Ho,Wo]``."""
     names = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
-    return _autograd.apply(_DauGauss, {"radius": radius, "stride": stride}, names, (x, weight, mu_x, mu_y, sigma, bias))
+    hp = {"radius": radius, "stride": stride, "keep": _math.centred_reach(x.shape[2:], stride, radius)}
+    return _autograd.apply(_DauGauss, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
 
 # ---------------------------------------------------------------- acu (SPEC section 4)
@@ -411,8 +403,8 @@ class _AcuGeometry:
         self.st = hp["stride"]
         self.ho, self.wo = _math.out_size(h, self.st), _math.out_size(w, self.st)
         px, py = t["pos_x"].reshape(-1, self.k), t["pos_y"].reshape(-1, self.k)
-        fy, self.ay = _math.split(py.detach())
-        fx, self.ax = _math.split(px.detach())
+        fy, self.ay = _math.bilinear(py.detach())  # ay, ax: 1-D weights [Pg,K,2]
+        fx, self.ax = _math.bilinear(px.detach())
         self.fy, self.fx = fy.tolist(), fx.tolist()
         self.wc = _corners(self.ay, self.ax)  # [Pg,K,2,2]
         self.fg = self.f // len(self.fy)

@@ -28,6 +28,16 @@ def conv(x, kern, rows, cols, stride):
     return tnf.conv2d(xp, kern, stride=stride)[:, :, :ho, :wo]
 
 
+def _crop(x, radius, stride):
+    """The offsets of a radius-``radius`` kernel that can read a pixel of ``x`` for some output.
+
+    Never empty: it always holds offset 0.
+    """
+    h, w = x.shape[2:]
+    rows, cols = _math.window(h, w, stride, _math.out_size(h, stride), _math.out_size(w, stride), radius)
+    return rows, cols
+
+
 def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
@@ -35,13 +45,13 @@ def _add_bias(y, bias):
 def dau_kernel(weight, mu_x, mu_y, sigma, blur_radius, hw, stride):
     """Dense ``dau`` kernel ``W[f,s] = sum_k weight (G composed with unit k's bilinear stencil)``,
     cropped to the offsets that reach the image. -> ``(kern, rows, cols)``"""
-    fy, ay = _math.split(mu_y)
-    fx, ax = _math.split(mu_x)
+    fy, wy = _math.bilinear(mu_y)
+    fx, wx = _math.bilinear(mu_x)
     g = _math.gauss1d(sigma, blur_radius)
     reach = blur_radius + max(_math.reach(fy), _math.reach(fx))
     h, w = hw
     rows, cols = _math.window(h, w, stride, _math.out_size(h, stride), _math.out_size(w, stride), reach)
-    return _math.stencil_kernel(weight, fy, fx, ay, ax, torch.outer(g, g), rows, cols), rows, cols
+    return _math.stencil_kernel(weight, fy, fx, wy, wx, g, g, rows, cols), rows, cols
 
 
 class _GaussMuGrad(torch.autograd.Function):
@@ -59,8 +69,8 @@ class _GaussMuGrad(torch.autograd.Function):
     def backward(ctx, dy):
         mu_x, mu_y, x, weight, sigma = ctx.saved_tensors
         blur_radius, stride = ctx.hp
-        fy, ay = _math.split(mu_y)
-        fx, ax = _math.split(mu_x)
+        fy, wy = _math.bilinear(mu_y)
+        fx, wx = _math.bilinear(mu_x)
         g, gd = _math.gauss1d(sigma, blur_radius), _math.gauss_dx1d(sigma, blur_radius)
         reach = blur_radius + max(_math.reach(fy), _math.reach(fx))
         h, w = x.shape[2:]
@@ -72,26 +82,11 @@ class _GaussMuGrad(torch.autograd.Function):
         xp = tnf.pad(x, (-cols[0], right, -rows[0], bottom))
         xp = xp[:, :, : (dy.shape[2] - 1) * stride + kh, : (dy.shape[3] - 1) * stride + kw]
         dk = torch.nn.grad.conv2d_weight(xp, (weight.shape[0], weight.shape[1], kh, kw), dy, stride=stride)
-        one = torch.ones_like(weight)
         out = []
-        for base in (torch.outer(g, gd), torch.outer(gd, g)):  # Dx, Dy (SPEC section 2)
-            per_unit = [
-                (
-                    dk
-                    * _math.stencil_kernel(
-                        one[:, :, k : k + 1],
-                        fy[:, :, k : k + 1],
-                        fx[:, :, k : k + 1],
-                        ay[:, :, k : k + 1],
-                        ax[:, :, k : k + 1],
-                        base,
-                        rows,
-                        cols,
-                    )
-                ).sum((2, 3))
-                for k in range(weight.shape[2])
-            ]
-            out.append(weight * torch.stack(per_unit, 2))
+        for br, bc in ((g, gd), (gd, g)):  # Dx = outer(g, gd), Dy = outer(gd, g) (SPEC section 2)
+            ry = _math.stencil_axis(fy, wy, br, *rows)  # [F,S,K,kh]
+            rx = _math.stencil_axis(fx, wx, bc, *cols)  # [F,S,K,kw]
+            out.append(weight * torch.einsum("fstu,fskt,fsku->fsk", dk, ry, rx))
         return out[0], out[1], None, None, None, None, None
 
 
@@ -112,8 +107,9 @@ def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
 def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
     """Dense ``sum_k weight Gk`` of side ``2R+1`` (SPEC section 3) -> ``[N,F,Ho,Wo]``."""
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
-    kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius))
-    return _add_bias(conv(x, kern, (-radius, radius), (-radius, radius), stride), bias)
+    rows, cols = _crop(x, radius, stride)
+    kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius, rows, cols))
+    return _add_bias(conv(x, kern, rows, cols, stride), bias)
 
 
 def acu_kernel(weight, pos_x, pos_y, hw, stride):
@@ -121,12 +117,13 @@ def acu_kernel(weight, pos_x, pos_y, hw, stride):
     f_, s_, k_ = weight.shape
     px, py = pos_x.reshape(-1, k_), pos_y.reshape(-1, k_)
     grp = torch.arange(f_, device=weight.device) // (f_ // px.shape[0])
-    fy, ay = _math.split(py[grp][:, None, :].expand(f_, s_, k_))
-    fx, ax = _math.split(px[grp][:, None, :].expand(f_, s_, k_))
+    fy, wy = _math.bilinear(py[grp][:, None, :].expand(f_, s_, k_))
+    fx, wx = _math.bilinear(px[grp][:, None, :].expand(f_, s_, k_))
     h, w = hw
     reach = max(_math.reach(fy), _math.reach(fx))
     rows, cols = _math.window(h, w, stride, _math.out_size(h, stride), _math.out_size(w, stride), reach)
-    return _math.stencil_kernel(weight, fy, fx, ay, ax, weight.new_ones(1, 1), rows, cols), rows, cols
+    one = weight.new_ones(1)
+    return _math.stencil_kernel(weight, fy, fx, wy, wx, one, one, rows, cols), rows, cols
 
 
 def acu(x, weight, pos_x, pos_y, bias, *, stride):
@@ -137,5 +134,9 @@ def acu(x, weight, pos_x, pos_y, bias, *, stride):
 
 def njet(x, alpha, sigma, bias, *, order, radius, stride):
     """Dense ``sum_j alpha_j B_j`` of side ``2r+1`` -> ``[N,F,Ho,Wo]``."""
-    kern = torch.einsum("fsj,jtu->fstu", alpha, _math.njet_basis(sigma.reshape(()), radius, order))
-    return _add_bias(conv(x, kern, (-radius, radius), (-radius, radius), stride), bias)
+    rows, cols = _crop(x, radius, stride)
+    d = _math.gauss_derivs1d(sigma.reshape(()), radius, order)
+    dr, dc = d[:, rows[0] + radius : rows[1] + radius + 1], d[:, cols[0] + radius : cols[1] + radius + 1]
+    basis = torch.stack([torch.outer(dr[b], dc[a]) for a, b in _math.njet_pairs(order)])
+    kern = torch.einsum("fsj,jtu->fstu", alpha, basis)
+    return _add_bias(conv(x, kern, rows, cols, stride), bias)

@@ -19,6 +19,14 @@ def default_blur_radius(sigma):
     return int(math.ceil(3.0 * _ops.scalar(sigma)))
 
 
+def _window(mu_y, mu_x, stride, shape, hw, r):
+    """The part of the blurred canvas the units ``mu_y, mu_x [F, K]`` of one input channel sample:
+    ``(rows, cols, origin)``, inclusive coordinate ranges and the canvas index of coordinate 0."""
+    rows = _ops.sample_window(np.floor(mu_y), stride, shape[0], hw[0], r)
+    cols = _ops.sample_window(np.floor(mu_x), stride, shape[1], hw[1], r)
+    return rows, cols, (-rows[0], -cols[0])
+
+
 def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, absolute=False):
     """Efficient-form DAU (IJCV Eq. 13-14): blur with ``G`` then sample at ``(i*s + mu_y, j*s + mu_x)``.
 
@@ -32,15 +40,15 @@ def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=No
     f_, _, k_ = weight.shape
     shape = (_ops.out_size(h, stride), _ops.out_size(w, stride))
     g = _ops.gauss1d(sigma, r)
-    blur = np.outer(g, g)
     y = np.zeros((n, f_) + shape)
-    for ni in range(n):
-        for si in range(s_):
-            c = _ops.blur_full(x[ni, si], blur)
+    for si in range(s_):
+        rows, cols, origin = _window(mu_y[:, si], mu_x[:, si], stride, shape, (h, w), r)
+        for ni in range(n):
+            c = _ops.blur_window(x[ni, si], g, g, rows, cols)
             for fi in range(f_):
                 for ki in range(k_):
                     y[ni, fi] += weight[fi, si, ki] * _ops.sample(
-                        c, mu_y[fi, si, ki], mu_x[fi, si, ki], stride, shape, origin=r
+                        c, mu_y[fi, si, ki], mu_x[fi, si, ki], stride, shape, origin=origin
                     )
     if bias is not None:
         y += bias[None, :, None, None]
@@ -63,40 +71,40 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
     shape = dy.shape[2:]
     g = _ops.gauss1d(sigma, r)
     dg = _ops.gauss1d_dsigma(sigma, r, absolute)
-    blur = np.outer(g, g)
-    blur_ds = np.outer(dg, g) + np.outer(g, dg)
     # Dx(t, u) = (u / sigma^2) g(t) g(u); Dy(t, u) = (t / sigma^2) g(t) g(u)  (SPEC section 2)
-    gu = _ops.taps1d(r) / sigma**2 * g
+    gu = _ops.taps1d(r) / max(sigma, _ops.SIGMA_FLOOR) ** 2 * g
     if absolute:
         gu = np.abs(gu)
-    blur_dx, blur_dy = np.outer(g, gu), np.outer(gu, g)
-    canvas = (h + 2 * r, w + 2 * r)
 
     gx = np.zeros_like(x)
     gw, gmx, gmy = np.zeros_like(weight), np.zeros_like(weight), np.zeros_like(weight)
     gsigma = 0.0
-    for ni in range(n):
-        for si in range(s_):
-            c = _ops.blur_full(x[ni, si], blur)
-            cs = _ops.blur_full(x[ni, si], blur_ds)
+    for si in range(s_):
+        rows, cols, origin = _window(mu_y[:, si], mu_x[:, si], stride, shape, (h, w), r)
+        canvas = (rows[1] - rows[0] + 1, cols[1] - cols[0] + 1)
+        for ni in range(n):
+            a = x[ni, si]
+            c = _ops.blur_window(a, g, g, rows, cols)
+            # blur with dG/dsigma = outer(dg, g) + outer(g, dg)
+            cs = _ops.blur_window(a, dg, g, rows, cols) + _ops.blur_window(a, g, dg, rows, cols)
             if mu_grad == "gauss":
-                cx, cy = _ops.blur_full(x[ni, si], blur_dx), _ops.blur_full(x[ni, si], blur_dy)
+                cx, cy = _ops.blur_window(a, g, gu, rows, cols), _ops.blur_window(a, gu, g, rows, cols)
             back = np.zeros(canvas)
             for fi in range(f_):
                 d = dy[ni, fi]
                 for ki in range(k_):
                     pt = (mu_y[fi, si, ki], mu_x[fi, si, ki], stride, shape)
                     wk = weight[fi, si, ki]
-                    gw[fi, si, ki] += np.sum(d * _ops.sample(c, *pt, origin=r))
-                    gsigma += wk * np.sum(d * _ops.sample(cs, *pt, origin=r))
+                    gw[fi, si, ki] += np.sum(d * _ops.sample(c, *pt, origin=origin))
+                    gsigma += wk * np.sum(d * _ops.sample(cs, *pt, origin=origin))
                     if mu_grad == "gauss":
-                        gmx[fi, si, ki] += wk * np.sum(d * _ops.sample(cx, *pt, origin=r))
-                        gmy[fi, si, ki] += wk * np.sum(d * _ops.sample(cy, *pt, origin=r))
+                        gmx[fi, si, ki] += wk * np.sum(d * _ops.sample(cx, *pt, origin=origin))
+                        gmy[fi, si, ki] += wk * np.sum(d * _ops.sample(cy, *pt, origin=origin))
                     else:
-                        gmx[fi, si, ki] += wk * np.sum(d * _ops.sample_ddx(c, *pt, origin=r, absolute=absolute))
-                        gmy[fi, si, ki] += wk * np.sum(d * _ops.sample_ddy(c, *pt, origin=r, absolute=absolute))
-                    back += wk * _ops.sample_adjoint(d, *pt[:3], canvas, origin=r)
-            gx[ni, si] = _ops.blur_full_adjoint(back, blur)
+                        gmx[fi, si, ki] += wk * np.sum(d * _ops.sample_ddx(c, *pt, origin=origin, absolute=absolute))
+                        gmy[fi, si, ki] += wk * np.sum(d * _ops.sample_ddy(c, *pt, origin=origin, absolute=absolute))
+                    back += wk * _ops.sample_adjoint(d, *pt[:3], canvas, origin=origin)
+            gx[ni, si] = _ops.blur_window_adjoint(back, g, g, rows, cols, (h, w))
     return {
         "x": gx,
         "weight": gw,
@@ -110,26 +118,20 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
 # ---------------------------------------------------------------- Gaussian-kernel form (SPEC section 3)
 
 
-def _unit_kernels(mu_x, mu_y, sigma, radius, absolute=False):
-    """Normalised unit Gaussians ``Gk [F,S,K,2R+1,2R+1]`` and their derivatives in mu_x, mu_y, sigma."""
-    t = _ops.taps1d(radius)
-    ex = t[None, None, None, None, :] - mu_x[..., None, None]  # u - mu_x
-    ey = t[None, None, None, :, None] - mu_y[..., None, None]  # t - mu_y
-    sig = sigma[..., None, None]
-    rr = ex**2 + ey**2
-    arg = -rr / (2.0 * sig**2)
-    e = np.exp(arg - arg.max(axis=(-2, -1), keepdims=True))  # shift: same normalised values, no underflow
-    z = e.sum(axis=(-2, -1), keepdims=True)
+def _unit_kernels(mu_x, mu_y, sigma, radius, win, absolute=False):
+    """Normalised unit Gaussians ``Gk [F,S,K,kh,kw]`` and their derivatives in mu_x, mu_y, sigma,
+    at the offsets ``win = (rows, cols)`` (``_ops.kernel_window``).
 
-    def quotient(de):
-        # d(e / z) = de / z - e * sum(de) / z^2
-        if absolute:
-            dz = np.abs(de).sum(axis=(-2, -1), keepdims=True)
-            return np.abs(de) / z + e * dz / z**2
-        dz = de.sum(axis=(-2, -1), keepdims=True)
-        return de / z - e * dz / z**2
+    Separable with a square window, so ``Gk(t, u) = gy(t) gx(u)`` with each factor normalised
+    over its axis (all ``2R+1`` taps; SPEC section 3), and the derivatives follow by the product rule.
+    """
+    gx, gx_mu, gx_s = (_ops.crop(v, radius, win[1]) for v in _ops.gauss_axis(mu_x, sigma, radius, absolute))
+    gy, gy_mu, gy_s = (_ops.crop(v, radius, win[0]) for v in _ops.gauss_axis(mu_y, sigma, radius, absolute))
 
-    return e / z, quotient(e * ex / sig**2), quotient(e * ey / sig**2), quotient(e * rr / sig**3)
+    def outer(a, b):
+        return a[..., :, None] * b[..., None, :]
+
+    return outer(gy, gx), outer(gy, gx_mu), outer(gy_mu, gx), outer(gy_s, gx) + outer(gy, gx_s)
 
 
 def _dense(weight, gk):
@@ -142,8 +144,9 @@ def gauss_forward(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, 
     if absolute:
         x, weight, bias = _absolute(x, weight, bias)
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), weight.shape)
-    gk = _unit_kernels(mu_x, mu_y, sig, int(radius))[0]
-    y = _ops.correlate(x, _dense(weight, gk), stride)
+    win = _ops.kernel_window(int(radius), x.shape[2:], stride)
+    gk = _unit_kernels(mu_x, mu_y, sig, int(radius), win)[0]
+    y = _ops.correlate(x, _dense(weight, gk), stride, win)
     if bias is not None:
         y += bias[None, :, None, None]
     return y
@@ -155,12 +158,13 @@ def gauss_backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, radius, stride=1, 
         x, weight, bias, dy = _absolute(x, weight, bias, dy)
     sigma = np.asarray(sigma, dtype=np.float64)
     sig = np.broadcast_to(sigma, weight.shape)
-    gk, gmx, gmy, gs = _unit_kernels(mu_x, mu_y, sig, int(radius), absolute)
+    win = _ops.kernel_window(int(radius), x.shape[2:], stride)
+    gk, gmx, gmy, gs = _unit_kernels(mu_x, mu_y, sig, int(radius), win, absolute)
     dense = _dense(weight, gk)
-    dk = _ops.correlate_dkern(x, dy, int(radius), stride)  # dL/dW [F,S,t,u]
+    dk = _ops.correlate_dkern(x, dy, win, stride)  # dL/dW [F,S,t,u]
     gsig = weight * np.einsum("fstu,fsktu->fsk", dk, gs)
     return {
-        "x": _ops.correlate_dx(dy, dense, stride, x.shape[2:]),
+        "x": _ops.correlate_dx(dy, dense, stride, x.shape[2:], win),
         "weight": np.einsum("fstu,fsktu->fsk", dk, gk),
         "mu_x": weight * np.einsum("fstu,fsktu->fsk", dk, gmx),
         "mu_y": weight * np.einsum("fstu,fsktu->fsk", dk, gmy),

@@ -17,17 +17,26 @@ def default_radius(sigma, extent=2.0):
     return int(math.ceil(extent * _ops.scalar(sigma)))
 
 
-def basis(sigma, radius, order, absolute=False):
-    """Basis filters ``B_j(t, u) = d_b(t) d_a(u)`` -> ``[J, 2r+1, 2r+1]``."""
+def _full(radius):
+    return (-radius, radius), (-radius, radius)
+
+
+def basis(sigma, radius, order, absolute=False, win=None):
+    """Basis filters ``B_j(t, u) = d_b(t) d_a(u)`` at the offsets ``win`` (default all) -> ``[J, kh, kw]``."""
+    rows, cols = win or _full(radius)
     d = _ops.gauss_derivs1d(_ops.scalar(sigma), radius, order, absolute)
-    return np.stack([np.outer(d[b], d[a]) for a, b in _ops.njet_pairs(order)])
+    dr, dc = _ops.crop(d, radius, rows), _ops.crop(d, radius, cols)
+    return np.stack([np.outer(dr[b], dc[a]) for a, b in _ops.njet_pairs(order)])
 
 
-def basis_dsigma(sigma, radius, order, absolute=False):
-    """``d B_j / d sigma``, radius fixed -> ``[J, 2r+1, 2r+1]``."""
+def basis_dsigma(sigma, radius, order, absolute=False, win=None):
+    """``d B_j / d sigma``, radius fixed, at the offsets ``win`` -> ``[J, kh, kw]``."""
+    rows, cols = win or _full(radius)
     d = _ops.gauss_derivs1d(_ops.scalar(sigma), radius, order, absolute)
     dd = _ops.gauss_derivs1d_dsigma(_ops.scalar(sigma), radius, order, absolute)
-    return np.stack([np.outer(dd[b], d[a]) + np.outer(d[b], dd[a]) for a, b in _ops.njet_pairs(order)])
+    dr, dc = _ops.crop(d, radius, rows), _ops.crop(d, radius, cols)
+    ddr, ddc = _ops.crop(dd, radius, rows), _ops.crop(dd, radius, cols)
+    return np.stack([np.outer(ddr[b], dc[a]) + np.outer(dr[b], ddc[a]) for a, b in _ops.njet_pairs(order)])
 
 
 def _radius(sigma, radius, extent):
@@ -42,8 +51,9 @@ def forward(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, strid
     if absolute:
         x, alpha, bias = (None if a is None else np.abs(a) for a in (x, alpha, bias))
     r = _radius(sigma, radius, extent)
-    dense = np.einsum("fsj,jtu->fstu", alpha, basis(sigma, r, order, absolute))
-    y = _ops.correlate(x, dense, stride)
+    win = _ops.kernel_window(r, x.shape[2:], stride)
+    dense = np.einsum("fsj,jtu->fstu", alpha, basis(sigma, r, order, absolute, win))
+    y = _ops.correlate(x, dense, stride, win)
     if bias is not None:
         y += bias[None, :, None, None]
     return y
@@ -54,11 +64,12 @@ def backward(x, alpha, sigma, bias, dy, *, order, extent=2.0, radius=None, strid
     if absolute:
         x, alpha, bias, dy = (None if a is None else np.abs(a) for a in (x, alpha, bias, dy))
     r = _radius(sigma, radius, extent)
-    b = basis(sigma, r, order, absolute)
-    dk = _ops.correlate_dkern(x, dy, r, stride)
+    win = _ops.kernel_window(r, x.shape[2:], stride)
+    b = basis(sigma, r, order, absolute, win)
+    dk = _ops.correlate_dkern(x, dy, win, stride)
     return {
-        "x": _ops.correlate_dx(dy, np.einsum("fsj,jtu->fstu", alpha, b), stride, x.shape[2:]),
+        "x": _ops.correlate_dx(dy, np.einsum("fsj,jtu->fstu", alpha, b), stride, x.shape[2:], win),
         "alpha": np.einsum("fstu,jtu->fsj", dk, b),
-        "sigma": np.asarray(np.einsum("fsj,fstu,jtu->", alpha, dk, basis_dsigma(sigma, r, order, absolute))),
+        "sigma": np.asarray(np.einsum("fsj,fstu,jtu->", alpha, dk, basis_dsigma(sigma, r, order, absolute, win))),
         "bias": None if bias is None else dy.sum(axis=(0, 2, 3)),
     }
