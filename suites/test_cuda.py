@@ -248,13 +248,17 @@ def test_gpu(backend, dtype, layer, stride, extra):
 
 EMU_SHIM = r"""
 // Minimal CPU emulation of the CUDA built-ins used by impls/cuda/*.cu: one std::thread per CUDA
-// thread, std::barrier for __syncthreads and warp shuffles; blocks run one after another.
+// thread, std::barrier for __syncthreads and warp shuffles.  Blocks run one after another in a
+// shuffled order (emu_seed), so results that depend on block order show up as differences.
+// Launches are checked against the limits of compute capability 8.0 / 9.0.
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cstddef>
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -267,6 +271,7 @@ inline dim3 blockIdx, blockDim, gridDim;
 inline std::barrier<>* block_bar = nullptr;
 inline std::vector<std::barrier<>*> warp_bar;
 inline std::mutex atomic_mu;
+inline unsigned emu_seed = 0;
 namespace rf { unsigned char raw[1 << 20]; }
 
 #define __global__
@@ -274,6 +279,7 @@ namespace rf { unsigned char raw[1 << 20]; }
 #define __forceinline__ inline
 #define __restrict__
 #define __align__(n)
+#define __launch_bounds__(...)
 
 inline int emu_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 inline void __syncthreads() { block_bar->arrive_and_wait(); }
@@ -297,12 +303,32 @@ template <class... P, std::size_t... I> void emu_call(void (*k)(P...), void** a,
 }
 template <class... P> void emu_invoke(void (*k)(P...), void** a) { emu_call(k, a, std::index_sequence_for<P...>{}); }
 
-inline void emu_launch(const std::function<void()>& body, const unsigned* g, const unsigned* b) {
+// Launch limits (CUDA C Programming Guide, compute capability 8.0 and 9.0): grid.x < 2^31,
+// grid.y, grid.z <= 65535; block x, y <= 1024, z <= 64, at most 1024 threads; dynamic shared
+// memory at most 48 KB, or with the opt-in attribute 163 KB (sm_80's limit; sm_90 allows 227 KB).
+// Returns 0, or the number of the violated limit.
+inline int emu_limits(const unsigned* g, const unsigned* b, unsigned smem, int optin) {
+    if (g[0] < 1 || g[1] < 1 || g[2] < 1 || g[0] > 2147483647u || g[1] > 65535 || g[2] > 65535) return 2;
+    if (b[0] < 1 || b[1] < 1 || b[2] < 1 || b[0] > 1024 || b[1] > 1024 || b[2] > 64) return 3;
+    if (b[0] * b[1] * b[2] > 1024) return 4;
+    if (smem > (optin ? 163u * 1024 : 48u * 1024)) return 5;
+    if (smem > sizeof(rf::raw)) return 6;
+    return 0;
+}
+
+inline int emu_launch(const std::function<void()>& body, const unsigned* g, const unsigned* b, unsigned smem,
+                      int optin) {
+    if (int bad = emu_limits(g, b, smem, optin)) return bad;
     gridDim = {g[0], g[1], g[2]};
     blockDim = {b[0], b[1], b[2]};
     const int nt = b[0] * b[1] * b[2];
-    for (unsigned z = 0; z < g[2]; ++z) for (unsigned y = 0; y < g[1]; ++y) for (unsigned x = 0; x < g[0]; ++x) {
-        blockIdx = {x, y, z};
+    std::vector<dim3> order;
+    for (unsigned z = 0; z < g[2]; ++z) for (unsigned y = 0; y < g[1]; ++y) for (unsigned x = 0; x < g[0]; ++x)
+        order.push_back({x, y, z});
+    std::mt19937 rng(emu_seed);
+    std::shuffle(order.begin(), order.end(), rng);
+    for (const dim3& blk : order) {
+        blockIdx = blk;
         std::barrier<> bar(nt);
         block_bar = &bar;
         std::vector<std::barrier<>*> wb;
@@ -318,30 +344,46 @@ inline void emu_launch(const std::function<void()>& body, const unsigned* g, con
         for (auto& h : th) h.join();
         for (auto* p : wb) delete p;
     }
+    return 0;
 }
 """
 
-EMU_MAIN = r"""
+EMU_KERNELS = [
+    *[
+        f"rf::{k}<{t}, {b}>"
+        for k in ("cpass", "tpass", "dtaps")
+        for t in ("float", "double")
+        for b in ("true", "false")
+    ],
+    *[
+        f"rf::{k}<{t}>"
+        for k in ("shift", "tapsum", "scatter", "sample", "sample_t", "sample_sums")
+        for t in ("float", "double")
+    ],
+]
+
+EMU_MAIN = (
+    r"""
 #include "passes.cu"
 #include "dau.cu"
 #include "acu.cu"
 
 #define ENTRY(...) {#__VA_ARGS__, [](void** a) { emu_invoke(&__VA_ARGS__, a); }}
 static const std::vector<std::pair<std::string, std::function<void(void**)>>> table = {
-    ENTRY(rf::cpass<float, true>), ENTRY(rf::cpass<float, false>), ENTRY(rf::cpass<double, true>), ENTRY(rf::cpass<double, false>),
-    ENTRY(rf::tpass<float, true>), ENTRY(rf::tpass<float, false>), ENTRY(rf::tpass<double, true>), ENTRY(rf::tpass<double, false>),
-    ENTRY(rf::dtaps<float, true>), ENTRY(rf::dtaps<float, false>), ENTRY(rf::dtaps<double, true>), ENTRY(rf::dtaps<double, false>),
-    ENTRY(rf::shift<float>), ENTRY(rf::shift<double>), ENTRY(rf::tapsum<float>), ENTRY(rf::tapsum<double>),
-    ENTRY(rf::scatter<float>), ENTRY(rf::scatter<double>), ENTRY(rf::sample<float>), ENTRY(rf::sample<double>),
-    ENTRY(rf::sample_t<float>), ENTRY(rf::sample_t<double>), ENTRY(rf::sample_sums<float>), ENTRY(rf::sample_sums<double>),
-};
+"""
+    + "".join(f"    ENTRY({k}),\n" for k in EMU_KERNELS)
+    + r"""};
 
-extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, void** args) {
+extern "C" void emu_set_seed(unsigned s) { emu_seed = s; }
+
+// 0: ran; 1: unknown kernel; 2-6: launch limit violated (emu_limits).
+extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, unsigned smem, int optin, void** args) {
     for (auto& [n, f] : table)
-        if (n == name) { emu_launch([&] { f(args); }, g, b); return 0; }
+        if (n == name) return emu_launch([&] { f(args); }, g, b, smem, optin);
     return 1;
 }
 """
+)
 
 
 @pytest.fixture(scope="session")
@@ -378,30 +420,37 @@ def emu_lib(tmp_path_factory):
     return ctypes.CDLL(str(d / "libemu.so"))
 
 
-@pytest.fixture
-def cc(emu_lib, monkeypatch):
-    """``impls.cupy_cuda`` launching into the CPU build of its kernels."""
-    from impls import cupy_cuda
+def _emu_launch(lib, cupy_cuda):
+    """A stand-in for ``cupy_cuda._launch`` that runs the CPU build (arguments through ``_argv``)."""
 
-    class Module:
-        def get_function(self, name):
-            return name
-
-    def launch(kern, grid, block, args, like, smem=0):
+    def launch(file, name, grid, block, args, like, smem=0):
         keep, argv = [], []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                assert a.is_contiguous() and a.device.type == "cpu"
-                argv.append(a.data_ptr())
+        for a in cupy_cuda._argv(args):
+            if isinstance(a, np.uint64):
+                argv.append(int(a))
             else:
                 keep.append(ctypes.c_int32(int(a)))
                 argv.append(ctypes.addressof(keep[-1]))
-        assert smem <= cupy_cuda.SMEM
+        assert all(
+            isinstance(a, torch.Tensor) and a.device.type == "cpu" or not isinstance(a, torch.Tensor) for a in args
+        )
         dims = [(ctypes.c_uint * 3)(*v) for v in (grid, block)]
-        assert emu_lib.emu(kern.encode(), *dims, (ctypes.c_void_p * len(argv))(*argv)) == 0, kern
+        rc = lib.emu(name.encode(), *dims, smem, int(smem > cupy_cuda.SMEM), (ctypes.c_void_p * len(argv))(*argv))
+        assert rc == 0, (
+            f"{name}: {'unknown kernel' if rc == 1 else f'launch limit {rc} violated'} grid {grid} block {block} smem {smem}"
+        )
 
-    monkeypatch.setattr(cupy_cuda, "_module", lambda name: Module())
-    monkeypatch.setattr(cupy_cuda, "_launch", launch)
+    return launch
+
+
+@pytest.fixture
+def cc(emu_lib, monkeypatch, seed):
+    """``impls.cupy_cuda`` launching into the CPU build of its kernels, blocks in the session
+    seed's shuffled order; 64-thread element-wise blocks (fewer emulated threads)."""
+    from impls import cupy_cuda
+
+    emu_lib.emu_set_seed(seed % 2**31)
+    monkeypatch.setattr(cupy_cuda, "_launch", _emu_launch(emu_lib, cupy_cuda))
     monkeypatch.setattr(cupy_cuda, "THREADS", 64)
     return cupy_cuda
 
@@ -433,3 +482,121 @@ def test_emu_tiles(cc, monkeypatch, smem):
         args, base = _case(layer, 1, **kw)
         errs = _errors(getattr(cc, layer), layer, args, {**base, **hp}, torch.float64)
         assert max(errs.values()) < TOL[torch.float64], errs
+
+
+# ---------------------------------------------------------------- defects a GPU would hit (issue 15)
+
+
+def _far_case(layer):
+    """Every displacement at 2**32 along x (int32 would wrap to 0): the output must be exactly 0."""
+    args, hp = _case(layer, 1)
+    args[2] = torch.full_like(args[2], 2.0**32)
+    args[-1] = None  # no bias
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    return args, hp
+
+
+@pytest.mark.parametrize("layer", ["dau", "acu"])
+@pytest.mark.parametrize("where", ["emu", "sim"])
+def test_far_displacement_is_zero(request, where, layer):
+    """Floors are clamped to the reachable range before the int32 cast (reference/README.md section 1)."""
+    mod = request.getfixturevalue("cc" if where == "emu" else "nc")
+    args, hp = _far_case(layer)
+    ts = [None if a is None else a.clone() for a in args]
+    assert float(getattr(mod, layer)(*ts, **hp).abs().max()) == 0.0
+    errs = _errors(getattr(mod, layer), layer, args, hp, torch.float64)
+    assert max(errs.values()) < TOL[torch.float64], errs
+
+
+def test_floors_clamped():
+    from impls import _cuda_ops
+
+    fl = torch.tensor([-(2**40), -9, -8, -7, 0, 9, 10, 11, 2**40])
+    # n_in 10, n_out 4, stride 2: reachable floors -8 .. 10 (rows i st + p0 + {0, 1})
+    assert _cuda_ops.floors(fl, 10, 4, 2).tolist() == [-8, -8, -8, -7, 0, 9, 10, 10, 10]
+
+
+def _grads(mod, layer, args, hp):
+    ts = [None if a is None else a.clone().requires_grad_() for a in args]
+    y = getattr(mod, layer)(*ts, **hp)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    return [y] + list(torch.autograd.grad(y, [t for t in ts if t is not None], dy))
+
+
+@pytest.mark.parametrize("layer", ["dau", "acu", "njet"])
+def test_emu_bit_identical_block_orders(cc, emu_lib, monkeypatch, layer):
+    """Every output and gradient bit-identical whatever order the blocks run in: reductions over
+    several blocks (3 chunks per unit here) use per-block partials summed in a fixed order."""
+    for name, v in {"N": 2, "H": 17, "W": 17}.items():
+        monkeypatch.setitem(globals(), name, v)
+    args, hp = _case(layer, 1)
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    assert cc._chunks(N * H * W, 1) >= 3
+    runs = []
+    for order in (1, 2):
+        emu_lib.emu_set_seed(order)
+        runs.append(_grads(cc, layer, args, hp))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_emu_launch_limits(emu_lib):
+    """The shim refuses launches a GPU would refuse (so the glue's grids are checked too)."""
+    dims = lambda *v: (ctypes.c_uint * 3)(*v)  # noqa: E731
+    run = lambda g, b, smem, optin: emu_lib.emu(b"rf::shift<float>", dims(*g), dims(*b), smem, optin, None)  # noqa: E731
+    assert run((1, 65536, 1), (32, 8, 1), 0, 0) == 2
+    assert run((1, 1, 1), (32, 64, 1), 0, 0) == 4
+    assert run((1, 1, 1), (1, 1, 65), 0, 0) == 3
+    assert run((1, 1, 1), (32, 8, 1), 49 * 1024, 0) == 5
+    assert run((1, 1, 1), (32, 8, 1), 164 * 1024, 1) == 5
+
+
+def test_emu_grid_large_batch(cc, emu_lib, monkeypatch):
+    """N = 70000 images (more than grid.y/z allow) launch within the limits (checked, not run)."""
+    seen = []
+
+    def check(file, name, grid, block, args, like, smem=0):
+        seen.append(name)
+        assert all(0 < g for g in grid) and grid[0] < 2**31 and max(grid[1:]) <= 65535, (name, grid)
+
+    monkeypatch.setattr(cc, "_launch", check)
+    n = 70000
+    c = torch.zeros(n, 1, 3, 3, dtype=torch.float32)
+    fy = torch.zeros(1, 1, 1, dtype=torch.int32)
+    cc.Prims.shift(c, torch.ones(1, 1, 1, 4), fy, fy, 1, 3, 3)
+    cc.Prims.tapsum(c, torch.zeros(n, 1, 3, 3), fy, fy, 1)
+    assert seen
+
+
+def test_argv_needs_contiguous():
+    from impls import cupy_cuda
+
+    t = torch.zeros(4, 6)
+    (p, k) = cupy_cuda._argv([t, np.int32(3)])
+    assert isinstance(p, np.uint64) and int(p) == t.data_ptr() and k == 3
+    with pytest.raises(ValueError, match="argument 0: expected a contiguous tensor"):
+        cupy_cuda._argv([t[:, ::2]])
+
+
+def test_reduction_block_size_is_compile_time():
+    """``block_sum`` takes its block size as a template argument and rejects one that is not a
+    multiple of 32 when compiled; the host launches the reduction kernels with ``kRed``."""
+    import re
+
+    from impls import cupy_cuda
+
+    src = (CUDA_DIR / "common.cu").read_text()
+    assert int(re.search(r"constexpr int kRed = (\d+);", src).group(1)) == cupy_cuda.RED_THREADS
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found")
+    probe = EMU_SHIM.replace(
+        "#define __launch_bounds__(...)", "#define __launch_bounds__(...)\n#define __shared__ static"
+    )
+    code = probe + f'#include "{CUDA_DIR / "common.cu"}"\nfloat f(float v) {{ return rf::block_sum<48>(v); }}\n'
+    res = subprocess.run(
+        [gxx, "-std=c++20", "-fsyntax-only", "-x", "c++", "-"], input=code, capture_output=True, text=True, check=False
+    )
+    assert res.returncode != 0 and "multiple of 32" in res.stderr, res.stderr[-2000:]

@@ -58,11 +58,11 @@ __global__ void sample_t(const T* __restrict__ e, const T* __restrict__ a4, cons
     gx[idx] = acc;
 }
 
-// out[g,k,m] += sum_{n,s,i,j} e[n,g,s,k,i,j] x[n,s, tap m]: the corner sums of the position
-// gradients.  Grid: x = G K synapses, y = chunks; block reduction, four atomicAdds per block.
-// out zeroed.  MACs 4 P S K G.
+// part[g,k,m,chunk] = sum over one chunk of the n, s, i, j of e[n,g,s,k,i,j] x[n,s, tap m]:
+// partials of the corner sums of the position gradients (the host sums the chunks).
+// Grid: x = G K synapses, y = chunks; block kRed threads, block reduction.  MACs 4 P S K G.
 template <typename T>
-__global__ void sample_sums(const T* __restrict__ e, const T* __restrict__ x, const int* __restrict__ fy,
+__global__ void __launch_bounds__(kRed) sample_sums(const T* __restrict__ e, const T* __restrict__ x, const int* __restrict__ fy,
                             const int* __restrict__ fx, int n_, int g_, int s_, int k_, int h, int w, int ho, int wo,
                             int st, T* __restrict__ out) {
     const int u = blockIdx.x;
@@ -84,7 +84,7 @@ __global__ void sample_sums(const T* __restrict__ e, const T* __restrict__ x, co
         t2 += d * at(x, plane, h, w, p + 1, q);
         t3 += d * at(x, plane, h, w, p + 1, q + 1);
     }
-    add_block_sums4(out + 4 * u, t0, t1, t2, t3);
+    block_sums4<kRed>(out + 4LL * u * gridDim.y + blockIdx.y, gridDim.y, t0, t1, t2, t3);
 }
 
 }  // namespace rf

@@ -21,36 +21,42 @@ __device__ __forceinline__ int src_index(int x, int it, int st, int off, int n) 
     return o < n ? o : -1;
 }
 
-// Sum of v over the block (blockDim a multiple of 32, at most 1024 threads): warp shuffles, then
-// one value per warp through shared memory.  The result is valid in thread 0.
-template <typename T>
+// Threads per block of every reduction kernel (tapsum, dtaps, sample_sums); the host's
+// RED_THREADS (impls/cupy_cuda.py) launches exactly this many.
+inline constexpr int kRed = 256;
+
+// Sum of v over a block of NT threads: warp shuffles, then one value per warp through shared
+// memory, in a fixed order (deterministic).  The result is valid in thread 0.
+template <int NT, typename T>
 __device__ T block_sum(T v) {
-    __shared__ T part[kWarp];
+    static_assert(NT % kWarp == 0 && NT >= kWarp && NT <= 1024, "block_sum: NT must be a multiple of 32, at most 1024");
+    __shared__ T part[NT / kWarp];
     const int tid = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
-    const int nthreads = blockDim.x * blockDim.y * blockDim.z;
     for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     if (tid % kWarp == 0) part[tid / kWarp] = v;
     __syncthreads();
     if (tid < kWarp) {
-        v = tid < nthreads / kWarp ? part[tid] : T(0);
+        v = tid < NT / kWarp ? part[tid] : T(0);
         for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
     }
     __syncthreads();  // part may be reused by the next call
     return v;
 }
 
-// Four corner sums reduced over the block, then one atomic each into out[0..3] (thread 0).
-template <typename T>
-__device__ void add_block_sums4(T* out, T t0, T t1, T t2, T t3) {
-    t0 = block_sum(t0);
-    t1 = block_sum(t1);
-    t2 = block_sum(t2);
-    t3 = block_sum(t3);
+// Four corner sums reduced over the block into this block's partials: out[m * stride] for
+// m = 0..3 (thread 0).  The host sums the partials of all blocks in a fixed order, so results
+// are bit-identical run to run (no float atomics).
+template <int NT, typename T>
+__device__ void block_sums4(T* out, long long stride, T t0, T t1, T t2, T t3) {
+    t0 = block_sum<NT>(t0);
+    t1 = block_sum<NT>(t1);
+    t2 = block_sum<NT>(t2);
+    t3 = block_sum<NT>(t3);
     if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
-        atomicAdd(out, t0);
-        atomicAdd(out + 1, t1);
-        atomicAdd(out + 2, t2);
-        atomicAdd(out + 3, t3);
+        out[0] = t0;
+        out[stride] = t1;
+        out[2 * stride] = t2;
+        out[3 * stride] = t3;
     }
 }
 

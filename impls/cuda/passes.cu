@@ -79,12 +79,13 @@ __global__ void tpass(const T* __restrict__ dout, const T* __restrict__ taps, co
     out[idx] = acc;
 }
 
-// Adjoint of cpass in its taps, per output channel: out[c, it] += sum dout[b,c,o,..] inp[b,cin[c], o st + it + off, ..].
-// Grid: x = chunks of the B Ho Wo elements, y = taps, z = output channels.  Each thread sums a
-// strided chunk, the block reduces (warp shuffles), one atomicAdd per block.  out zeroed.
-// MACs B Co Ho Wo nt.
+// Adjoint of cpass in its taps, per output channel, as partials over chunks:
+// part[c, it, chunk] = sum over the chunk of dout[b,c,o,..] inp[b,cin[c], o st + it + off, ..].
+// Grid: x = chunks of the B Ho Wo elements, y = taps, z = output channels; block kRed threads.
+// Each thread sums a strided part of the chunk, the block reduces (warp shuffles); the host
+// sums the chunks in a fixed order.  MACs B Co Ho Wo nt.
 template <typename T, bool ROWS>
-__global__ void dtaps(const T* __restrict__ dout, const T* __restrict__ inp, const int* __restrict__ cin, int nb,
+__global__ void __launch_bounds__(kRed) dtaps(const T* __restrict__ dout, const T* __restrict__ inp, const int* __restrict__ cin, int nb,
                       int co, int ho, int wo, int nci, int hi, int wi, int nt, int st, int off, T* __restrict__ out) {
     const int it = blockIdx.y, c = blockIdx.z;
     const int ci = __ldg(cin + c);
@@ -99,8 +100,8 @@ __global__ void dtaps(const T* __restrict__ dout, const T* __restrict__ inp, con
         const long long plane = (static_cast<long long>(b) * nci + ci) * hi * wi;
         acc += d * (ROWS ? at(inp, plane, hi, wi, p * st + it + off, q) : at(inp, plane, hi, wi, p, q * st + it + off));
     }
-    acc = block_sum(acc);
-    if (threadIdx.x == 0) atomicAdd(out + c * nt + it, acc);
+    acc = block_sum<kRed>(acc);
+    if (threadIdx.x == 0) out[(static_cast<long long>(c) * nt + it) * gridDim.x + blockIdx.x] = acc;
 }
 
 }  // namespace rf
