@@ -186,29 +186,65 @@ def test_sim_kernels_numpy(nc):
 
 
 ARCHS = ("sm_80", "sm_90")
+_BUILDS = {}
+
+
+def nvcc_build(src, arch, out_dir):
+    """``src`` compiled for ``arch`` (warnings as errors, ``-Xptxas -v``), once per session ->
+    ``(returncode, stderr, resources)``; ``resources`` maps each kernel (demangled) to its
+    registers, static shared memory, stack frame and spill bytes."""
+    import re
+
+    key = (src, arch)
+    if key not in _BUILDS:
+        nvcc = shutil.which("nvcc")
+        if nvcc is None:
+            pytest.skip("nvcc not found")
+        cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-cubin", "-o", str(Path(out_dir) / f"{src}.{arch}.cubin")]
+        cmd += ["--Werror", "all-warnings", "-Xcompiler", "-Wall,-Werror", "-Xptxas", "-v", str(CUDA_DIR / src)]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+        table, name = {}, None
+        for line in res.stderr.splitlines():
+            if m := re.search(r"Compiling entry function '(\w+)'", line):
+                name = m.group(1)
+                table[name] = {"regs": 0, "smem": 0, "stack": 0, "spill_st": 0, "spill_ld": 0}
+            elif name and (
+                m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+            ):
+                table[name].update(stack=int(m[1]), spill_st=int(m[2]), spill_ld=int(m[3]))
+            elif name and (m := re.search(r"Used (\d+) registers", line)):
+                table[name]["regs"] = int(m[1])
+                table[name]["smem"] = int(m[1]) if (m := re.search(r"(\d+) bytes smem", line)) else 0
+        filt = shutil.which("cu++filt")
+        if filt and table:
+            names = subprocess.run(
+                [filt], input="\n".join(table), capture_output=True, text=True, check=True
+            ).stdout.split("\n")
+            table = {n.split("(")[0]: v for n, v in zip(names, table.values())}
+        _BUILDS[key] = (res.returncode, res.stderr, table)
+    return _BUILDS[key]
+
+
+SOURCES = sorted(p.name for p in CUDA_DIR.glob("*.cu"))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("src", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
-def test_nvcc_compiles(src, arch, tmp_path):
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc not found")
-    cmd = [
-        nvcc,
-        f"-arch={arch}",
-        "-std=c++17",
-        "-cubin",
-        "-o",
-        str(tmp_path / "k.cubin"),
-        "--Werror",
-        "all-warnings",
-        "-Xcompiler",
-        "-Wall,-Werror",
-        str(CUDA_DIR / src),
-    ]
-    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+@pytest.mark.parametrize("src", SOURCES)
+def test_nvcc_compiles(src, arch, tmp_path_factory):
+    rc, err, _ = nvcc_build(src, arch, tmp_path_factory.getbasetemp())
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("src", SOURCES)
+def test_nvcc_no_spills(src, arch, tmp_path_factory):
+    """Every kernel fits its registers: no local-memory spills (``ptxas -v``), recorded per kernel."""
+    rc, err, table = nvcc_build(src, arch, tmp_path_factory.getbasetemp())
+    assert rc == 0, err
+    if src != "common.cu":
+        assert table, f"no kernel found in the ptxas report of {src}"
+    spills = {k: v for k, v in table.items() if v["spill_st"] or v["spill_ld"]}
+    assert not spills, spills
 
 
 # ---------------------------------------------------------------- (c) GPU
@@ -600,3 +636,16 @@ def test_reduction_block_size_is_compile_time():
         [gxx, "-std=c++20", "-fsyntax-only", "-x", "c++", "-"], input=code, capture_output=True, text=True, check=False
     )
     assert res.returncode != 0 and "multiple of 32" in res.stderr, res.stderr[-2000:]
+
+
+if __name__ == "__main__":  # resource table: python suites/test_cuda.py
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        print("| kernel | arch | regs | static smem B | stack B | spill st/ld B |\n|---|---|---|---|---|---|")
+        for src in SOURCES:
+            for arch in ARCHS:
+                for k, v in nvcc_build(src, arch, d)[2].items():
+                    print(
+                        f"| `{k}` | {arch} | {v['regs']} | {v['smem']} | {v['stack']} | {v['spill_st']}/{v['spill_ld']} |"
+                    )

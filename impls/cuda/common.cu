@@ -21,6 +21,25 @@ __device__ __forceinline__ int src_index(int x, int it, int st, int off, int n) 
     return o < n ? o : -1;
 }
 
+// Grid-stride walk over the elements (plane, i, j) of planes of ho x wo: starts at flat index
+// start and advances by step, carrying the mixed-radix digits (two divisions at set-up, none per
+// element: no 64-bit div/mod in the loops).
+struct Walk {
+    long long plane, dp;
+    int i, j, di, dj, ho, wo;
+    __device__ Walk(long long start, long long step, int ho_, int wo_) : ho(ho_), wo(wo_) {
+        const long long hw = static_cast<long long>(ho) * wo;
+        plane = start / hw, dp = step / hw;
+        const int r = static_cast<int>(start % hw), dr = static_cast<int>(step % hw);
+        i = r / wo, j = r % wo, di = dr / wo, dj = dr % wo;
+    }
+    __device__ void next() {
+        j += dj, i += di, plane += dp;
+        if (j >= wo) j -= wo, ++i;
+        if (i >= ho) i -= ho, ++plane;
+    }
+};
+
 // Threads per block of every reduction kernel (tapsum, dtaps, sample_sums); the host's
 // RED_THREADS (impls/cupy_cuda.py) launches exactly this many.
 inline constexpr int kRed = 256;

@@ -77,21 +77,20 @@ __global__ void __launch_bounds__(kRed) tapsum(const T* __restrict__ c, const T*
     const long long u = blockIdx.x;
     const int s = static_cast<int>((u / k_) % s_), f = static_cast<int>(u / (static_cast<long long>(k_) * s_));
     const int r0 = __ldg(fy + u), q0 = __ldg(fx + u);
-    const long long n_el = static_cast<long long>(n_) * ho * wo;
     T t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0);
-    for (long long e = static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x; e < n_el;
-         e += static_cast<long long>(gridDim.y) * blockDim.x) {
-        const int j = static_cast<int>(e % wo);
-        const int i = static_cast<int>((e / wo) % ho);
-        const int n = static_cast<int>(e / (static_cast<long long>(wo) * ho));
-        const T d = __ldg(dy + ((static_cast<long long>(n) * f_ + f) * ho + i) * wo + j);
-        const long long plane = (static_cast<long long>(n) * s_ + s) * hc * wc;
-        const int p = i * st + r0, q = j * st + q0;
-        t0 += d * at(c, plane, hc, wc, p, q);
-        t1 += d * at(c, plane, hc, wc, p, q + 1);
-        t2 += d * at(c, plane, hc, wc, p + 1, q);
-        t3 += d * at(c, plane, hc, wc, p + 1, q + 1);
-    }
+    if (ho > 0 && wo > 0)
+        for (Walk e(static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x,
+                    static_cast<long long>(gridDim.y) * blockDim.x, ho, wo);
+             e.plane < n_; e.next()) {
+            const int n = static_cast<int>(e.plane), i = e.i, j = e.j;
+            const T d = __ldg(dy + ((static_cast<long long>(n) * f_ + f) * ho + i) * wo + j);
+            const long long plane = (static_cast<long long>(n) * s_ + s) * hc * wc;
+            const int p = i * st + r0, q = j * st + q0;
+            t0 += d * at(c, plane, hc, wc, p, q);
+            t1 += d * at(c, plane, hc, wc, p, q + 1);
+            t2 += d * at(c, plane, hc, wc, p + 1, q);
+            t3 += d * at(c, plane, hc, wc, p + 1, q + 1);
+        }
     block_sums4<kRed>(out + 4 * u * gridDim.y + blockIdx.y, gridDim.y, t0, t1, t2, t3);
 }
 
