@@ -34,11 +34,27 @@ _NAMES = {
     "passes": [f"rf::{k}<{t}, {b}>" for k in ("cpass", "tpass", "dtaps") for t in _T for b in ("true", "false")],
     "dau": [f"rf::{k}<{t}>" for k in ("shift", "tapsum", "scatter") for t in _T],
     "acu": [f"rf::{k}<{t}>" for k in ("sample", "sample_t", "sample_sums") for t in _T],
+    "dau_fwd": [f"rf::dau_fwd<{t}, {st}, {sp}>" for t in _T for st in (1, 2) for sp in (8, 16, 32)],
 }
 THREADS = 256  # 1-D blocks of the element-wise kernels
 RED_THREADS = 256  # blocks of the reduction kernels: kRed in common.cu (a compile-time constant there)
 SMEM = 48 * 1024  # bytes of dynamic shared memory a kernel may use without the opt-in attribute
 _PASS_W, _PASS_H, _TILE_W, _TILE_H, _FB = 32, 8, 32, 8, 4  # as in passes.cu / dau.cu
+# dau_fwd.cu: 256 threads, a 32 x 16 output tile, 16 output channels per block, spread buckets
+FWD_THREADS, FWD_TW, FWD_TH, FWD_FB, FWD_STAGE_BYTES = 256, 32, 16, 16, 56 * 1024
+SPREADS = (8, 16, 32)
+
+
+def fwd_geom(esize, stride, spread):
+    """``dau_fwd``'s tile geometry (``FwdGeom`` in dau_fwd.cu) -> ``(rows, cols, pitch, cs, smem bytes)``."""
+
+    def pitch(cols):
+        return (cols + 3 + 7) // 8 * 8
+
+    rows, cols = (FWD_TH - 1) * stride + spread + 2, (FWD_TW - 1) * stride + spread + 2
+    plane32 = ((FWD_TH - 1) * stride + 34) * pitch((FWD_TW - 1) * stride + 34)
+    cs = max(1, min(8, FWD_STAGE_BYTES // (plane32 * esize)))
+    return rows, cols, pitch(cols), cs, 2 * cs * rows * pitch(cols) * esize
 
 
 def _cuda_major_check():
@@ -180,8 +196,8 @@ class Prims:
 
     @classmethod
     def shift(cls, c, a4, fy, fx, st, ho, wo):
-        """The unbounded kernel: any displacement and stride.  Each block decides on the device
-        whether its canvas window fits the ``SMEM`` tile (no host sync)."""
+        """``dau_fwd`` for strides 1 and 2, else the unbounded ``shift`` kernel, in which each
+        block decides on the device whether its canvas window fits the ``SMEM`` tile (no sync)."""
         n, s, hc, wc = c.shape
         f_, _, k_ = fy.shape
         y = torch.empty(n, f_, ho, wo, dtype=c.dtype, device=c.device)
@@ -189,12 +205,61 @@ class Prims:
             return y
         if s * k_ == 0:
             return y.zero_()
+        if st in (1, 2):
+            cls._fwd(_c(c), _c(a4), _c(fy), _c(fx), st, y)
+            return y
         box = cls._box(fy, fx)
         cap = SMEM // c.element_size()
         grid = (math.ceil(wo / _TILE_W) * box.shape[0] * n, math.ceil(ho / _TILE_H), 1)
         args = (_c(c), _c(a4), _c(fy), _c(fx), box, *_i(s, hc, wc, f_, k_, st, ho, wo, cap), y)
         _launch("dau", _name("shift", c.dtype), grid, (_TILE_W, _TILE_H, 1), args, c, smem=SMEM)
         return y
+
+    @staticmethod
+    def fwd_table(fy, fx, cs):
+        """The prepare pass of ``dau_fwd`` (torch ops on the device, no sync) for floors ``[F,S,K]``
+        and stages of ``cs`` input channels -> ``(rel [F,S,K], box [FG,SC,2], fits [FG,SC], bucket [FG])``
+        int32: per group of ``FWD_FB`` output channels and stage, the window origin (least floors)
+        and whether the spread fits 32; per unit its floors relative to that origin
+        (``dy << 16 | dx``); per group the spread bucket (index into ``SPREADS``)."""
+        f_, s_, k_ = fy.shape
+        pf, ps = -f_ % FWD_FB, -s_ % cs
+
+        def grouped(a):
+            a = a.long()
+            a = torch.cat([a, a[-1:].expand(pf, -1, -1)]) if pf else a
+            a = torch.cat([a, a[:, -1:].expand(-1, ps, -1)], 1) if ps else a
+            return a.view(-1, FWD_FB, a.shape[1] // cs, cs, k_)
+
+        gy, gx = grouped(fy), grouped(fx)
+        y0, x0 = gy.amin((1, 3, 4)), gx.amin((1, 3, 4))
+        spread = torch.maximum(gy.amax((1, 3, 4)) - y0, gx.amax((1, 3, 4)) - x0)
+        fits = spread <= SPREADS[-1]
+        most = spread.amax(1)
+        bucket = (most > SPREADS[0]).to(torch.int32) + (most > SPREADS[1]).to(torch.int32)
+        ry, rx = gy - y0[:, None, :, None, None], gx - x0[:, None, :, None, None]
+        rel = torch.where(fits[:, None, :, None, None], ry * 65536 + rx, 0).reshape(-1, gy.shape[2] * cs, k_)
+        return (
+            _cuda_ops._i32(rel[:f_, :s_]),
+            _cuda_ops._i32(torch.stack([y0, x0], -1)),
+            _cuda_ops._i32(fits),
+            _cuda_ops._i32(bucket),
+        )
+
+    @classmethod
+    def _fwd(cls, c, a4, fy, fx, st, y):
+        """``y`` from ``dau_fwd``: one launch per spread bucket; blocks of other buckets return at once."""
+        n, s, hc, wc = c.shape
+        f_, _, k_ = fy.shape
+        ho, wo = y.shape[2:]
+        esize = c.element_size()
+        rel, box, fits, bucket = cls.fwd_table(fy, fx, fwd_geom(esize, st, SPREADS[-1])[3])
+        grid = (math.ceil(wo / FWD_TW) * math.ceil(f_ / FWD_FB) * n, math.ceil(ho / FWD_TH), 1)
+        t = "float" if c.dtype == torch.float32 else "double"
+        for b, sp in enumerate(SPREADS):
+            args = (c, a4, fy, fx, rel, box, fits, bucket, *_i(s, hc, wc, f_, k_, ho, wo, b), y)
+            smem = fwd_geom(esize, st, sp)[4]
+            _launch("dau_fwd", f"rf::dau_fwd<{t}, {st}, {sp}>", grid, (FWD_THREADS, 1, 1), args, c, smem=smem)
 
     @staticmethod
     def tapsum(c, dy, fy, fx, st):
@@ -208,9 +273,15 @@ class Prims:
             _launch("dau", _name("tapsum", c.dtype), (f_ * s * k_, chunks, 1), (RED_THREADS, 1, 1), args, c)
         return part.sum(-1)  # fixed order: bit-identical run to run
 
-    @staticmethod
-    def scatter(dy, a4, fy, fx, st, s, hc, wc):
+    @classmethod
+    def scatter(cls, dy, a4, fy, fx, st, s, hc, wc):
         n, f_, ho, wo = dy.shape
+        if st == 1:
+            # back[n,s,p,q] = sum_{f,k,m} a4[f,s,k,m] dy[n,f, p - fy - da, q - fx - db]: the forward
+            # shift of dy with units (s, f, k), floors -fy - 1 and the corners in reverse order.
+            a4t = a4.permute(1, 0, 2, 3).flip(-1)
+            fyt, fxt = (-1 - fy).permute(1, 0, 2), (-1 - fx).permute(1, 0, 2)
+            return cls.shift(dy, a4t, fyt, fxt, 1, hc, wc)
         back = torch.empty(n, s, hc, wc, dtype=dy.dtype, device=dy.device)
         args = (_c(dy), _c(a4), _c(fy), _c(fx), *_i(n, s, f_, fy.shape[2], hc, wc, ho, wo, st), back)
         _launch1d("dau", _name("scatter", dy.dtype), back.numel(), args, dy)

@@ -396,6 +396,7 @@ EMU_KERNELS = [
         for k in ("shift", "tapsum", "scatter", "sample", "sample_t", "sample_sums")
         for t in ("float", "double")
     ],
+    *[f"rf::dau_fwd<{t}, {st}, {sp}>" for t in ("float", "double") for st in (1, 2) for sp in (8, 16, 32)],
 ]
 
 EMU_MAIN = (
@@ -403,6 +404,7 @@ EMU_MAIN = (
 #include "passes.cu"
 #include "dau.cu"
 #include "acu.cu"
+#include "dau_fwd.cu"
 
 #define ENTRY(...) {#__VA_ARGS__, [](void** a) { emu_invoke(&__VA_ARGS__, a); }}
 static const std::vector<std::pair<std::string, std::function<void(void**)>>> table = {
@@ -649,3 +651,106 @@ if __name__ == "__main__":  # resource table: python suites/test_cuda.py
                     print(
                         f"| `{k}` | {arch} | {v['regs']} | {v['smem']} | {v['stack']} | {v['spill_st']}/{v['spill_ld']} |"
                     )
+
+
+# ---------------------------------------------------------------- dau_fwd (redesigned forward and input gradient)
+
+
+def _shift_ref(c, a4, fy, fx, st, ho, wo):
+    """``(y, bound)``: the bilinear shift in float64 (``impls._cuda_ops`` ``shift``) and the rounding
+    bound of a sequential sum of its ``4 S K`` products per output in the data's precision,
+    ``4 S K u sum |a4 c|`` (first-order, ``u`` the unit roundoff)."""
+    n, s_, hc, wc = c.shape
+    f_, _, k_ = fy.shape
+    c, a4 = c.double(), a4.double()
+    i, j = torch.arange(ho)[:, None] * st, torch.arange(wo)[None, :] * st
+    y = torch.zeros(n, f_, ho, wo, dtype=torch.float64)
+    mag = torch.zeros_like(y)
+    for f in range(f_):
+        for s in range(s_):
+            for k in range(k_):
+                for m in range(4):
+                    p, q = i + int(fy[f, s, k]) + m // 2, j + int(fx[f, s, k]) + m % 2
+                    ok = (p >= 0) & (p < hc) & (q >= 0) & (q < wc)
+                    v = c[:, s, p.clamp(0, hc - 1), q.clamp(0, wc - 1)] * ok
+                    y[:, f] += a4[f, s, k, m] * v
+                    mag[:, f] += (a4[f, s, k, m] * v).abs()
+    return y, mag
+
+
+def _fwd_units(g, f_, s_, k_, spreads):
+    """Floors ``[F,S,K]`` whose groups of 16 output channels have the displacement spreads
+    ``spreads`` (one per group: 6, 14, 28 fit the buckets 8, 16, 32; 60 leaves stages that do not
+    fit), and random corner weights."""
+    fy = torch.zeros(f_, s_, k_, dtype=torch.int64)
+    fx = torch.zeros_like(fy)
+    for gi, sp in enumerate(spreads):
+        sl = slice(16 * gi, 16 * gi + 16)
+        fy[sl] = torch.randint(-sp // 2, sp - sp // 2 + 1, fy[sl].shape, generator=g)
+        fx[sl] = torch.randint(-sp // 2, sp - sp // 2 + 1, fx[sl].shape, generator=g)
+        if sp > 32:  # only the last stage sees the large spread: earlier ones fit
+            fy[sl][:, :-1] = fy[sl][:, :-1].clamp(-8, 8)
+            fx[sl][:, :-1] = fx[sl][:, :-1].clamp(-8, 8)
+    return fy.to(torch.int32), fx.to(torch.int32), torch.randn(f_, s_, k_, 4, generator=g, dtype=torch.float64)
+
+
+def _fwd_check(cc, shape, st, dtype, spreads, seed):
+    n, s_, f_, k_, hc, wc = shape
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(n, s_, hc, wc, generator=g, dtype=torch.float64)
+    fy, fx, a4 = _fwd_units(g, f_, s_, k_, spreads)
+    fy, fx = fy + 1, fx - 2  # origin off the tile corner
+    ho, wo = (hc - 1) // st + 1, (wc - 1) // st + 1
+    y = cc.Prims.shift(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
+    ref, mag = _shift_ref(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
+    u = torch.finfo(dtype).eps / 2
+    bound = 4 * s_ * k_ * u * mag + 1e-300
+    assert float(((y.double() - ref).abs() / bound).max()) <= 1.0
+    # the transposed kernel (input gradient, stride 1) is the adjoint: <shift(c), d> = <c, scatter(d)>
+    if st == 1:
+        d = torch.randn(n, f_, ho, wo, generator=g, dtype=torch.float64)
+        back = cc.Prims.scatter(d.to(dtype), a4.to(dtype), fy, fx, 1, s_, hc, wc).double()
+        lhs, rhs = float((ref * d).sum()), float((c.to(dtype).double() * back).sum())
+        assert abs(lhs - rhs) <= 4 * s_ * k_ * u * float((mag * d.abs()).sum()) * 4 + 1e-12
+
+
+FWD_SPREADS = (6, 14, 60)  # buckets 8, 16, and 32 with a stage that does not fit
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("st", [1, 2])
+def test_emu_fwd_buckets(cc, st, dtype, seed):
+    """dau_fwd against the float64 shift: three groups of output channels (the last partial) in
+    the three buckets, a partial last stage of input channels, two tiles along each axis, and
+    (stride 1) its transpose, the input gradient, by the adjoint identity."""
+    _fwd_check(cc, (2, 6, 40, 2, 20 * st, 36 * st), st, dtype, FWD_SPREADS, seed)
+
+
+def test_emu_fwd_table():
+    """The prepare pass: buckets by the largest spread of a group, stage-wise fit, relative floors."""
+    from impls import cupy_cuda
+
+    g = torch.Generator().manual_seed(0)
+    fy, fx, _ = _fwd_units(g, 40, 9, 2, (6, 14, 60))
+    rel, box, fits, bucket = cupy_cuda.Prims.fwd_table(fy, fx, 4)
+    assert bucket.tolist() == [0, 1, 2] and box.shape == (3, 3, 2) and fits.shape == (3, 3)
+    assert fits[:2].all() and fits[2].tolist() == [1, 1, 0]
+    f, s = 20, 5  # group 1, stage 1
+    assert int(rel[f, s, 0]) == (int(fy[f, s, 0]) - int(box[1, 1, 0])) * 65536 + int(fx[f, s, 0]) - int(box[1, 1, 1])
+
+
+def test_fwd_geom_smem():
+    """Two stages of every dau_fwd instantiation fit the opt-in limit of sm_80 (163 KB)."""
+    from impls import cupy_cuda
+
+    for esize in (4, 8):
+        for st in (1, 2):
+            for sp in cupy_cuda.SPREADS:
+                rows, cols, pitch, cs, smem = cupy_cuda.fwd_geom(esize, st, sp)
+                assert pitch % 8 == 0 and pitch >= cols + 3 and smem <= 163 * 1024
+
+
+@pytest.mark.slow
+def test_emu_fwd_paper(cc, seed):
+    """The paper case (N8 S64 F192 K2, 32 x 32, mu in +-4 -> spread <= 8) under emulation, N = 2."""
+    _fwd_check(cc, (2, 64, 192, 2, 32, 32), 1, torch.float32, (8,) * 12, seed)

@@ -79,6 +79,36 @@ __device__ void block_sums4(T* out, long long stride, T t0, T t1, T t2, T t3) {
     }
 }
 
+// Asynchronous copy of one element global -> shared (cp.async, sm_80+), or zeros when !valid
+// (src-size 0: nothing is read, the destination is zero-filled), so tiles come zero-extended
+// for free.  Elsewhere (older GPUs, the CPU emulation) a plain copy.
+template <typename T>
+__device__ __forceinline__ void cp_async_zfill(T* dst, const T* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(d), "l"(src), "n"(sizeof(T)),
+                 "r"(valid ? static_cast<int>(sizeof(T)) : 0)
+                 : "memory");
+#else
+    *dst = valid ? *src : T(0);
+#endif
+}
+
+// Closes the group of cp.async issued by this thread since the last commit.
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most N of this thread's committed cp.async groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 // Dynamic shared memory as an array of T.
 template <typename T>
 __device__ __forceinline__ T* smem() {
