@@ -41,7 +41,7 @@ RED_THREADS = 256  # blocks of the reduction kernels: kRed in common.cu (a compi
 SMEM = 48 * 1024  # bytes of dynamic shared memory a kernel may use without the opt-in attribute
 _PASS_W, _PASS_H, _TILE_W, _TILE_H, _FB = 32, 8, 32, 8, 4  # as in passes.cu / dau.cu
 # dau_fwd.cu: 256 threads, a 32 x 16 output tile, 16 output channels per block, spread buckets
-FWD_THREADS, FWD_TW, FWD_TH, FWD_FB, FWD_STAGE_BYTES = 256, 32, 16, 16, 56 * 1024
+FWD_THREADS, FWD_TW, FWD_TH, FWD_FB, FWD_STAGE_BYTES = 256, 32, 16, 8, 56 * 1024
 SPREADS = (8, 16, 32)
 
 
