@@ -54,6 +54,18 @@ def _i32(a):
     return a.to(torch.int32).contiguous()
 
 
+def floors(fl, n_in, n_out, st):
+    """Integer sample floors ``fl`` (int64, input-plane indices) clamped to the reachable range -> int32.
+
+    A floor ``p0`` reads input rows ``i st + p0 + {0, 1}`` for outputs ``i`` in ``[0, n_out)``.  Below
+    ``-(n_out - 1) st - 2`` or at ``n_in`` and above every read is outside ``[0, n_in)`` (zero on the
+    zero-extended plane, reference/README.md section 1), so clamping there changes no sample and no
+    gradient, and the int32 index math of the kernels cannot wrap (``mu = 2**32`` gives zeros).
+    """
+    lo = -(max(n_out, 1) - 1) * st - 2
+    return _i32(fl.clamp(lo, n_in))
+
+
 def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
@@ -87,16 +99,19 @@ class Dau:
         self.P = prims
 
     @staticmethod
-    def _geom(t, r):
-        fy, ay = _math.bilinear(t["mu_y"].detach())  # ay, ax: 1-D weights [F,S,K,2]
+    def _geom(t, r, st):
+        """Canvas floors (clamped, int32) and 1-D bilinear weights ``[F,S,K,2]`` of the displacements."""
+        h, w = t["x"].shape[2:]
+        fy, ay = _math.bilinear(t["mu_y"].detach())
         fx, ax = _math.bilinear(t["mu_x"].detach())
-        return _i32(fy + r), _i32(fx + r), ay, ax
+        ho, wo = _math.out_size(h, st), _math.out_size(w, st)
+        return floors(fy + r, h + 2 * r, ho, st), floors(fx + r, w + 2 * r, wo, st), ay, ax
 
     def forward(self, t, hp):
         x, r, st = t["x"].contiguous(), hp["blur_radius"], hp["stride"]
         h, w = x.shape[2:]
         g = _math.gauss1d(t["sigma"].detach().reshape(()), r)
-        fy, fx, ay, ax = self._geom(t, r)
+        fy, fx, ay, ax = self._geom(t, r, st)
         c, _ = _blur(self.P, x, g, g, r)
         a4 = (t["weight"][..., None] * corner_weights(ay, ax)).contiguous()
         y = self.P.shift(c, a4, fy, fx, st, _math.out_size(h, st), _math.out_size(w, st))
@@ -107,7 +122,7 @@ class Dau:
         n, s_, h, w = x.shape
         sig = t["sigma"].detach().reshape(())
         g = _math.gauss1d(sig, r)
-        fy, fx, ay, ax = self._geom(t, r)
+        fy, fx, ay, ax = self._geom(t, r, st)
         wc = corner_weights(ay, ax)
         gauss = hp["mu_grad"] == "gauss"
         mus = bool(needs & {"mu_x", "mu_y"})
@@ -199,19 +214,22 @@ class Acu:
         self.P = prims
 
     @staticmethod
-    def _geom(t):
+    def _geom(t, st):
+        """Clamped int32 floors, fractions ``[G,K]`` and the group of each output channel."""
         k_ = t["weight"].shape[2]
+        h, w = t["x"].shape[2:]
         fy, ay = _math.bilinear(t["pos_y"].detach().reshape(-1, k_))  # ay, ax: 1-D weights [P,K,2]
         fx, ax = _math.bilinear(t["pos_x"].detach().reshape(-1, k_))
         f_ = t["weight"].shape[0]
         grp = _i32(torch.arange(f_, device=fy.device) // (f_ // fy.shape[0]))
-        return _i32(fy), _i32(fx), ay, ax, grp
+        fy = floors(fy, h, _math.out_size(h, st), st)
+        return fy, floors(fx, w, _math.out_size(w, st), st), ay, ax, grp
 
     def forward(self, t, hp):
         x, weight, st = t["x"].contiguous(), t["weight"], hp["stride"]
         n, s_, h, w = x.shape
         f_, _, k_ = weight.shape
-        fy, fx, ay, ax, grp = self._geom(t)
+        fy, fx, ay, ax, grp = self._geom(t, st)
         ho, wo = _math.out_size(h, st), _math.out_size(w, st)
         xs = self.P.sample(x, corner_weights(ay, ax).contiguous(), fy, fx, st, ho, wo)
         y = self.P.mix(xs.view(n, fy.shape[0], s_ * k_, ho * wo), weight.reshape(f_, s_ * k_).contiguous(), grp)
@@ -221,7 +239,7 @@ class Acu:
         P, x, weight, st = self.P, t["x"].contiguous(), t["weight"], hp["stride"]
         n, s_, h, w = x.shape
         f_, _, k_ = weight.shape
-        fy, fx, ay, ax, grp = self._geom(t)
+        fy, fx, ay, ax, grp = self._geom(t, st)
         g_ = fy.shape[0]
         ho, wo = dy.shape[2:]
         a4 = corner_weights(ay, ax).contiguous()

@@ -34,23 +34,65 @@ _NAMES = {
     "passes": [f"rf::{k}<{t}, {b}>" for k in ("cpass", "tpass", "dtaps") for t in _T for b in ("true", "false")],
     "dau": [f"rf::{k}<{t}>" for k in ("shift", "tapsum", "scatter") for t in _T],
     "acu": [f"rf::{k}<{t}>" for k in ("sample", "sample_t", "sample_sums") for t in _T],
+    "dau_fwd": [f"rf::dau_fwd<{t}, {st}, {sp}>" for t in _T for st in (1, 2) for sp in (8, 16, 32)],
 }
-THREADS = 256  # 1-D blocks
-SMEM = 48 * 1024  # bytes of shared memory a tile may use
+THREADS = 256  # 1-D blocks of the element-wise kernels
+RED_THREADS = 256  # blocks of the reduction kernels: kRed in common.cu (a compile-time constant there)
+SMEM = 48 * 1024  # bytes of dynamic shared memory a kernel may use without the opt-in attribute
 _PASS_W, _PASS_H, _TILE_W, _TILE_H, _FB = 32, 8, 32, 8, 4  # as in passes.cu / dau.cu
+# dau_fwd.cu: 256 threads, a 32 x 16 output tile, 16 output channels per block, spread buckets
+FWD_THREADS, FWD_TW, FWD_TH, FWD_FB, FWD_STAGE_BYTES = 256, 32, 16, 8, 56 * 1024
+SPREADS = (8, 16, 32)
+
+
+def fwd_geom(esize, stride, spread):
+    """``dau_fwd``'s tile geometry (``FwdGeom`` in dau_fwd.cu) -> ``(rows, cols, pitch, cs, smem bytes)``."""
+
+    def pitch(cols):
+        return (cols + 3 + 7) // 8 * 8
+
+    rows, cols = (FWD_TH - 1) * stride + spread + 2, (FWD_TW - 1) * stride + spread + 2
+    plane32 = ((FWD_TH - 1) * stride + 34) * pitch((FWD_TW - 1) * stride + 34)
+    cs = max(1, min(8, FWD_STAGE_BYTES // (plane32 * esize)))
+    return rows, cols, pitch(cols), cs, 2 * cs * rows * pitch(cols) * esize
+
+
+def _cuda_major_check():
+    """CuPy and torch must use the same CUDA major version (extras ``gpu`` for CUDA 13, ``gpu-cuda12``)."""
+    import cupy
+
+    ours = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    theirs = torch.version.cuda
+    if theirs is not None and int(theirs.split(".")[0]) != ours:
+        raise RuntimeError(
+            f"cupy backend: CuPy is built for CUDA {ours}.x but torch for CUDA {theirs}; install the "
+            "matching extra (pip install -e .[gpu] for CUDA 13, .[gpu-cuda12] for CUDA 12)"
+        )
 
 
 @functools.cache
-def _module(name):
+def _module(name, device):
+    """The compiled ``.cu`` module on CUDA device ``device`` (one NVRTC compile per process and device)."""
     import cupy
 
+    _cuda_major_check()
     src = (_DIR / f"{name}.cu").read_text()
-    return cupy.RawModule(code=src, options=("-std=c++17", f"-I{_DIR}"), name_expressions=_NAMES[name])
+    with cupy.cuda.Device(device):
+        return cupy.RawModule(code=src, options=("-std=c++17", f"-I{_DIR}"), name_expressions=_NAMES[name])
 
 
-def _kernel(file, name, dtype, *flags):
+@functools.cache
+def _function(file, name, device):
+    """Kernel ``name`` of module ``file`` on ``device``, fetched once (cached per device, kernel and dtype)."""
+    import cupy
+
+    with cupy.cuda.Device(device):
+        return _module(file, device).get_function(name)
+
+
+def _name(name, dtype, *flags):
     t = "float" if dtype == torch.float32 else "double"
-    return _module(file).get_function(f"rf::{name}<{', '.join((t, *flags))}>")
+    return f"rf::{name}<{', '.join((t, *flags))}>"
 
 
 def _i(*vals):
@@ -59,28 +101,46 @@ def _i(*vals):
 
 def _chunks(n_el, units):
     """Blocks per reduced unit: enough to fill the GPU, no more than the elements need."""
-    return max(1, min(math.ceil(n_el / THREADS), 4096 // max(1, units), 65535))
+    return max(1, min(math.ceil(n_el / RED_THREADS), 4096 // max(1, units), 65535))
 
 
-def _launch(kern, grid, block, args, like, smem=0):
-    """Launch on torch's current stream; tensors go through DLPack (zero-copy)."""
+def _argv(args):
+    """Kernel arguments: tensors as raw device pointers (``np.uint64``), the rest as given.
+
+    Every tensor must be contiguous: inputs are made so by the callers, outputs are allocated
+    contiguous by the primitives, so nothing is ever copied here (a copied output would be lost).
+    """
+    out = []
+    for k, a in enumerate(args):
+        if isinstance(a, torch.Tensor):
+            if not a.is_contiguous():
+                raise ValueError(f"kernel argument {k}: expected a contiguous tensor, got strides {a.stride()}")
+            out.append(np.uint64(a.data_ptr()))
+        else:
+            out.append(a)
+    return out
+
+
+def _launch(file, name, grid, block, args, like, smem=0):
+    """Launch kernel ``name`` of ``file`` on ``like``'s device and torch's current stream (no sync)."""
     import cupy
 
-    stream = torch.cuda.current_stream(like.device).cuda_stream
-    with cupy.cuda.Device(like.device.index), cupy.cuda.ExternalStream(stream):
-        # converted inside the stream context: DLPack exchanges on torch's own stream, no extra sync
-        conv = [cupy.from_dlpack(a.detach().contiguous()) if isinstance(a, torch.Tensor) else a for a in args]
-        kern(grid, block, tuple(conv), shared_mem=smem)
+    dev = like.device.index
+    with cupy.cuda.Device(dev):
+        kern = _function(file, name, dev)
+        if smem > SMEM and kern.max_dynamic_shared_size_bytes < smem:
+            kern.max_dynamic_shared_size_bytes = smem  # opt-in above 48 KB (once per kernel)
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream(like.device).cuda_stream):
+            kern(grid, block, tuple(_argv(args)), shared_mem=smem)
 
 
-def _launch1d(kern, total, args, like):
+def _launch1d(file, name, total, args, like):
     if total:
-        _launch(kern, (math.ceil(total / THREADS), 1, 1), (THREADS, 1, 1), args, like)
+        _launch(file, name, (math.ceil(total / THREADS), 1, 1), (THREADS, 1, 1), args, like)
 
 
-def _fits(elems, dtype):
-    """Elements of a shared-memory tile, or 0 when it does not fit in ``SMEM``."""
-    return elems if elems * torch.empty((), dtype=dtype).element_size() <= SMEM else 0
+def _c(t):
+    return t.detach().contiguous()
 
 
 class Prims:
@@ -94,17 +154,11 @@ class Prims:
         out = torch.empty(b, co, ho, wo, dtype=inp.dtype, device=inp.device)
         if out.numel():
             th, tw = ((_PASS_H - 1) * st + nt, _PASS_W) if rows else (_PASS_H, (_PASS_W - 1) * st + nt)
-            cap = _fits(th * tw, inp.dtype)
+            cap = th * tw if th * tw * out.element_size() <= SMEM else 0  # host arithmetic: no sync
             grid = (math.ceil(wo / _PASS_W) * b * ci, math.ceil(ho / _PASS_H), 1)
-            args = (inp, taps, cin, fil, *_i(ci, co, hi, wi, nt, st, off, ho, wo, cap), out)
-            _launch(
-                _kernel("passes", "cpass", inp.dtype, "true" if rows else "false"),
-                grid,
-                (_PASS_W, _PASS_H, 1),
-                args,
-                inp,
-                smem=cap * out.element_size(),
-            )
+            args = (_c(inp), _c(taps), _c(cin), _c(fil), *_i(ci, co, hi, wi, nt, st, off, ho, wo, cap), out)
+            name = _name("cpass", inp.dtype, "true" if rows else "false")
+            _launch("passes", name, grid, (_PASS_W, _PASS_H, 1), args, inp, smem=cap * out.element_size())
         return out
 
     @staticmethod
@@ -112,21 +166,20 @@ class Prims:
         b, co, ho, wo = dout.shape
         h, w = (n_in, wo) if rows else (ho, n_in)
         out = torch.empty(b, c_in, h, w, dtype=dout.dtype, device=dout.device)
-        args = (dout, taps, cin, fil, *_i(b, co, ho, wo, taps.shape[1], st, off, c_in, h, w), out)
-        _launch1d(_kernel("passes", "tpass", dout.dtype, "true" if rows else "false"), out.numel(), args, dout)
+        args = (_c(dout), _c(taps), _c(cin), _c(fil), *_i(b, co, ho, wo, taps.shape[1], st, off, c_in, h, w), out)
+        _launch1d("passes", _name("tpass", dout.dtype, "true" if rows else "false"), out.numel(), args, dout)
         return out
 
     @staticmethod
     def dtaps(dout, inp, cin, nt, st, off, rows):
         b, co, ho, wo = dout.shape
-        out = torch.zeros(co, nt, dtype=dout.dtype, device=dout.device)
+        chunks = _chunks(b * ho * wo, co * nt)
+        part = torch.zeros(co, nt, chunks, dtype=dout.dtype, device=dout.device)
         if dout.numel():
-            grid = (_chunks(b * ho * wo, co * nt), nt, co)
-            args = (dout, inp, cin, *_i(b, co, ho, wo, inp.shape[1], inp.shape[2], inp.shape[3], nt, st, off), out)
-            _launch(
-                _kernel("passes", "dtaps", dout.dtype, "true" if rows else "false"), grid, (THREADS, 1, 1), args, dout
-            )
-        return out
+            args = (_c(dout), _c(inp), _c(cin), *_i(b, co, ho, wo, *inp.shape[1:], nt, st, off), part)
+            name = _name("dtaps", dout.dtype, "true" if rows else "false")
+            _launch("passes", name, (chunks, nt, co), (RED_THREADS, 1, 1), args, dout)
+        return part.sum(-1)  # fixed order: bit-identical run to run
 
     @staticmethod
     def _box(fy, fx):
@@ -143,6 +196,8 @@ class Prims:
 
     @classmethod
     def shift(cls, c, a4, fy, fx, st, ho, wo):
+        """``dau_fwd`` for strides 1 and 2, else the unbounded ``shift`` kernel, in which each
+        block decides on the device whether its canvas window fits the ``SMEM`` tile (no sync)."""
         n, s, hc, wc = c.shape
         f_, _, k_ = fy.shape
         y = torch.empty(n, f_, ho, wo, dtype=c.dtype, device=c.device)
@@ -150,35 +205,86 @@ class Prims:
             return y
         if s * k_ == 0:
             return y.zero_()
+        if st in (1, 2):
+            cls._fwd(_c(c), _c(a4), _c(fy), _c(fx), st, y)
+            return y
         box = cls._box(fy, fx)
-        need = ((_TILE_H - 1) * st + box[..., 1] - box[..., 0] + 2) * (
-            (_TILE_W - 1) * st + box[..., 3] - box[..., 2] + 2
-        )
-        fits = need[need <= SMEM // c.element_size()]
-        cap = int(fits.max()) if fits.numel() else 0  # blocks whose window is larger read the canvas directly
-        grid = (math.ceil(wo / _TILE_W) * box.shape[0], math.ceil(ho / _TILE_H), n)
-        args = (c, a4, fy, fx, box, *_i(s, hc, wc, f_, k_, st, ho, wo, cap), y)
-        _launch(_kernel("dau", "shift", c.dtype), grid, (_TILE_W, _TILE_H, 1), args, c, smem=cap * c.element_size())
+        cap = SMEM // c.element_size()
+        grid = (math.ceil(wo / _TILE_W) * box.shape[0] * n, math.ceil(ho / _TILE_H), 1)
+        args = (_c(c), _c(a4), _c(fy), _c(fx), box, *_i(s, hc, wc, f_, k_, st, ho, wo, cap), y)
+        _launch("dau", _name("shift", c.dtype), grid, (_TILE_W, _TILE_H, 1), args, c, smem=SMEM)
         return y
+
+    @staticmethod
+    def fwd_table(fy, fx, cs):
+        """The prepare pass of ``dau_fwd`` (torch ops on the device, no sync) for floors ``[F,S,K]``
+        and stages of ``cs`` input channels -> ``(rel [F,S,K], box [FG,SC,2], fits [FG,SC], bucket [FG])``
+        int32: per group of ``FWD_FB`` output channels and stage, the window origin (least floors)
+        and whether the spread fits 32; per unit its floors relative to that origin
+        (``dy << 16 | dx``); per group the spread bucket (index into ``SPREADS``)."""
+        f_, s_, k_ = fy.shape
+        pf, ps = -f_ % FWD_FB, -s_ % cs
+
+        def grouped(a):
+            a = a.long()
+            a = torch.cat([a, a[-1:].expand(pf, -1, -1)]) if pf else a
+            a = torch.cat([a, a[:, -1:].expand(-1, ps, -1)], 1) if ps else a
+            return a.view(-1, FWD_FB, a.shape[1] // cs, cs, k_)
+
+        gy, gx = grouped(fy), grouped(fx)
+        y0, x0 = gy.amin((1, 3, 4)), gx.amin((1, 3, 4))
+        spread = torch.maximum(gy.amax((1, 3, 4)) - y0, gx.amax((1, 3, 4)) - x0)
+        fits = spread <= SPREADS[-1]
+        most = spread.amax(1)
+        bucket = (most > SPREADS[0]).to(torch.int32) + (most > SPREADS[1]).to(torch.int32)
+        ry, rx = gy - y0[:, None, :, None, None], gx - x0[:, None, :, None, None]
+        rel = torch.where(fits[:, None, :, None, None], ry * 65536 + rx, 0).reshape(-1, gy.shape[2] * cs, k_)
+        return (
+            _cuda_ops._i32(rel[:f_, :s_]),
+            _cuda_ops._i32(torch.stack([y0, x0], -1)),
+            _cuda_ops._i32(fits),
+            _cuda_ops._i32(bucket),
+        )
+
+    @classmethod
+    def _fwd(cls, c, a4, fy, fx, st, y):
+        """``y`` from ``dau_fwd``: one launch per spread bucket; blocks of other buckets return at once."""
+        n, s, hc, wc = c.shape
+        f_, _, k_ = fy.shape
+        ho, wo = y.shape[2:]
+        esize = c.element_size()
+        rel, box, fits, bucket = cls.fwd_table(fy, fx, fwd_geom(esize, st, SPREADS[-1])[3])
+        grid = (math.ceil(wo / FWD_TW) * math.ceil(f_ / FWD_FB) * n, math.ceil(ho / FWD_TH), 1)
+        t = "float" if c.dtype == torch.float32 else "double"
+        for b, sp in enumerate(SPREADS):
+            args = (c, a4, fy, fx, rel, box, fits, bucket, *_i(s, hc, wc, f_, k_, ho, wo, b), y)
+            smem = fwd_geom(esize, st, sp)[4]
+            _launch("dau_fwd", f"rf::dau_fwd<{t}, {st}, {sp}>", grid, (FWD_THREADS, 1, 1), args, c, smem=smem)
 
     @staticmethod
     def tapsum(c, dy, fy, fx, st):
         n, s, hc, wc = c.shape
         f_, _, k_ = fy.shape
         ho, wo = dy.shape[2:]
-        out = torch.zeros(f_, s, k_, 4, dtype=c.dtype, device=c.device)
-        if out.numel() and dy.numel():
-            grid = (f_ * s * k_, _chunks(n * ho * wo, f_ * s * k_), 1)
-            args = (c, dy, fy, fx, *_i(n, s, f_, k_, hc, wc, ho, wo, st), out)
-            _launch(_kernel("dau", "tapsum", c.dtype), grid, (THREADS, 1, 1), args, c)
-        return out
+        chunks = _chunks(n * ho * wo, f_ * s * k_)
+        part = torch.zeros(f_, s, k_, 4, chunks, dtype=c.dtype, device=c.device)
+        if part.numel() and dy.numel():
+            args = (_c(c), _c(dy), _c(fy), _c(fx), *_i(n, s, f_, k_, hc, wc, ho, wo, st), part)
+            _launch("dau", _name("tapsum", c.dtype), (f_ * s * k_, chunks, 1), (RED_THREADS, 1, 1), args, c)
+        return part.sum(-1)  # fixed order: bit-identical run to run
 
-    @staticmethod
-    def scatter(dy, a4, fy, fx, st, s, hc, wc):
+    @classmethod
+    def scatter(cls, dy, a4, fy, fx, st, s, hc, wc):
         n, f_, ho, wo = dy.shape
+        if st == 1:
+            # back[n,s,p,q] = sum_{f,k,m} a4[f,s,k,m] dy[n,f, p - fy - da, q - fx - db]: the forward
+            # shift of dy with units (s, f, k), floors -fy - 1 and the corners in reverse order.
+            a4t = a4.permute(1, 0, 2, 3).flip(-1)
+            fyt, fxt = (-1 - fy).permute(1, 0, 2), (-1 - fx).permute(1, 0, 2)
+            return cls.shift(dy, a4t, fyt, fxt, 1, hc, wc)
         back = torch.empty(n, s, hc, wc, dtype=dy.dtype, device=dy.device)
-        args = (dy, a4, fy, fx, *_i(n, s, f_, fy.shape[2], hc, wc, ho, wo, st), back)
-        _launch1d(_kernel("dau", "scatter", dy.dtype), back.numel(), args, dy)
+        args = (_c(dy), _c(a4), _c(fy), _c(fx), *_i(n, s, f_, fy.shape[2], hc, wc, ho, wo, st), back)
+        _launch1d("dau", _name("scatter", dy.dtype), back.numel(), args, dy)
         return back
 
     @staticmethod
@@ -186,27 +292,27 @@ class Prims:
         n, s, h, w = x.shape
         g_, k_ = fy.shape
         out = torch.empty(n, g_, s, k_, ho, wo, dtype=x.dtype, device=x.device)
-        args = (x, a4, fy, fx, *_i(n, g_, s, k_, h, w, ho, wo, st), out)
-        _launch1d(_kernel("acu", "sample", x.dtype), out.numel(), args, x)
+        args = (_c(x), _c(a4), _c(fy), _c(fx), *_i(n, g_, s, k_, h, w, ho, wo, st), out)
+        _launch1d("acu", _name("sample", x.dtype), out.numel(), args, x)
         return out
 
     @staticmethod
     def sample_t(e, a4, fy, fx, st, h, w):
         n, g_, s, k_, ho, wo = e.shape
         gx = torch.empty(n, s, h, w, dtype=e.dtype, device=e.device)
-        args = (e, a4, fy, fx, *_i(n, g_, s, k_, h, w, ho, wo, st), gx)
-        _launch1d(_kernel("acu", "sample_t", e.dtype), gx.numel(), args, e)
+        args = (_c(e), _c(a4), _c(fy), _c(fx), *_i(n, g_, s, k_, h, w, ho, wo, st), gx)
+        _launch1d("acu", _name("sample_t", e.dtype), gx.numel(), args, e)
         return gx
 
     @staticmethod
     def sample_sums(e, x, fy, fx, st):
         n, g_, s, k_, ho, wo = e.shape
-        out = torch.zeros(g_, k_, 4, dtype=x.dtype, device=x.device)
-        if out.numel() and e.numel():
-            grid = (g_ * k_, _chunks(n * s * ho * wo, g_ * k_), 1)
-            args = (e, x, fy, fx, *_i(n, g_, s, k_, x.shape[2], x.shape[3], ho, wo, st), out)
-            _launch(_kernel("acu", "sample_sums", x.dtype), grid, (THREADS, 1, 1), args, x)
-        return out
+        chunks = _chunks(n * s * ho * wo, g_ * k_)
+        part = torch.zeros(g_, k_, 4, chunks, dtype=x.dtype, device=x.device)
+        if part.numel() and e.numel():
+            args = (_c(e), _c(x), _c(fy), _c(fx), *_i(n, g_, s, k_, x.shape[2], x.shape[3], ho, wo, st), part)
+            _launch("acu", _name("sample_sums", x.dtype), (g_ * k_, chunks, 1), (RED_THREADS, 1, 1), args, x)
+        return part.sum(-1)  # fixed order: bit-identical run to run
 
     # 1x1 mixing: output channels come in G contiguous groups (grp[f] = f // (F / G)), so every
     # product is a batched GEMM over the groups.

@@ -186,29 +186,65 @@ def test_sim_kernels_numpy(nc):
 
 
 ARCHS = ("sm_80", "sm_90")
+_BUILDS = {}
+
+
+def nvcc_build(src, arch, out_dir):
+    """``src`` compiled for ``arch`` (warnings as errors, ``-Xptxas -v``), once per session ->
+    ``(returncode, stderr, resources)``; ``resources`` maps each kernel (demangled) to its
+    registers, static shared memory, stack frame and spill bytes."""
+    import re
+
+    key = (src, arch)
+    if key not in _BUILDS:
+        nvcc = shutil.which("nvcc")
+        if nvcc is None:
+            pytest.skip("nvcc not found")
+        cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-cubin", "-o", str(Path(out_dir) / f"{src}.{arch}.cubin")]
+        cmd += ["--Werror", "all-warnings", "-Xcompiler", "-Wall,-Werror", "-Xptxas", "-v", str(CUDA_DIR / src)]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+        table, name = {}, None
+        for line in res.stderr.splitlines():
+            if m := re.search(r"Compiling entry function '(\w+)'", line):
+                name = m.group(1)
+                table[name] = {"regs": 0, "smem": 0, "stack": 0, "spill_st": 0, "spill_ld": 0}
+            elif name and (
+                m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+            ):
+                table[name].update(stack=int(m[1]), spill_st=int(m[2]), spill_ld=int(m[3]))
+            elif name and (m := re.search(r"Used (\d+) registers", line)):
+                table[name]["regs"] = int(m[1])
+                table[name]["smem"] = int(m[1]) if (m := re.search(r"(\d+) bytes smem", line)) else 0
+        filt = shutil.which("cu++filt")
+        if filt and table:
+            names = subprocess.run(
+                [filt], input="\n".join(table), capture_output=True, text=True, check=True
+            ).stdout.split("\n")
+            table = {n.split("(")[0]: v for n, v in zip(names, table.values())}
+        _BUILDS[key] = (res.returncode, res.stderr, table)
+    return _BUILDS[key]
+
+
+SOURCES = sorted(p.name for p in CUDA_DIR.glob("*.cu"))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("src", sorted(p.name for p in CUDA_DIR.glob("*.cu")))
-def test_nvcc_compiles(src, arch, tmp_path):
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc not found")
-    cmd = [
-        nvcc,
-        f"-arch={arch}",
-        "-std=c++17",
-        "-cubin",
-        "-o",
-        str(tmp_path / "k.cubin"),
-        "--Werror",
-        "all-warnings",
-        "-Xcompiler",
-        "-Wall,-Werror",
-        str(CUDA_DIR / src),
-    ]
-    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+@pytest.mark.parametrize("src", SOURCES)
+def test_nvcc_compiles(src, arch, tmp_path_factory):
+    rc, err, _ = nvcc_build(src, arch, tmp_path_factory.getbasetemp())
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("src", SOURCES)
+def test_nvcc_no_spills(src, arch, tmp_path_factory):
+    """Every kernel fits its registers: no spills and no stack frame (local memory), recorded per kernel."""
+    rc, err, table = nvcc_build(src, arch, tmp_path_factory.getbasetemp())
+    assert rc == 0, err
+    if src != "common.cu":
+        assert table, f"no kernel found in the ptxas report of {src}"
+    spills = {k: v for k, v in table.items() if v["spill_st"] or v["spill_ld"] or v["stack"]}
+    assert not spills, spills
 
 
 # ---------------------------------------------------------------- (c) GPU
@@ -248,13 +284,18 @@ def test_gpu(backend, dtype, layer, stride, extra):
 
 EMU_SHIM = r"""
 // Minimal CPU emulation of the CUDA built-ins used by impls/cuda/*.cu: one std::thread per CUDA
-// thread, std::barrier for __syncthreads and warp shuffles; blocks run one after another.
+// thread of a block, std::barrier for __syncthreads and warp shuffles.  Blocks run one after
+// another in a shuffled order (emu_seed), so results that depend on block order show up as
+// differences.
+// Launches are checked against the limits of compute capability 8.0 / 9.0.
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cstddef>
 #include <cstring>
 #include <functional>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -262,11 +303,14 @@ EMU_SHIM = r"""
 #include <vector>
 
 struct dim3 { unsigned x = 1, y = 1, z = 1; };
-inline thread_local dim3 threadIdx;
-inline dim3 blockIdx, blockDim, gridDim;
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) double2 { double x, y; };
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
 inline std::barrier<>* block_bar = nullptr;
 inline std::vector<std::barrier<>*> warp_bar;
 inline std::mutex atomic_mu;
+inline unsigned emu_seed = 0;
 namespace rf { unsigned char raw[1 << 20]; }
 
 #define __global__
@@ -274,6 +318,7 @@ namespace rf { unsigned char raw[1 << 20]; }
 #define __forceinline__ inline
 #define __restrict__
 #define __align__(n)
+#define __launch_bounds__(...)
 
 inline int emu_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 inline void __syncthreads() { block_bar->arrive_and_wait(); }
@@ -297,51 +342,92 @@ template <class... P, std::size_t... I> void emu_call(void (*k)(P...), void** a,
 }
 template <class... P> void emu_invoke(void (*k)(P...), void** a) { emu_call(k, a, std::index_sequence_for<P...>{}); }
 
-inline void emu_launch(const std::function<void()>& body, const unsigned* g, const unsigned* b) {
+// Launch limits (CUDA C Programming Guide, compute capability 8.0 and 9.0): grid.x < 2^31,
+// grid.y, grid.z <= 65535; block x, y <= 1024, z <= 64, at most 1024 threads; dynamic shared
+// memory at most 48 KB, or with the opt-in attribute 163 KB (sm_80's limit; sm_90 allows 227 KB).
+// Returns 0, or the number of the violated limit.
+inline int emu_limits(const unsigned* g, const unsigned* b, unsigned smem, int optin) {
+    if (g[0] < 1 || g[1] < 1 || g[2] < 1 || g[0] > 2147483647u || g[1] > 65535 || g[2] > 65535) return 2;
+    if (b[0] < 1 || b[1] < 1 || b[2] < 1 || b[0] > 1024 || b[1] > 1024 || b[2] > 64) return 3;
+    if (b[0] * b[1] * b[2] > 1024) return 4;
+    if (smem > (optin ? 163u * 1024 : 48u * 1024)) return 5;
+    if (smem > sizeof(rf::raw)) return 6;
+    return 0;
+}
+
+inline int emu_launch(const std::function<void()>& body, const unsigned* g, const unsigned* b, unsigned smem,
+                      int optin) {
+    if (int bad = emu_limits(g, b, smem, optin)) return bad;
     gridDim = {g[0], g[1], g[2]};
     blockDim = {b[0], b[1], b[2]};
     const int nt = b[0] * b[1] * b[2];
-    for (unsigned z = 0; z < g[2]; ++z) for (unsigned y = 0; y < g[1]; ++y) for (unsigned x = 0; x < g[0]; ++x) {
-        blockIdx = {x, y, z};
-        std::barrier<> bar(nt);
-        block_bar = &bar;
-        std::vector<std::barrier<>*> wb;
-        for (int w = 0; w < (nt + 31) / 32; ++w) wb.push_back(new std::barrier<>(std::min(32, nt - 32 * w)));
-        warp_bar = wb;
-        std::memset(rf::raw, 0xff, sizeof(rf::raw));  // garbage: tiles must be written before they are read
-        std::vector<std::thread> th;
-        for (int t = 0; t < nt; ++t)
-            th.emplace_back([&, t] {
-                threadIdx = {unsigned(t % b[0]), unsigned(t / b[0] % b[1]), unsigned(t / (b[0] * b[1]))};
+    std::vector<dim3> order;
+    for (unsigned z = 0; z < g[2]; ++z) for (unsigned y = 0; y < g[1]; ++y) for (unsigned x = 0; x < g[0]; ++x)
+        order.push_back({x, y, z});
+    std::mt19937 rng(emu_seed);
+    std::shuffle(order.begin(), order.end(), rng);
+    std::barrier<> bar(nt);
+    block_bar = &bar;
+    std::vector<std::barrier<>*> wb;
+    for (int w = 0; w < (nt + 31) / 32; ++w) wb.push_back(new std::barrier<>(std::min(32, nt - 32 * w)));
+    warp_bar = wb;
+    // One std::thread per CUDA thread of a block, running the blocks one after another.
+    std::vector<std::thread> th;
+    for (int t = 0; t < nt; ++t)
+        th.emplace_back([&, t] {
+            threadIdx = {unsigned(t % b[0]), unsigned(t / b[0] % b[1]), unsigned(t / (b[0] * b[1]))};
+            for (const dim3& blk : order) {
+                blockIdx = blk;
+                if (t == 0) std::memset(rf::raw, 0xff, sizeof(rf::raw));  // garbage: tiles must be written first
+                bar.arrive_and_wait();
                 body();
-            });
-        for (auto& h : th) h.join();
-        for (auto* p : wb) delete p;
-    }
+                bar.arrive_and_wait();  // the block is done (threads that returned early arrive here too)
+            }
+        });
+    for (auto& h : th) h.join();
+    for (auto* p : wb) delete p;
+    return 0;
 }
 """
 
-EMU_MAIN = r"""
+EMU_KERNELS = [
+    *[
+        f"rf::{k}<{t}, {b}>"
+        for k in ("cpass", "tpass", "dtaps")
+        for t in ("float", "double")
+        for b in ("true", "false")
+    ],
+    *[
+        f"rf::{k}<{t}>"
+        for k in ("shift", "tapsum", "scatter", "sample", "sample_t", "sample_sums")
+        for t in ("float", "double")
+    ],
+    *[f"rf::dau_fwd<{t}, {st}, {sp}>" for t in ("float", "double") for st in (1, 2) for sp in (8, 16, 32)],
+]
+
+EMU_MAIN = (
+    r"""
 #include "passes.cu"
 #include "dau.cu"
 #include "acu.cu"
+#include "dau_fwd.cu"
 
 #define ENTRY(...) {#__VA_ARGS__, [](void** a) { emu_invoke(&__VA_ARGS__, a); }}
 static const std::vector<std::pair<std::string, std::function<void(void**)>>> table = {
-    ENTRY(rf::cpass<float, true>), ENTRY(rf::cpass<float, false>), ENTRY(rf::cpass<double, true>), ENTRY(rf::cpass<double, false>),
-    ENTRY(rf::tpass<float, true>), ENTRY(rf::tpass<float, false>), ENTRY(rf::tpass<double, true>), ENTRY(rf::tpass<double, false>),
-    ENTRY(rf::dtaps<float, true>), ENTRY(rf::dtaps<float, false>), ENTRY(rf::dtaps<double, true>), ENTRY(rf::dtaps<double, false>),
-    ENTRY(rf::shift<float>), ENTRY(rf::shift<double>), ENTRY(rf::tapsum<float>), ENTRY(rf::tapsum<double>),
-    ENTRY(rf::scatter<float>), ENTRY(rf::scatter<double>), ENTRY(rf::sample<float>), ENTRY(rf::sample<double>),
-    ENTRY(rf::sample_t<float>), ENTRY(rf::sample_t<double>), ENTRY(rf::sample_sums<float>), ENTRY(rf::sample_sums<double>),
-};
+"""
+    + "".join(f"    ENTRY({k}),\n" for k in EMU_KERNELS)
+    + r"""};
 
-extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, void** args) {
+extern "C" void emu_set_seed(unsigned s) { emu_seed = s; }
+
+// 0: ran; 1: unknown kernel; 2-6: launch limit violated (emu_limits).
+extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, unsigned smem, int optin, void** args) {
     for (auto& [n, f] : table)
-        if (n == name) { emu_launch([&] { f(args); }, g, b); return 0; }
+        if (n == name) return emu_launch([&] { f(args); }, g, b, smem, optin);
     return 1;
 }
 """
+)
 
 
 @pytest.fixture(scope="session")
@@ -378,30 +464,37 @@ def emu_lib(tmp_path_factory):
     return ctypes.CDLL(str(d / "libemu.so"))
 
 
-@pytest.fixture
-def cc(emu_lib, monkeypatch):
-    """``impls.cupy_cuda`` launching into the CPU build of its kernels."""
-    from impls import cupy_cuda
+def _emu_launch(lib, cupy_cuda):
+    """A stand-in for ``cupy_cuda._launch`` that runs the CPU build (arguments through ``_argv``)."""
 
-    class Module:
-        def get_function(self, name):
-            return name
-
-    def launch(kern, grid, block, args, like, smem=0):
+    def launch(file, name, grid, block, args, like, smem=0):
         keep, argv = [], []
-        for a in args:
-            if isinstance(a, torch.Tensor):
-                assert a.is_contiguous() and a.device.type == "cpu"
-                argv.append(a.data_ptr())
+        for a in cupy_cuda._argv(args):
+            if isinstance(a, np.uint64):
+                argv.append(int(a))
             else:
                 keep.append(ctypes.c_int32(int(a)))
                 argv.append(ctypes.addressof(keep[-1]))
-        assert smem <= cupy_cuda.SMEM
+        assert all(
+            isinstance(a, torch.Tensor) and a.device.type == "cpu" or not isinstance(a, torch.Tensor) for a in args
+        )
         dims = [(ctypes.c_uint * 3)(*v) for v in (grid, block)]
-        assert emu_lib.emu(kern.encode(), *dims, (ctypes.c_void_p * len(argv))(*argv)) == 0, kern
+        rc = lib.emu(name.encode(), *dims, smem, int(smem > cupy_cuda.SMEM), (ctypes.c_void_p * len(argv))(*argv))
+        assert rc == 0, (
+            f"{name}: {'unknown kernel' if rc == 1 else f'launch limit {rc} violated'} grid {grid} block {block} smem {smem}"
+        )
 
-    monkeypatch.setattr(cupy_cuda, "_module", lambda name: Module())
-    monkeypatch.setattr(cupy_cuda, "_launch", launch)
+    return launch
+
+
+@pytest.fixture
+def cc(emu_lib, monkeypatch, seed):
+    """``impls.cupy_cuda`` launching into the CPU build of its kernels, blocks in the session
+    seed's shuffled order; 64-thread element-wise blocks (fewer emulated threads)."""
+    from impls import cupy_cuda
+
+    emu_lib.emu_set_seed(seed % 2**31)
+    monkeypatch.setattr(cupy_cuda, "_launch", _emu_launch(emu_lib, cupy_cuda))
     monkeypatch.setattr(cupy_cuda, "THREADS", 64)
     return cupy_cuda
 
@@ -433,3 +526,240 @@ def test_emu_tiles(cc, monkeypatch, smem):
         args, base = _case(layer, 1, **kw)
         errs = _errors(getattr(cc, layer), layer, args, {**base, **hp}, torch.float64)
         assert max(errs.values()) < TOL[torch.float64], errs
+
+
+# ---------------------------------------------------------------- defects a GPU would hit (issue 15)
+
+
+def _far_case(layer):
+    """Every displacement at 2**32 along x (int32 would wrap to 0): the output must be exactly 0."""
+    args, hp = _case(layer, 1)
+    args[2] = torch.full_like(args[2], 2.0**32)
+    args[-1] = None  # no bias
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    return args, hp
+
+
+@pytest.mark.parametrize("layer", ["dau", "acu"])
+@pytest.mark.parametrize("where", ["emu", "sim"])
+def test_far_displacement_is_zero(request, where, layer):
+    """Floors are clamped to the reachable range before the int32 cast (reference/README.md section 1)."""
+    mod = request.getfixturevalue("cc" if where == "emu" else "nc")
+    args, hp = _far_case(layer)
+    ts = [None if a is None else a.clone() for a in args]
+    assert float(getattr(mod, layer)(*ts, **hp).abs().max()) == 0.0
+    errs = _errors(getattr(mod, layer), layer, args, hp, torch.float64)
+    assert max(errs.values()) < TOL[torch.float64], errs
+
+
+def test_floors_clamped():
+    from impls import _cuda_ops
+
+    fl = torch.tensor([-(2**40), -9, -8, -7, 0, 9, 10, 11, 2**40])
+    # n_in 10, n_out 4, stride 2: reachable floors -8 .. 10 (rows i st + p0 + {0, 1})
+    assert _cuda_ops.floors(fl, 10, 4, 2).tolist() == [-8, -8, -8, -7, 0, 9, 10, 10, 10]
+
+
+def _grads(mod, layer, args, hp):
+    ts = [None if a is None else a.clone().requires_grad_() for a in args]
+    y = getattr(mod, layer)(*ts, **hp)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    return [y] + list(torch.autograd.grad(y, [t for t in ts if t is not None], dy))
+
+
+@pytest.mark.parametrize("layer", ["dau", "acu"])  # njet's reductions are dtaps, covered by dau's sigma
+def test_emu_bit_identical_block_orders(cc, emu_lib, monkeypatch, layer):
+    """Every output and gradient bit-identical whatever order the blocks run in: reductions over
+    several blocks (3 chunks per unit here) use per-block partials summed in a fixed order."""
+    for name, v in {"N": 2, "H": 17, "W": 17}.items():
+        monkeypatch.setitem(globals(), name, v)
+    args, hp = _case(layer, 1)
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    assert cc._chunks(N * H * W, 1) >= 3
+    runs = []
+    for order in (1, 2):
+        emu_lib.emu_set_seed(order)
+        runs.append(_grads(cc, layer, args, hp))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_emu_launch_limits(emu_lib):
+    """The shim refuses launches a GPU would refuse (so the glue's grids are checked too)."""
+    dims = lambda *v: (ctypes.c_uint * 3)(*v)  # noqa: E731
+    run = lambda g, b, smem, optin: emu_lib.emu(b"rf::shift<float>", dims(*g), dims(*b), smem, optin, None)  # noqa: E731
+    assert run((1, 65536, 1), (32, 8, 1), 0, 0) == 2
+    assert run((1, 1, 1), (32, 64, 1), 0, 0) == 4
+    assert run((1, 1, 1), (1, 1, 65), 0, 0) == 3
+    assert run((1, 1, 1), (32, 8, 1), 49 * 1024, 0) == 5
+    assert run((1, 1, 1), (32, 8, 1), 164 * 1024, 1) == 5
+
+
+def test_emu_grid_large_batch(cc, emu_lib, monkeypatch):
+    """N = 70000 images (more than grid.y/z allow) launch within the limits (checked, not run)."""
+    seen = []
+
+    def check(file, name, grid, block, args, like, smem=0):
+        seen.append(name)
+        assert all(0 < g for g in grid) and grid[0] < 2**31 and max(grid[1:]) <= 65535, (name, grid)
+
+    monkeypatch.setattr(cc, "_launch", check)
+    n = 70000
+    c = torch.zeros(n, 1, 3, 3, dtype=torch.float32)
+    fy = torch.zeros(1, 1, 1, dtype=torch.int32)
+    cc.Prims.shift(c, torch.ones(1, 1, 1, 4), fy, fy, 1, 3, 3)
+    cc.Prims.tapsum(c, torch.zeros(n, 1, 3, 3), fy, fy, 1)
+    assert seen
+
+
+def test_argv_needs_contiguous():
+    from impls import cupy_cuda
+
+    t = torch.zeros(4, 6)
+    (p, k) = cupy_cuda._argv([t, np.int32(3)])
+    assert isinstance(p, np.uint64) and int(p) == t.data_ptr() and k == 3
+    with pytest.raises(ValueError, match="argument 0: expected a contiguous tensor"):
+        cupy_cuda._argv([t[:, ::2]])
+
+
+def test_reduction_block_size_is_compile_time():
+    """``block_sum`` takes its block size as a template argument and rejects one that is not a
+    multiple of 32 when compiled; the host launches the reduction kernels with ``kRed``."""
+    import re
+
+    from impls import cupy_cuda
+
+    src = (CUDA_DIR / "common.cu").read_text()
+    assert int(re.search(r"constexpr int kRed = (\d+);", src).group(1)) == cupy_cuda.RED_THREADS
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found")
+    probe = EMU_SHIM.replace(
+        "#define __launch_bounds__(...)", "#define __launch_bounds__(...)\n#define __shared__ static"
+    )
+    code = probe + f'#include "{CUDA_DIR / "common.cu"}"\nfloat f(float v) {{ return rf::block_sum<48>(v); }}\n'
+    res = subprocess.run(
+        [gxx, "-std=c++20", "-fsyntax-only", "-x", "c++", "-"], input=code, capture_output=True, text=True, check=False
+    )
+    assert res.returncode != 0 and "multiple of 32" in res.stderr, res.stderr[-2000:]
+
+
+if __name__ == "__main__":  # resource table: python suites/test_cuda.py
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        print("| kernel | arch | regs | static smem B | stack B | spill st/ld B |\n|---|---|---|---|---|---|")
+        for src in SOURCES:
+            for arch in ARCHS:
+                for k, v in nvcc_build(src, arch, d)[2].items():
+                    print(
+                        f"| `{k}` | {arch} | {v['regs']} | {v['smem']} | {v['stack']} | {v['spill_st']}/{v['spill_ld']} |"
+                    )
+
+
+# ---------------------------------------------------------------- dau_fwd (redesigned forward and input gradient)
+
+
+def _shift_ref(c, a4, fy, fx, st, ho, wo):
+    """``(y, bound)``: the bilinear shift in float64 (``impls._cuda_ops`` ``shift``) and the rounding
+    bound of a sequential sum of its ``4 S K`` products per output in the data's precision,
+    ``4 S K u sum |a4 c|`` (first-order, ``u`` the unit roundoff)."""
+    n, s_, hc, wc = c.shape
+    f_, _, k_ = fy.shape
+    c, a4 = c.double(), a4.double()
+    i, j = torch.arange(ho)[:, None] * st, torch.arange(wo)[None, :] * st
+    y = torch.zeros(n, f_, ho, wo, dtype=torch.float64)
+    mag = torch.zeros_like(y)
+    for f in range(f_):
+        for s in range(s_):
+            for k in range(k_):
+                for m in range(4):
+                    p, q = i + int(fy[f, s, k]) + m // 2, j + int(fx[f, s, k]) + m % 2
+                    ok = (p >= 0) & (p < hc) & (q >= 0) & (q < wc)
+                    v = c[:, s, p.clamp(0, hc - 1), q.clamp(0, wc - 1)] * ok
+                    y[:, f] += a4[f, s, k, m] * v
+                    mag[:, f] += (a4[f, s, k, m] * v).abs()
+    return y, mag
+
+
+def _fwd_units(g, f_, s_, k_, spreads):
+    """Floors ``[F,S,K]`` whose groups of ``FWD_FB`` output channels have the displacement spreads
+    ``spreads`` (one per group: 6, 14 fit the buckets 8, 16; 60 leaves stages that do not fit
+    32), and random corner weights."""
+    from impls.cupy_cuda import FWD_FB
+
+    fy = torch.zeros(f_, s_, k_, dtype=torch.int64)
+    fx = torch.zeros_like(fy)
+    for gi, sp in enumerate(spreads):
+        sl = slice(FWD_FB * gi, FWD_FB * gi + FWD_FB)
+        fy[sl] = torch.randint(-sp // 2, sp - sp // 2 + 1, fy[sl].shape, generator=g)
+        fx[sl] = torch.randint(-sp // 2, sp - sp // 2 + 1, fx[sl].shape, generator=g)
+        if sp > 32:  # only the last stage sees the large spread: earlier ones fit
+            fy[sl][:, :-1] = fy[sl][:, :-1].clamp(-8, 8)
+            fx[sl][:, :-1] = fx[sl][:, :-1].clamp(-8, 8)
+    return fy.to(torch.int32), fx.to(torch.int32), torch.randn(f_, s_, k_, 4, generator=g, dtype=torch.float64)
+
+
+def _fwd_check(cc, shape, st, dtype, spreads, seed):
+    n, s_, f_, k_, hc, wc = shape
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(n, s_, hc, wc, generator=g, dtype=torch.float64)
+    fy, fx, a4 = _fwd_units(g, f_, s_, k_, spreads)
+    fy, fx = fy + 1, fx - 2  # origin off the tile corner
+    ho, wo = (hc - 1) // st + 1, (wc - 1) // st + 1
+    y = cc.Prims.shift(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
+    ref, mag = _shift_ref(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
+    u = torch.finfo(dtype).eps / 2
+    bound = 4 * s_ * k_ * u * mag + 1e-300
+    assert float(((y.double() - ref).abs() / bound).max()) <= 1.0
+    # the transposed kernel (input gradient, stride 1) is the adjoint: <shift(c), d> = <c, scatter(d)>
+    if st == 1:
+        d = torch.randn(n, f_, ho, wo, generator=g, dtype=torch.float64)
+        back = cc.Prims.scatter(d.to(dtype), a4.to(dtype), fy, fx, 1, s_, hc, wc).double()
+        lhs, rhs = float((ref * d).sum()), float((c.to(dtype).double() * back).sum())
+        assert abs(lhs - rhs) <= 4 * s_ * k_ * u * float((mag * d.abs()).sum()) * 4 + 1e-12
+
+
+FWD_SPREADS = (6, 14, 60)  # buckets 8, 16, and 32 with a stage that does not fit
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("st", [1, 2])
+def test_emu_fwd_buckets(cc, st, dtype, seed):
+    """dau_fwd against the float64 shift: three groups of output channels (the last partial) in
+    the three buckets, a partial last stage of input channels, two tiles along each axis, and
+    (stride 1) its transpose, the input gradient, by the adjoint identity."""
+    _fwd_check(cc, (2, 6, 3 * cc.FWD_FB - 3, 2, 20 * st, 36 * st), st, dtype, FWD_SPREADS, seed)
+
+
+def test_emu_fwd_table():
+    """The prepare pass: buckets by the largest spread of a group, stage-wise fit, relative floors."""
+    from impls import cupy_cuda
+
+    g = torch.Generator().manual_seed(0)
+    fb = cupy_cuda.FWD_FB
+    fy, fx, _ = _fwd_units(g, 3 * fb - 3, 9, 2, (6, 14, 60))
+    rel, box, fits, bucket = cupy_cuda.Prims.fwd_table(fy, fx, 4)
+    assert bucket.tolist() == [0, 1, 2] and box.shape == (3, 3, 2) and fits.shape == (3, 3)
+    assert fits[:2].all() and fits[2].tolist() == [1, 1, 0]
+    f, s = fb + 3, 5  # group 1, stage 1
+    assert int(rel[f, s, 0]) == (int(fy[f, s, 0]) - int(box[1, 1, 0])) * 65536 + int(fx[f, s, 0]) - int(box[1, 1, 1])
+
+
+def test_fwd_geom_smem():
+    """Two stages of every dau_fwd instantiation fit the opt-in limit of sm_80 (163 KB)."""
+    from impls import cupy_cuda
+
+    for esize in (4, 8):
+        for st in (1, 2):
+            for sp in cupy_cuda.SPREADS:
+                rows, cols, pitch, cs, smem = cupy_cuda.fwd_geom(esize, st, sp)
+                assert pitch % 8 == 0 and pitch >= cols + 3 and smem <= 163 * 1024
+
+
+@pytest.mark.slow
+def test_emu_fwd_paper(cc, seed):
+    """The paper case (N8 S64 F192 K2, 32 x 32, mu in +-4 -> spread <= 8) under emulation, N = 2."""
+    _fwd_check(cc, (2, 64, 192, 2, 32, 32), 1, torch.float32, (8,) * (192 // cc.FWD_FB), seed)

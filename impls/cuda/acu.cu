@@ -58,33 +58,32 @@ __global__ void sample_t(const T* __restrict__ e, const T* __restrict__ a4, cons
     gx[idx] = acc;
 }
 
-// out[g,k,m] += sum_{n,s,i,j} e[n,g,s,k,i,j] x[n,s, tap m]: the corner sums of the position
-// gradients.  Grid: x = G K synapses, y = chunks; block reduction, four atomicAdds per block.
-// out zeroed.  MACs 4 P S K G.
+// part[g,k,m,chunk] = sum over one chunk of the n, s, i, j of e[n,g,s,k,i,j] x[n,s, tap m]:
+// partials of the corner sums of the position gradients (the host sums the chunks).
+// Grid: x = G K synapses, y = chunks; block kRed threads, block reduction.  MACs 4 P S K G.
 template <typename T>
-__global__ void sample_sums(const T* __restrict__ e, const T* __restrict__ x, const int* __restrict__ fy,
+__global__ void __launch_bounds__(kRed) sample_sums(const T* __restrict__ e, const T* __restrict__ x, const int* __restrict__ fy,
                             const int* __restrict__ fx, int n_, int g_, int s_, int k_, int h, int w, int ho, int wo,
                             int st, T* __restrict__ out) {
     const int u = blockIdx.x;
     const int g = u / k_, k = u % k_;
     const int r0 = __ldg(fy + u), q0 = __ldg(fx + u);
-    const long long n_el = static_cast<long long>(n_) * s_ * ho * wo;
     T t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0);
-    for (long long el = static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x; el < n_el;
-         el += static_cast<long long>(gridDim.y) * blockDim.x) {
-        const int j = static_cast<int>(el % wo);
-        const int i = static_cast<int>((el / wo) % ho);
-        const int s = static_cast<int>((el / (static_cast<long long>(wo) * ho)) % s_);
-        const int n = static_cast<int>(el / (static_cast<long long>(wo) * ho * s_));
-        const T d = __ldg(e + ((((static_cast<long long>(n) * g_ + g) * s_ + s) * k_ + k) * ho + i) * wo + j);
-        const long long plane = (static_cast<long long>(n) * s_ + s) * h * w;
-        const int p = i * st + r0, q = j * st + q0;
-        t0 += d * at(x, plane, h, w, p, q);
-        t1 += d * at(x, plane, h, w, p, q + 1);
-        t2 += d * at(x, plane, h, w, p + 1, q);
-        t3 += d * at(x, plane, h, w, p + 1, q + 1);
-    }
-    add_block_sums4(out + 4 * u, t0, t1, t2, t3);
+    if (ho > 0 && wo > 0)
+        for (Walk el(static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x,
+                     static_cast<long long>(gridDim.y) * blockDim.x, ho, wo);
+             el.plane < static_cast<long long>(n_) * s_; el.next()) {
+            const int pl = static_cast<int>(el.plane);  // n S + s < 2^31 (32-bit division)
+            const int i = el.i, j = el.j, s = pl % s_, n = pl / s_;
+            const T d = __ldg(e + ((((static_cast<long long>(n) * g_ + g) * s_ + s) * k_ + k) * ho + i) * wo + j);
+            const long long plane = el.plane * h * w;
+            const int p = i * st + r0, q = j * st + q0;
+            t0 += d * at(x, plane, h, w, p, q);
+            t1 += d * at(x, plane, h, w, p, q + 1);
+            t2 += d * at(x, plane, h, w, p + 1, q);
+            t3 += d * at(x, plane, h, w, p + 1, q + 1);
+        }
+    block_sums4<kRed>(out + 4LL * u * gridDim.y + blockIdx.y, gridDim.y, t0, t1, t2, t3);
 }
 
 }  // namespace rf

@@ -11,18 +11,21 @@ constexpr int kTileW = 32;  // output tile 32 x 8, one thread per output pixel
 constexpr int kTileH = 8;
 constexpr int kFB = 4;      // output channels per block, all from the same input tiles
 
-// y [N,F,Ho,Wo] from c [N,S,Hc,Wc].  Grid: x = column tiles * ceil(F / kFB), y = row tiles, z = N.
-// For each input channel s, the block loads the canvas window that all units of its kFB channels
-// read (box[fg, s] = min/max floors over the group) into shared memory when it has at most cap
-// elements; otherwise (large displacement spread) it reads the canvas directly.  MACs 4 P F S K.
+// y [N,F,Ho,Wo] from c [N,S,Hc,Wc].  Grid: x = column tiles * ceil(F / kFB) * N (N on x, which
+// allows 2^31 - 1 blocks), y = row tiles.  For each input channel s, the block loads the canvas
+// window that all units of its kFB channels read (box[fg, s] = min/max floors over the group) into
+// shared memory when it has at most cap elements; otherwise (large displacement spread) it reads
+// the canvas directly.  Any displacement, stride and channel count: the unbounded fallback of
+// dau_fwd (dau_fwd.cu).  MACs 4 P F S K.
 template <typename T>
 __global__ void shift(const T* __restrict__ c, const T* __restrict__ a4, const int* __restrict__ fy,
                       const int* __restrict__ fx, const int* __restrict__ box, int s_, int hc, int wc, int f_, int k_,
                       int st, int ho, int wo, int cap, T* __restrict__ y) {
-    const int tiles_w = (wo + kTileW - 1) / kTileW;
-    const int fg = blockIdx.x / tiles_w;
+    const int tiles_w = (wo + kTileW - 1) / kTileW, groups = (f_ + kFB - 1) / kFB;
+    const int n = blockIdx.x / (tiles_w * groups);
+    const int fg = blockIdx.x / tiles_w % groups;
     const int i0 = blockIdx.y * kTileH, j0 = (blockIdx.x % tiles_w) * kTileW;
-    const int i = i0 + threadIdx.y, j = j0 + threadIdx.x, n = blockIdx.z;
+    const int i = i0 + threadIdx.y, j = j0 + threadIdx.x;
     T* tile = smem<T>();
     T acc[kFB];
     for (int b = 0; b < kFB; ++b) acc[b] = T(0);
@@ -63,32 +66,32 @@ __global__ void shift(const T* __restrict__ c, const T* __restrict__ a4, const i
         y[((static_cast<long long>(n) * f_ + fg * kFB + b) * ho + i) * wo + j] = acc[b];
 }
 
-// out[u, m] += sum_{n,i,j} dy[n,f,i,j] c[n,s, tap m of unit u]: the four corner sums every unit
-// gradient is made of.  Grid: x = units F S K, y = chunks of the N Ho Wo elements; block
-// reduction (warp shuffles), four atomicAdds per block.  out zeroed.  MACs 4 P F S K.
+// part[u, m, chunk] = sum over one chunk of the n, i, j of dy[n,f,i,j] c[n,s, tap m of unit u]:
+// partials of the four corner sums every unit gradient is made of (the host sums the chunks).
+// Grid: x = units F S K, y = chunks of the N Ho Wo elements; block kRed threads, block
+// reduction (warp shuffles).  MACs 4 P F S K.
 template <typename T>
-__global__ void tapsum(const T* __restrict__ c, const T* __restrict__ dy, const int* __restrict__ fy,
+__global__ void __launch_bounds__(kRed) tapsum(const T* __restrict__ c, const T* __restrict__ dy, const int* __restrict__ fy,
                        const int* __restrict__ fx, int n_, int s_, int f_, int k_, int hc, int wc, int ho, int wo,
                        int st, T* __restrict__ out) {
     const long long u = blockIdx.x;
     const int s = static_cast<int>((u / k_) % s_), f = static_cast<int>(u / (static_cast<long long>(k_) * s_));
     const int r0 = __ldg(fy + u), q0 = __ldg(fx + u);
-    const long long n_el = static_cast<long long>(n_) * ho * wo;
     T t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0);
-    for (long long e = static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x; e < n_el;
-         e += static_cast<long long>(gridDim.y) * blockDim.x) {
-        const int j = static_cast<int>(e % wo);
-        const int i = static_cast<int>((e / wo) % ho);
-        const int n = static_cast<int>(e / (static_cast<long long>(wo) * ho));
-        const T d = __ldg(dy + ((static_cast<long long>(n) * f_ + f) * ho + i) * wo + j);
-        const long long plane = (static_cast<long long>(n) * s_ + s) * hc * wc;
-        const int p = i * st + r0, q = j * st + q0;
-        t0 += d * at(c, plane, hc, wc, p, q);
-        t1 += d * at(c, plane, hc, wc, p, q + 1);
-        t2 += d * at(c, plane, hc, wc, p + 1, q);
-        t3 += d * at(c, plane, hc, wc, p + 1, q + 1);
-    }
-    add_block_sums4(out + 4 * u, t0, t1, t2, t3);
+    if (ho > 0 && wo > 0)
+        for (Walk e(static_cast<long long>(blockIdx.y) * blockDim.x + threadIdx.x,
+                    static_cast<long long>(gridDim.y) * blockDim.x, ho, wo);
+             e.plane < n_; e.next()) {
+            const int n = static_cast<int>(e.plane), i = e.i, j = e.j;
+            const T d = __ldg(dy + ((static_cast<long long>(n) * f_ + f) * ho + i) * wo + j);
+            const long long plane = (static_cast<long long>(n) * s_ + s) * hc * wc;
+            const int p = i * st + r0, q = j * st + q0;
+            t0 += d * at(c, plane, hc, wc, p, q);
+            t1 += d * at(c, plane, hc, wc, p, q + 1);
+            t2 += d * at(c, plane, hc, wc, p + 1, q);
+            t3 += d * at(c, plane, hc, wc, p + 1, q + 1);
+        }
+    block_sums4<kRed>(out + 4 * u * gridDim.y + blockIdx.y, gridDim.y, t0, t1, t2, t3);
 }
 
 // Adjoint of shift in c: back [N,S,Hc,Wc], one thread per canvas pixel gathering every

@@ -79,28 +79,28 @@ __global__ void tpass(const T* __restrict__ dout, const T* __restrict__ taps, co
     out[idx] = acc;
 }
 
-// Adjoint of cpass in its taps, per output channel: out[c, it] += sum dout[b,c,o,..] inp[b,cin[c], o st + it + off, ..].
-// Grid: x = chunks of the B Ho Wo elements, y = taps, z = output channels.  Each thread sums a
-// strided chunk, the block reduces (warp shuffles), one atomicAdd per block.  out zeroed.
-// MACs B Co Ho Wo nt.
+// Adjoint of cpass in its taps, per output channel, as partials over chunks:
+// part[c, it, chunk] = sum over the chunk of dout[b,c,o,..] inp[b,cin[c], o st + it + off, ..].
+// Grid: x = chunks of the B Ho Wo elements, y = taps, z = output channels; block kRed threads.
+// Each thread sums a strided part of the chunk, the block reduces (warp shuffles); the host
+// sums the chunks in a fixed order.  MACs B Co Ho Wo nt.
 template <typename T, bool ROWS>
-__global__ void dtaps(const T* __restrict__ dout, const T* __restrict__ inp, const int* __restrict__ cin, int nb,
+__global__ void __launch_bounds__(kRed) dtaps(const T* __restrict__ dout, const T* __restrict__ inp, const int* __restrict__ cin, int nb,
                       int co, int ho, int wo, int nci, int hi, int wi, int nt, int st, int off, T* __restrict__ out) {
     const int it = blockIdx.y, c = blockIdx.z;
     const int ci = __ldg(cin + c);
-    const long long n_el = static_cast<long long>(nb) * ho * wo;
     T acc = T(0);
-    for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n_el;
-         e += static_cast<long long>(gridDim.x) * blockDim.x) {
-        const int q = static_cast<int>(e % wo);
-        const int p = static_cast<int>((e / wo) % ho);
-        const int b = static_cast<int>(e / (static_cast<long long>(wo) * ho));
-        const T d = __ldg(dout + ((static_cast<long long>(b) * co + c) * ho + p) * wo + q);
-        const long long plane = (static_cast<long long>(b) * nci + ci) * hi * wi;
-        acc += d * (ROWS ? at(inp, plane, hi, wi, p * st + it + off, q) : at(inp, plane, hi, wi, p, q * st + it + off));
-    }
-    acc = block_sum(acc);
-    if (threadIdx.x == 0) atomicAdd(out + c * nt + it, acc);
+    if (ho > 0 && wo > 0)
+        for (Walk e(static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x,
+                    static_cast<long long>(gridDim.x) * blockDim.x, ho, wo);
+             e.plane < nb; e.next()) {
+            const int p = e.i, q = e.j, b = static_cast<int>(e.plane);
+            const T d = __ldg(dout + ((static_cast<long long>(b) * co + c) * ho + p) * wo + q);
+            const long long plane = (static_cast<long long>(b) * nci + ci) * hi * wi;
+            acc += d * (ROWS ? at(inp, plane, hi, wi, p * st + it + off, q) : at(inp, plane, hi, wi, p, q * st + it + off));
+        }
+    acc = block_sum<kRed>(acc);
+    if (threadIdx.x == 0) out[(static_cast<long long>(c) * nt + it) * gridDim.x + blockIdx.x] = acc;
 }
 
 }  // namespace rf
