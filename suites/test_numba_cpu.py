@@ -6,6 +6,8 @@ import torch
 import impls
 
 pytest.importorskip("numba")
+from impls import numba_cpu  # noqa: E402
+
 
 N, S, F, K, H, W = 2, 3, 4, 3, 7, 6
 TOL = {torch.float64: 1e-12, torch.float32: 5e-6}
@@ -53,15 +55,31 @@ def _dau_args(mu_lo=-6.0, mu_hi=6.0, sigma=0.7, bias=True, hw=(H, W)):
     )
 
 
+@pytest.fixture(params=["wide", "rows"])
+def dau_path(request, monkeypatch):
+    """Both DAU code paths on the same cases: the wide-row kernels (any column spread) or the per-row ones."""
+    monkeypatch.setattr(numba_cpu, "_WASTE", float("inf") if request.param == "wide" else 0.0)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("mu_grad", ["exact", "gauss"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_dau(stride, mu_grad, dtype):
+def test_dau(stride, mu_grad, dtype, dau_path):
     _compare(impls.dau_conv2d, _dau_args(), {"stride": stride, "mu_grad": mu_grad}, dtype)
 
 
+def test_dau_takes_the_wide_path_at_paper_spreads():
+    """Units displaced by up to 4 px on a 32 x 32 image run the wide-row kernels (waste 40 / 32)."""
+    fy = torch.arange(-4, 4).repeat(4).reshape(4, 4, 2).numpy()
+    assert numba_cpu._wide_window(fy, fy[::-1].copy(), 32, 32, 32, 32, 2, 1) is not None
+    assert numba_cpu._wide_window(fy, fy, 32, 32, 32, 32, 2, 2) is None
+    assert numba_cpu._wide_window(fy * 3, fy, 32, 32, 32, 32, 2, 1) is not None
+    assert numba_cpu._wide_window(fy, fy * 3, 32, 32, 32, 32, 2, 1) is None
+
+
 @pytest.mark.parametrize("mu_grad", ["exact", "gauss"])
-def test_dau_far_and_integer(mu_grad):
+def test_dau_far_and_integer(mu_grad, dau_path):
     args = _dau_args(18.0, 22.0, hw=(5, 5))
     args[2][0, 0, 0] = -40.0  # far outside a 5x5 image: reads zeros
     args[3][1, 1, 1] = 3.0  # integer position: right derivative
@@ -124,7 +142,7 @@ def test_njet(stride, order, dtype):
     _compare(impls.njet_conv2d, args, {"order": order, "stride": stride, "radius": 9}, dtype)  # radius > image
 
 
-def test_small_and_strided_inputs():
+def test_small_and_strided_inputs(dau_path):
     x = _randn(N, S, 1, 1, seed=1)
     _compare(impls.dau_conv2d, (x, *_dau_args()[1:]), {"stride": 2})
     _compare(
@@ -171,7 +189,7 @@ def _all_layers(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_deterministic(dtype):
+def test_deterministic(dtype, dau_path):
     first, second = _all_layers(dtype), _all_layers(dtype)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
