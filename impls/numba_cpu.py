@@ -1,38 +1,44 @@
 """Backend ``numba``: the papers' efficient algorithms as parallel Numba CPU kernels.
 
-Every kernel is ``@njit(parallel=True, fastmath=False, cache=True)``, compiled once per
-process and dtype (float32 or float64, computed in the input dtype).  Each ``prange``
-iteration owns the output elements it writes, and parameter-gradient reductions go into
-per-iteration partial buffers summed afterwards in a fixed order, so every result is
-bit-identical from run to run whatever the thread count or schedule.
+Kernels are ``@njit(parallel=True, cache=True)``, compiled once per process and dtype
+(float32 or float64, computed in the input dtype); ``fastmath=False`` except the reductions
+that say otherwise (``reassoc``/``contract`` inside one function: a fixed-order reduction over
+vector lanes).  Each ``prange`` task owns the output elements it writes, and reductions run in
+a fixed order, so every result is bit-identical from run to run whatever the thread count.
+The channel mixing of ``acu`` and ``njet`` is a matrix product done by BLAS (``torch.matmul``
+on contiguous views), bit-identical run to run at a fixed thread count.
 
-Zero extension without per-element bounds checks: sampled maps live on a canvas with one
-zero border pixel beyond everything that can be non-zero (index = coordinate + ``pad``),
-so a bilinear sample whose 2x2 stencil is not fully inside the canvas reads only zeros and
-is skipped; the valid column range of each unit is computed once (``_lo``, ``_hi``).
+``dau`` at stride 1 uses the wide-row kernels (section "wide-row kernels" below): the blurred
+input lives on a window padded so that every read of every unit is in bounds, and each unit is
+one contiguous loop.  Stride > 1, or displacement spreads that would waste more than ``_WASTE``
+columns per row, use the per-row kernels on a canvas with one zero border pixel beyond
+everything that can be non-zero (index = coordinate + ``pad``): a bilinear sample whose 2x2
+stencil is not fully inside the canvas reads only zeros and is skipped; the valid row and
+column ranges of each unit are computed once (``_rows``, ``_lo``, ``_hi``).
 
 MACs (SPEC section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
-``Hc, Wc = H + 2 rb + 2, W + 2 rb + 2`` (canvas), ``G`` position groups (acu), ``M = order + 1``,
-``J`` basis filters, ``w = 2 r + 1`` (njet taps), ``R2 = (2R + 1)^2`` (dau_gauss):
+``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
+``R2 = (2R + 1)^2`` (dau_gauss); ``v = pw / Wo`` the wide-row waste (1.25 at the paper case):
 
-- dau forward: blur ``N S (H W + Hc Wc) b`` + shift ``4 P F S K``.
-  backward: weight and exact mu share one tap-sum pass ``4 P F S K`` (+ the blur again);
-  gauss mu: ``2 x 4 P F S K`` tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
-  x: scatter ``4 P F S K`` + adjoint blur ``N S (H Wc + H W) b``;
-  sigma: shares that scatter and adjoint blur, then ``N S (H Wc + H W) b`` tap sums (dL/dg).
-  All with every gradient (exact): ``8 P F S K`` + ``O(N S Hc Wc b)``.
-- acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K``.
-  backward: ``P F S K`` (dL/d shifted maps) + ``P F S K`` (weight) + ``4 P S K G`` (x scatter)
-  + ``4 P S K G`` (position tap sums, fused with the scatter) + ``4 P S K G`` (re-interpolate, weight only).
-- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J``.
-  backward: alpha ``P F S J`` (+ the two basis passes again); dL/dbasis ``P F S J``;
+- dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v`` (the canvas is kept for the backward).
+  backward: weight and exact mu share one tap-sum pass ``4 P F S K v``;
+  gauss mu: ``2 x 4 P F S K v`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
+  x: a gather over ``dy`` at the rotated displacements ``4 N F S K Hb Wb v`` (``Hb, Wb = H, W + 2 rb``)
+  + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then two blurs and one dot product.
+  With every gradient (exact): ``8 P F S K v`` + ``O(N S Hb Wb b)``.  Per-row path: the same counts, ``v = 1``.
+- acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K`` (GEMM).
+  backward: ``P F S K`` (dL/d shifted maps, GEMM) + ``P F S K`` (weight, GEMM) + ``4 P S K G`` (x, adjoint
+  of the shift) + ``4 P S K G`` (position corner sums, fused with it) + ``4 P S K G`` (re-interpolate, weight only).
+- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J`` (GEMM).
+  backward: alpha ``P F S J`` (GEMM, + the two basis passes again); dL/dbasis ``P F S J`` (GEMM);
   x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
 
-Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``acu`` pads
-``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
-Intermediates (recomputed in the backward, nothing saved): dau canvas ``N S Hc Wc``;
-acu shifted maps ``N G S K Ho Wo``; njet ``N S M H Wo`` and ``N S J Ho Wo``.
+Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
+``dy`` into the zero-padded wide layouts (``P F v`` elements, twice); ``acu`` pads ``x`` by one
+pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
+Intermediates: dau window ``N S hp pw`` (saved by the forward); acu shifted maps of one chunk of
+synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
 
 import numpy as np
@@ -60,6 +66,12 @@ def _hi(a, st, n, m):
     if b < 0:
         return 0
     return min(m, b // st + 1)
+
+
+@njit(cache=True, inline="always")
+def _rows(r0, st, hc, ho):
+    """Output rows ``i < ho`` whose 2-row stencil ``i st + r0, + 1`` lies inside ``hc`` canvas rows -> range."""
+    return range(_lo(r0, st), _hi(r0, st, hc - 1, ho))
 
 
 # Row kernels, inlined into the parallel loops; unit stride gets contiguous slices (vectorised).
@@ -461,10 +473,10 @@ def _shift(c, a, fy, fx, st, ho, wo):
             for k in range(k_):
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
-                for i in range(ho):
+                if jhi <= jlo:
+                    continue
+                for i in _rows(r0, st, hc, ho):
                     p = i * st + r0
-                    if p < 0 or p > hc - 2 or jhi <= jlo:
-                        continue
                     _row4(
                         y[n, f, i, jlo:jhi],
                         c[n, s, p],
@@ -497,11 +509,11 @@ def _tapsums(c, dy, fy, fx, st):
                 acc[:] = 0
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                if jhi <= jlo:
+                    continue
                 for n in range(n_):
-                    for i in range(ho):
+                    for i in _rows(r0, st, hc, ho):
                         p = i * st + r0
-                        if p < 0 or p > hc - 2 or jhi <= jlo:
-                            continue
                         _dot4(acc, dy[n, f, i, jlo:jhi], c[n, s, p], c[n, s, p + 1], jlo * st + q0, jhi - jlo, st)
                 for m in range(4):
                     for j in range(wo):
@@ -524,11 +536,10 @@ def _scatter(dy, a, fy, fx, st, s_, hc, wc):
             for k in range(k_):
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
-                for i in range(ho):
-                    p = i * st + r0
-                    if p < 0 or p > hc - 2 or jhi <= jlo:
-                        continue
-                    d = dy[n, f, i, jlo:jhi]
+                if jhi <= jlo:
+                    continue
+                for i in _rows(r0, st, hc, ho):
+                    p, d = i * st + r0, dy[n, f, i, jlo:jhi]
                     for m in range(4):
                         _axpy(back[n, s, p + m // 2], jlo * st + q0 + m % 2, jhi - jlo, st, a[f, s, k, m], d)
     return back
@@ -554,7 +565,7 @@ def _sample(xp, a, fy, fx, st, out):
             jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
             if jhi <= jlo:
                 continue
-            for i in range(_lo(r0, st), _hi(r0, st, hc - 1, ho)):
+            for i in _rows(r0, st, hc, ho):
                 p = i * st + r0
                 _row4(
                     out[n, k, s, i, jlo:jhi],
@@ -587,7 +598,7 @@ def _sample_back(xp, e, a, fy, fx, st, gxp, want_x):
             if jhi <= jlo:
                 continue
             q = jlo * st + q0
-            for i in range(_lo(r0, st), _hi(r0, st, hc - 1, ho)):
+            for i in _rows(r0, st, hc, ho):
                 p, d = i * st + r0, e[n, k, s, i, jlo:jhi]
                 _dot4(acc, d, xp[n, s, p], xp[n, s, p + 1], q, jhi - jlo, st)
                 if want_x:
