@@ -228,3 +228,40 @@ def test_acu_memory_does_not_grow_with_position_groups():
     out = subprocess.run([sys.executable, "-c", _GROUPS_PEAK], capture_output=True, text=True, check=True)
     grow_mb = float(out.stdout.split()[-1])
     assert grow_mb < 40, f"peak RSS grew by {grow_mb:.0f} MB from 1 to 64 position groups"
+
+
+_THREADS_RUN = """
+import os, sys
+os.environ["NUMBA_NUM_THREADS"] = sys.argv[1]
+import torch, impls
+torch.set_num_threads(int(sys.argv[1]))
+g = torch.Generator().manual_seed(0)
+x = torch.randn(4, 16, 20, 19, generator=g)
+out = []
+def run(fn, args, kw):
+    ts = [a.clone().requires_grad_() for a in args]
+    y = fn(*ts, **kw, backend="numba")
+    out.extend([y.detach(), *torch.autograd.grad(y, ts, torch.randn(y.shape, generator=g))])
+w, mu = torch.randn(24, 16, 2, generator=g), torch.rand(24, 16, 2, generator=g) * 6 - 3
+run(impls.dau_conv2d, (x, w, mu, -mu, torch.tensor(0.7)), {})
+run(impls.dau_conv2d, (x, w, mu, -mu, torch.tensor(0.7)), {"mu_grad": "gauss", "stride": 2})
+pos = torch.rand(2, 3, 9, generator=g) * 3 - 1.5
+run(impls.acu_conv2d, (x, torch.randn(24, 16, 9, generator=g), pos[0], pos[1]), {})
+run(impls.njet_conv2d, (x, torch.randn(24, 16, 6, generator=g), torch.tensor(1.2)), {"order": 2})
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_same_bits_at_one_and_two_threads(tmp_path):
+    """Fixed-order reductions: every output and gradient is bit-identical at 1 and 2 threads."""
+    import subprocess
+    import sys
+
+    res = []
+    for n in (1, 2):
+        path = tmp_path / f"t{n}.pt"
+        subprocess.run([sys.executable, "-c", _THREADS_RUN, str(n), str(path)], check=True)
+        res.append(torch.load(path))
+    assert len(res[0]) == len(res[1]) == 21
+    for i, (a, b) in enumerate(zip(*res)):
+        assert torch.equal(a, b), i
