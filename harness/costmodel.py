@@ -6,13 +6,16 @@ per layer, algorithm and pass; the paper's and the model's theoretical speed-up.
 efficient backends implement it (blur then shift for DAU, shift then 1x1 products for ACU,
 separable basis then mixing for N-Jet).  Backward counts are the passes those backends perform:
 
-- dau: input gradient (scatter ``4PFSK`` + adjoint blur), weight (``4PFSK``), displacement
-  (two bilinear derivatives, ``8PFSK``), sigma (``4PFSK`` + two extra separable blurs for
-  ``dG/dsigma``; Eq. 16 adds two more for ``Dx, Dy``).
-- acu: 1x1 products for input, weight and position gradients (``3PFSK``) and the bilinear
-  passes (shift for the weight gradient, scatter for the input, two derivatives: ``16PSKG``).
-- njet: mixing for input and alpha (``2PFSJ``) and twice the separable basis (input gradient
-  and the sigma chain through the 1-D taps).
+- dau: one pass of the four corner sums against ``dy`` serves the weight and the exact
+  displacement gradients (``4PFSK``); one gather of ``dy`` at the rotated displacements gives
+  dL/d(blurred input) for the input and sigma gradients (``4PFSK``); blurs: the adjoint blur and
+  two for ``dG/dsigma`` (the forward's blurred input is kept).  Eq. 16 (``mu_grad="gauss"``) adds
+  two corner-sum passes on ``x * Dx`` and ``x * Dy`` (``8PFSK``) and their two blurs.
+- acu: 1x1 products for dL/d(shifted maps) and the weight (``2PFSK``), and three bilinear passes
+  (re-shift for the weight gradient, the shift's adjoint for the input, the position corner sums:
+  ``12PSKG``).
+- njet: mixing for input and alpha (``2PFSJ``) and three separable basis passes (the basis
+  recomputed for alpha, the input gradient's adjoint, the sigma chain through the 1-D taps).
 """
 
 import math
@@ -61,19 +64,20 @@ def efficient_macs(case, pass_):
         blur = n * h * w * s_ * 2 * (2 * rb + 1)
         shift = 4 * p * f_ * s_ * case.k
         fwd = shift + blur
-        bwd = 5 * shift + (3 + (2 if case.mu_grad == "gauss" else 0)) * blur
+        gauss = 2 if case.mu_grad == "gauss" else 0
+        bwd = (2 + gauss) * shift + (3 + gauss) * blur
     elif case.layer == "acu":
         g = max(case.groups, 1)
         interp = 4 * p * s_ * case.k * g
         prod = p * f_ * s_ * case.k
         fwd = interp + prod
-        bwd = 3 * prod + 4 * interp
+        bwd = 2 * prod + 3 * interp
     elif case.layer == "njet":
         r, j_ = case.resolved_radius(), _math.n_basis(case.order)
         sep = n * h * wo * s_ * (case.order + 1) * (2 * r + 1) + p * s_ * j_ * (2 * r + 1)
         mix = p * f_ * s_ * j_
         fwd = sep + mix
-        bwd = 2 * mix + 2 * sep
+        bwd = 2 * mix + 3 * sep
     else:  # dau_gauss has no efficient form: per-unit scales make the kernel non-separable
         side = 2 * case.resolved_radius() + 1
         return naive_macs(case, (side, side), pass_)

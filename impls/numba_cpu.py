@@ -1,38 +1,44 @@
 """Backend ``numba``: the papers' efficient algorithms as parallel Numba CPU kernels.
 
-Every kernel is ``@njit(parallel=True, fastmath=False, cache=True)``, compiled once per
-process and dtype (float32 or float64, computed in the input dtype).  Each ``prange``
-iteration owns the output elements it writes, and parameter-gradient reductions go into
-per-iteration partial buffers summed afterwards in a fixed order, so every result is
-bit-identical from run to run whatever the thread count or schedule.
+Kernels are ``@njit(parallel=True, cache=True)``, compiled once per process and dtype
+(float32 or float64, computed in the input dtype); ``fastmath=False`` except the reductions
+that say otherwise (``reassoc``/``contract`` inside one function: a fixed-order reduction over
+vector lanes).  Each ``prange`` task owns the output elements it writes, and reductions run in
+a fixed order, so every result is bit-identical from run to run whatever the thread count.
+The channel mixing of ``acu`` and ``njet`` is a matrix product done by BLAS (``torch.matmul``
+on contiguous views), bit-identical run to run at a fixed thread count.
 
-Zero extension without per-element bounds checks: sampled maps live on a canvas with one
-zero border pixel beyond everything that can be non-zero (index = coordinate + ``pad``),
-so a bilinear sample whose 2x2 stencil is not fully inside the canvas reads only zeros and
-is skipped; the valid column range of each unit is computed once (``_lo``, ``_hi``).
+``dau`` at stride 1 uses the wide-row kernels (section "wide-row kernels" below): the blurred
+input lives on a window padded so that every read of every unit is in bounds, and each unit is
+one contiguous loop.  Stride > 1, or displacement spreads that would waste more than ``_WASTE``
+columns per row, use the per-row kernels on a canvas with one zero border pixel beyond
+everything that can be non-zero (index = coordinate + ``pad``): a bilinear sample whose 2x2
+stencil is not fully inside the canvas reads only zeros and is skipped; the valid row and
+column ranges of each unit are computed once (``_rows``, ``_lo``, ``_hi``).
 
 MACs (SPEC section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
-``Hc, Wc = H + 2 rb + 2, W + 2 rb + 2`` (canvas), ``G`` position groups (acu), ``M = order + 1``,
-``J`` basis filters, ``w = 2 r + 1`` (njet taps), ``R2 = (2R + 1)^2`` (dau_gauss):
+``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
+``R2 = (2R + 1)^2`` (dau_gauss); ``v = pw / Wo`` the wide-row waste (1.25 at the paper case):
 
-- dau forward: blur ``N S (H W + Hc Wc) b`` + shift ``4 P F S K``.
-  backward: weight and exact mu share one tap-sum pass ``4 P F S K`` (+ the blur again);
-  gauss mu: ``2 x 4 P F S K`` tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
-  x: scatter ``4 P F S K`` + adjoint blur ``N S (H Wc + H W) b``;
-  sigma: shares that scatter and adjoint blur, then ``N S (H Wc + H W) b`` tap sums (dL/dg).
-  All with every gradient (exact): ``8 P F S K`` + ``O(N S Hc Wc b)``.
-- acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K``.
-  backward: ``P F S K`` (dL/d shifted maps) + ``P F S K`` (weight) + ``4 P S K G`` (x scatter)
-  + ``4 P S K G`` (position tap sums, fused with the scatter) + ``4 P S K G`` (re-interpolate, weight only).
-- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J``.
-  backward: alpha ``P F S J`` (+ the two basis passes again); dL/dbasis ``P F S J``;
+- dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v`` (the canvas is kept for the backward).
+  backward: weight and exact mu share one tap-sum pass ``4 P F S K v``;
+  gauss mu: ``2 x 4 P F S K v`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
+  x: a gather over ``dy`` at the rotated displacements ``4 N F S K Hb Wb v`` (``Hb, Wb = H, W + 2 rb``)
+  + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then two blurs and one dot product.
+  With every gradient (exact): ``8 P F S K v`` + ``O(N S Hb Wb b)``.  Per-row path: the same counts, ``v = 1``.
+- acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K`` (GEMM).
+  backward: ``P F S K`` (dL/d shifted maps, GEMM) + ``P F S K`` (weight, GEMM) + ``4 P S K G`` (x, adjoint
+  of the shift) + ``4 P S K G`` (position corner sums, fused with it) + ``4 P S K G`` (re-interpolate, weight only).
+- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J`` (GEMM).
+  backward: alpha ``P F S J`` (GEMM, + the two basis passes again); dL/dbasis ``P F S J`` (GEMM);
   x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
 
-Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``acu`` pads
-``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
-Intermediates (recomputed in the backward, nothing saved): dau canvas ``N S Hc Wc``;
-acu shifted maps ``N G S K Ho Wo``; njet ``N S M H Wo`` and ``N S J Ho Wo``.
+Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
+``dy`` into the zero-padded wide layouts (``P F v`` elements, twice); ``acu`` pads ``x`` by one
+pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
+Intermediates: dau window ``N S hp pw`` (saved by the forward); acu shifted maps of one chunk of
+synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
 
 import numpy as np
@@ -60,6 +66,12 @@ def _hi(a, st, n, m):
     if b < 0:
         return 0
     return min(m, b // st + 1)
+
+
+@njit(cache=True, inline="always")
+def _rows(r0, st, hc, ho):
+    """Output rows ``i < ho`` whose 2-row stencil ``i st + r0, + 1`` lies inside ``hc`` canvas rows -> range."""
+    return range(_lo(r0, st), _hi(r0, st, hc - 1, ho))
 
 
 # Row kernels, inlined into the parallel loops; unit stride gets contiguous slices (vectorised).
@@ -270,6 +282,176 @@ def _canvas(x, g1, g2, pad):
     return _vblur(_hblur(x, g2, pad), g1, pad)
 
 
+# ---------------------------------------------------------------- wide-row kernels (dau, stride 1)
+#
+# A map ``a`` of rows ``[y0, y0 + hp)`` and columns ``[x0, x0 + pw)`` (coordinates) is stored
+# row-major with pitch ``pw``; a correlation output ``[Ho, Wo]`` is computed at the same pitch,
+# ``o = i pw + j``.  A unit whose floor tap is at coordinate ``(fy, fx)`` then reads
+# ``a[o + off + {0, 1, pw, pw + 1}]`` with ``off = (fy - y0) pw + fx - x0`` for every ``o``: one
+# contiguous loop over ``(Ho - 1) pw + Wo`` outputs per unit, the columns ``j >= Wo`` of each row
+# computed and discarded (waste ``pw / Wo``).  The window is chosen so that every read is inside
+# it; a unit with ``off < 0`` reads only zeros and is skipped.
+
+
+@njit(**_JIT)
+def _blur_win(x, gr, gc, y0, x0, hp, pw):
+    """``x * outer(gr, gc)`` (``gr`` along rows) on the window rows ``[y0, y0+hp)``, columns ``[x0, x0+pw)``.
+
+    ``x [N,S,H,W]`` -> ``[N,S,hp,pw]`` (zero where the blur does not reach).
+    MACs ``N S (H pw + hp pw) (2 rb + 1)`` at most.
+    """
+    n_, s_, h, w = x.shape
+    r = (gr.shape[0] - 1) // 2
+    out = np.zeros((n_, s_, hp, pw), x.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        tmp = np.zeros((h, pw), x.dtype)
+        for p in range(h):
+            row = x[n, s, p]
+            for iu in range(2 * r + 1):
+                u, gu = iu - r, gc[iu]
+                qlo, qhi = max(x0, -u), min(x0 + pw, w - u)  # Q + u inside [0, W)
+                if qhi <= qlo:
+                    continue
+                t, src = tmp[p, qlo - x0 : qhi - x0], row[qlo + u : qhi + u]
+                for j in range(qhi - qlo):
+                    t[j] += gu * src[j]
+        for pc in range(hp):
+            o = out[n, s, pc]
+            for it in range(2 * r + 1):
+                src_p = pc + y0 + it - r
+                if src_p < 0 or src_p >= h:
+                    continue
+                gt, src = gr[it], tmp[src_p]
+                for j in range(pw):
+                    o[j] += gt * src[j]
+    return out
+
+
+@njit(**_JIT)
+def _blur_win_t(b, gr, gc, y0, x0, h, w):
+    """Adjoint of ``_blur_win``: ``b [N,S,hp,pw]`` -> ``[N,S,H,W]``."""
+    n_, s_, hp, pw = b.shape
+    r = (gr.shape[0] - 1) // 2
+    out = np.zeros((n_, s_, h, w), b.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        tmp = np.zeros((h, pw), b.dtype)
+        for p in range(h):
+            t = tmp[p]
+            for it in range(2 * r + 1):
+                pc = p - (it - r) - y0
+                if pc < 0 or pc >= hp:
+                    continue
+                gt, src = gr[it], b[n, s, pc]
+                for j in range(pw):
+                    t[j] += gt * src[j]
+        for p in range(h):
+            o = out[n, s, p]
+            for iu in range(2 * r + 1):
+                u, gu = iu - r, gc[iu]
+                qlo, qhi = max(0, x0 + u), min(w, x0 + pw + u)  # q - u inside the window
+                if qhi <= qlo:
+                    continue
+                dst, src = o[qlo:qhi], tmp[p, qlo - u - x0 : qhi - u - x0]
+                for j in range(qhi - qlo):
+                    dst[j] += gu * src[j]
+    return out
+
+
+_TILE = 16  # channels per tile of the wide-row kernels: a tile's rows of every operand stay in L2
+
+
+@njit(**_JIT)
+def _wide_shift(c, a, off, ho, wo, bias):
+    """``y[n,f,i,j] = bias[f] + sum_{s,k,m} a[f,s,k,m] c[n,s, o + off[f,s,k] + (0, 1, pw, pw+1)[m]]``.
+
+    ``c [N,S,hp,pw]`` windows, ``a [F,S,K,4]``, ``off [F,S,K]`` (``< 0``: skipped) -> ``[N,F,Ho,Wo]``.
+    One task per ``(n, tile of f)``: each window row read once serves the tile's outputs.
+    MACs ``4 N F S K ((Ho - 1) pw + Wo)`` (``4 P F S K`` times the waste ``pw / Wo``).
+    """
+    n_, s_, hp, pw = c.shape
+    f_, _, k_ = off.shape
+    m = (ho - 1) * pw + wo
+    nt = (f_ + _TILE - 1) // _TILE
+    y = np.empty((n_, f_, ho, wo), c.dtype)
+    for task in prange(n_ * nt):
+        n, f0 = task // nt, (task % nt) * _TILE
+        f1 = min(f_, f0 + _TILE)
+        acc = np.zeros((f1 - f0, m), c.dtype)
+        for s in range(s_):
+            cs = c[n, s].reshape(hp * pw)
+            for f in range(f0, f1):
+                af = acc[f - f0]
+                for k in range(k_):
+                    o = off[f, s, k]
+                    if o < 0:
+                        continue
+                    a0, a1, a2, a3 = a[f, s, k, 0], a[f, s, k, 1], a[f, s, k, 2], a[f, s, k, 3]
+                    u0, u1 = cs[o : o + m], cs[o + 1 : o + 1 + m]
+                    u2, u3 = cs[o + pw : o + pw + m], cs[o + pw + 1 : o + pw + 1 + m]
+                    for j in range(m):
+                        af[j] += (a0 * u0[j] + a1 * u1[j]) + (a2 * u2[j] + a3 * u3[j])
+        for f in range(f0, f1):
+            for i in range(ho):
+                yi, ai = y[n, f, i], acc[f - f0, i * pw : i * pw + wo]
+                for j in range(wo):
+                    yi[j] = ai[j] + bias[f]
+    return y
+
+
+@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+def _wide_taps(c, d, off, m):
+    """``C[f,s,k,m] = sum_{n,o<m} d[n,f,o] c[n,s, o + off[f,s,k] + (0, 1, pw, pw+1)[m]]``. -> ``[F,S,K,4]``
+
+    ``d [N,F,Ho pw]``: ``dy`` at the window pitch with zero columns ``j >= Wo``; ``m = (Ho-1) pw + Wo``.
+    One task per tile of ``(f, s)``; each sum runs over ``n`` in order, and within a row as a
+    fixed-order reduction over vector lanes (``reassoc`` in this function only).  MACs ``4 N F S K L``.
+    """
+    n_, s_, hp, pw = c.shape
+    f_, _, k_ = off.shape
+    nfb, nsb = (f_ + _TILE - 1) // _TILE, (s_ + _TILE - 1) // _TILE
+    out = np.zeros((f_, s_, k_, 4), c.dtype)
+    for task in prange(nfb * nsb):
+        f0, s0 = (task // nsb) * _TILE, (task % nsb) * _TILE
+        zero = np.zeros(1, c.dtype)[0]  # accumulators in the input's dtype
+        for n in range(n_):
+            for f in range(f0, min(f_, f0 + _TILE)):
+                dn = d[n, f]
+                for s in range(s0, min(s_, s0 + _TILE)):
+                    cs = c[n, s].reshape(hp * pw)
+                    for k in range(k_):
+                        o = off[f, s, k]
+                        if o < 0:
+                            continue
+                        u0, u1 = cs[o : o + m], cs[o + 1 : o + 1 + m]
+                        u2, u3 = cs[o + pw : o + pw + m], cs[o + pw + 1 : o + pw + 1 + m]
+                        e = out[f, s, k]
+                        t0 = t1 = t2 = t3 = zero
+                        for j in range(m):
+                            t0 += dn[j] * u0[j]
+                            t1 += dn[j] * u1[j]
+                            t2 += dn[j] * u2[j]
+                            t3 += dn[j] * u3[j]
+                        e[0], e[1], e[2], e[3] = e[0] + t0, e[1] + t1, e[2] + t2, e[3] + t3
+    return out
+
+
+@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
+def _plane_dots(a, b):
+    """``sum_{p,q} a[n,s,p,q] b[n,s,p,q]`` per ``(n, s)`` (fixed-order lane reduction). -> ``[N*S]``"""
+    n_, s_, h, w = a.shape
+    out = np.zeros(n_ * s_, a.dtype)
+    for ns in prange(n_ * s_):
+        n, s = ns // s_, ns % s_
+        u, v = a[n, s].reshape(h * w), b[n, s].reshape(h * w)
+        acc = out[ns]
+        for j in range(h * w):
+            acc += u[j] * v[j]
+        out[ns] = acc
+    return out
+
+
 # ---------------------------------------------------------------- bilinear shift, per unit (dau)
 
 
@@ -289,10 +471,10 @@ def _shift(c, a, fy, fx, st, ho, wo):
             for k in range(k_):
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
-                for i in range(ho):
+                if jhi <= jlo:
+                    continue
+                for i in _rows(r0, st, hc, ho):
                     p = i * st + r0
-                    if p < 0 or p > hc - 2 or jhi <= jlo:
-                        continue
                     _row4(
                         y[n, f, i, jlo:jhi],
                         c[n, s, p],
@@ -325,11 +507,11 @@ def _tapsums(c, dy, fy, fx, st):
                 acc[:] = 0
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+                if jhi <= jlo:
+                    continue
                 for n in range(n_):
-                    for i in range(ho):
+                    for i in _rows(r0, st, hc, ho):
                         p = i * st + r0
-                        if p < 0 or p > hc - 2 or jhi <= jlo:
-                            continue
                         _dot4(acc, dy[n, f, i, jlo:jhi], c[n, s, p], c[n, s, p + 1], jlo * st + q0, jhi - jlo, st)
                 for m in range(4):
                     for j in range(wo):
@@ -352,11 +534,10 @@ def _scatter(dy, a, fy, fx, st, s_, hc, wc):
             for k in range(k_):
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
-                for i in range(ho):
-                    p = i * st + r0
-                    if p < 0 or p > hc - 2 or jhi <= jlo:
-                        continue
-                    d = dy[n, f, i, jlo:jhi]
+                if jhi <= jlo:
+                    continue
+                for i in _rows(r0, st, hc, ho):
+                    p, d = i * st + r0, dy[n, f, i, jlo:jhi]
                     for m in range(4):
                         _axpy(back[n, s, p + m // 2], jlo * st + q0 + m % 2, jhi - jlo, st, a[f, s, k, m], d)
     return back
@@ -366,125 +547,68 @@ def _scatter(dy, a, fy, fx, st, s_, hc, wc):
 
 
 @njit(**_JIT)
-def _sample(xp, a, fy, fx, st, ho, wo):
-    """``xs[n,g,s,k,i,j] = sum_m a[g,k,m] xp[n,s, i st + fy + da, j st + fx + db]``.
+def _sample(xp, a, fy, fx, st, out):
+    """``out[n,k,s,i,j] = sum_m a[k,m] xp[n,s, i st + fy[k] + da, j st + fx[k] + db]`` (``m = 2 da + db``).
 
-    ``xp [N,S,H+2,W+2]`` (zero border), ``a [G,K,4]``, ``fy, fx [G,K]`` -> ``[N,G,S,K,Ho,Wo]``.
-    MACs ``4 P S K G``.
+    ``xp [N,S,H+2,W+2]`` (zero border), ``a [Kc,4]``, ``fy, fx [Kc]`` canvas indices, written
+    into ``out [N,Kc,S,Ho,Wo]``.  MACs ``4 N Kc S Ho Wo``.
     """
     n_, s_, hc, wc = xp.shape
-    g_, k_ = fy.shape
-    out = np.zeros((n_, g_, s_, k_, ho, wo), xp.dtype)
+    k_, ho, wo = out.shape[1], out.shape[3], out.shape[4]
     for ns in prange(n_ * s_):
         n, s = ns // s_, ns % s_
-        for g in range(g_):
-            for k in range(k_):
-                r0, q0 = fy[g, k], fx[g, k]
-                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
-                for i in range(ho):
-                    p = i * st + r0
-                    if p < 0 or p > hc - 2 or jhi <= jlo:
-                        continue
-                    _row4(
-                        out[n, g, s, k, i, jlo:jhi],
-                        xp[n, s, p],
-                        xp[n, s, p + 1],
-                        a[g, k, 0],
-                        a[g, k, 1],
-                        a[g, k, 2],
-                        a[g, k, 3],
-                        jlo * st + q0,
-                        jhi - jlo,
-                        st,
-                    )
-    return out
+        for k in range(k_):
+            out[n, k, s] = 0
+            r0, q0 = fy[k], fx[k]
+            jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+            if jhi <= jlo:
+                continue
+            for i in _rows(r0, st, hc, ho):
+                p = i * st + r0
+                _row4(
+                    out[n, k, s, i, jlo:jhi],
+                    xp[n, s, p],
+                    xp[n, s, p + 1],
+                    a[k, 0],
+                    a[k, 1],
+                    a[k, 2],
+                    a[k, 3],
+                    jlo * st + q0,
+                    jhi - jlo,
+                    st,
+                )
 
 
 @njit(**_JIT)
-def _sample_back(xp, e, a, fy, fx, st, want_x):
-    """Adjoint of ``_sample`` applied to ``e [N,G,S,K,Ho,Wo]`` -> ``gxp [N,S,H+2,W+2]`` (if ``want_x``),
-    and per-``(n,s)`` tap sums ``sum_{ij} e xp[tap m]`` -> ``[N*S, G, K, 4]``.  MACs ``8 P S K G``."""
+def _sample_back(xp, e, a, fy, fx, st, gxp, want_x):
+    """Adjoint of ``_sample`` applied to ``e [N,Kc,S,Ho,Wo]``, added into ``gxp [N,S,H+2,W+2]`` (if ``want_x``);
+    and per-``(n,s)`` corner sums ``sum_{ij} e xp[tap m]`` -> ``[N*S, Kc, 4]``.  MACs ``8 N Kc S Ho Wo``."""
     n_, s_, hc, wc = xp.shape
-    g_, k_ = fy.shape
-    ho, wo = e.shape[4], e.shape[5]
-    gxp = np.zeros((n_, s_, hc, wc) if want_x else (0, 0, 0, 0), xp.dtype)
-    part = np.zeros((n_ * s_, g_, k_, 4), xp.dtype)
+    k_, ho, wo = e.shape[1], e.shape[3], e.shape[4]
+    part = np.zeros((n_ * s_, k_, 4), xp.dtype)
     for ns in prange(n_ * s_):
         n, s = ns // s_, ns % s_
         acc = np.zeros((4, wo), xp.dtype)
-        for g in range(g_):
-            for k in range(k_):
-                acc[:] = 0
-                r0, q0 = fy[g, k], fx[g, k]
-                jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
-                for i in range(ho):
-                    p = i * st + r0
-                    if p < 0 or p > hc - 2 or jhi <= jlo:
-                        continue
-                    d, q = e[n, g, s, k, i, jlo:jhi], jlo * st + q0
-                    _dot4(acc, d, xp[n, s, p], xp[n, s, p + 1], q, jhi - jlo, st)
-                    if want_x:
-                        for m in range(4):
-                            _axpy(gxp[n, s, p + m // 2], q + m % 2, jhi - jlo, st, a[g, k, m], d)
-                for m in range(4):
-                    for j in range(wo):
-                        part[ns, g, k, m] += acc[m, j]
-    return gxp, part
-
-
-# ---------------------------------------------------------------- channel mixing (acu, njet)
-
-
-@njit(**_JIT)
-def _mix(b, w, grp):
-    """``y[n,f] = sum_m w[f,m] b[n, grp[f], m]``: ``b [N,G,M,L]``, ``w [F,M]`` -> ``[N,F,L]``. MACs ``N F M L``."""
-    n_, _, m_, l_ = b.shape
-    f_ = w.shape[0]
-    y = np.zeros((n_, f_, l_), b.dtype)
-    for nf in prange(n_ * f_):
-        n, f = nf // f_, nf % f_
-        g = grp[f]
-        for m in range(m_):
-            wm = w[f, m]
-            for q in range(l_):
-                y[n, f, q] += wm * b[n, g, m, q]
-    return y
-
-
-@njit(**_JIT)
-def _mix_t(dy, w, grp, g_):
-    """Adjoint of ``_mix`` in ``b``: ``dy [N,F,L]`` -> ``[N,G,M,L]``. MACs ``N F M L``."""
-    n_, f_, l_ = dy.shape
-    m_ = w.shape[1]
-    out = np.zeros((n_, g_, m_, l_), dy.dtype)
-    for ngm in prange(n_ * g_ * m_):
-        n, g, m = ngm // (g_ * m_), (ngm // m_) % g_, ngm % m_
-        for f in range(f_):
-            if grp[f] != g:
-                continue
-            wm = w[f, m]
-            for q in range(l_):
-                out[n, g, m, q] += wm * dy[n, f, q]
-    return out
-
-
-@njit(**_JIT)
-def _mix_dw(dy, b, grp):
-    """Adjoint of ``_mix`` in ``w``: ``sum_{n,l} dy[n,f,l] b[n,grp[f],m,l]`` -> ``[F,M]``. MACs ``N F M L``."""
-    n_, f_, l_ = dy.shape
-    m_ = b.shape[2]
-    out = np.zeros((f_, m_), dy.dtype)
-    for f in prange(f_):
-        g = grp[f]
-        acc = np.zeros(l_, dy.dtype)
-        for m in range(m_):
+        for k in range(k_):
             acc[:] = 0
-            for n in range(n_):
-                for q in range(l_):
-                    acc[q] += dy[n, f, q] * b[n, g, m, q]
-            for q in range(l_):
-                out[f, m] += acc[q]
-    return out
+            r0, q0 = fy[k], fx[k]
+            jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
+            if jhi <= jlo:
+                continue
+            q = jlo * st + q0
+            for i in _rows(r0, st, hc, ho):
+                p, d = i * st + r0, e[n, k, s, i, jlo:jhi]
+                _dot4(acc, d, xp[n, s, p], xp[n, s, p + 1], q, jhi - jlo, st)
+                if want_x:
+                    for m in range(4):
+                        _axpy(gxp[n, s, p + m // 2], q + m % 2, jhi - jlo, st, a[k, m], d)
+            for m in range(4):
+                for j in range(wo):
+                    part[ns, k, m] += acc[m, j]
+    return part
+
+
+_BUDGET = 2**21  # elements of one chunk of shifted maps (acu): bounds the memory whatever the groups
 
 
 # ---------------------------------------------------------------- separable N-Jet basis
@@ -699,102 +823,232 @@ def _shape_out(x, st):
     return _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
 
 
+_WASTE = 1.5  # widest window pitch, relative to the output row, that the wide-row kernels take
+
+
+def _wide_window(fy, fx, h, w, ho, wo, rb, st):
+    """Window of the wide-row kernels for units with floors ``fy, fx [F,S,K]``, or None.
+
+    None for stride > 1 and when the units' column spread would waste more than ``_WASTE``
+    (the per-row kernels run instead).  -> ``(active, y0, y1, x0, x1)``: units whose reads
+    meet the blurred image's support ``[-rb, H-1+rb]``, and the range of their floor rows
+    ``[y0, y1)`` (``y1`` = largest floor + 1, the lower tap) and columns.
+    """
+    if st != 1:
+        return None
+    act = (fy <= h - 1 + rb) & (fy + ho >= -rb) & (fx <= w - 1 + rb) & (fx + wo >= -rb)
+    if not act.any():
+        return act, 0, 1, 0, 1
+    y0, y1, x0, x1 = fy[act].min(), fy[act].max() + 1, fx[act].min(), fx[act].max() + 1
+    if wo + x1 - x0 > _WASTE * wo:
+        return None
+    return act, int(y0), int(y1), int(x0), int(x1)
+
+
 class _Dau:
-    """``dau``: blur each input channel once, then shift per unit (DAU IJCV Eq. 13-14)."""
+    """``dau``: blur each input channel once, then shift per unit (DAU IJCV Eq. 13-14).
+
+    Stride 1 runs the wide-row kernels: the forward reads a blurred window of pitch
+    ``pw = Wo + x1 - x0``; the input gradient is the same gather over ``dy`` zero-padded to
+    pitch ``Wb + x1 - x0`` at the rotated displacements (taps flipped), ``Wb = W + 2 rb``.
+    """
 
     def _setup(self, t, hp):
         sig = t["sigma"].detach().reshape(())
         r = hp["blur_radius"]
-        fy, fx, wy, wx = _bilinear(t["mu_y"], t["mu_x"], r + 1)
-        return sig, r, fy, fx, wy, wx
+        fy, fx, wy, wx = _bilinear(t["mu_y"], t["mu_x"], 0)
+        a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))  # [F,S,K,4]
+        return sig, r, fy, fx, wy, wx, a
 
     def forward(self, t, hp):
         x, st = _np(t["x"]), hp["stride"]
-        sig, r, fy, fx, wy, wx = self._setup(t, hp)
+        sig, r, fy, fx, wy, wx, a = self._setup(t, hp)
         g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
-        a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))
-        y = _t(_shift(_canvas(x, g, g, r + 1), a, fy, fx, st, *_shape_out(x, st)))
-        # _shift skips samples outside the canvas (they read zeros), dropping weight * 0 terms: a
-        # non-finite weight makes its whole output channel non-finite (reference/README.md section 7).
-        y += (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
-        return _add_bias(y, t["bias"]), {}
+        (ho, wo), (h, w) = _shape_out(x, st), x.shape[2:]
+        # Both paths skip samples that read only zeros (outside the canvas or an inactive unit),
+        # dropping weight * 0 terms: a non-finite weight makes its whole output channel
+        # non-finite (reference/README.md section 7), so those terms are added back per channel.
+        nonfinite = (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
+        win = _wide_window(fy, fx, h, w, ho, wo, r, st)
+        if win is None:
+            y = _t(_shift(_canvas(x, g, g, r + 1), a, fy + r + 1, fx + r + 1, st, ho, wo))
+            return _add_bias(y + nonfinite, t["bias"]), {}
+        act, y0, y1, x0, x1 = win
+        pw = wo + x1 - x0
+        c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)
+        off = np.where(act, (fy - y0) * pw + fx - x0, -1)
+        bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
+        return _t(_wide_shift(c, a, off, ho, wo, bias)) + nonfinite, {"canvas": _t(c)}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
-        sig, r, fy, fx, wy, wx = self._setup(t, hp)
-        pad, w = r + 1, t["weight"].detach()
+        sig, r, fy, fx, wy, wx, a = self._setup(t, hp)
+        w = t["weight"].detach()
         g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
+        (ho, wo), (h, wd) = dy.shape[2:], x.shape[2:]
+        win = _wide_window(fy, fx, h, wd, ho, wo, r, st)
+        if win is None:
+            out = self._backward_rows(x, dyn, sig, r, fy + r + 1, fx + r + 1, wy, wx, a, g, w, hp, needs)
+        else:
+            out = self._backward_wide(x, dyn, saved, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win)
+        if "sigma" in out:
+            out["sigma"] = out["sigma"].reshape(t["sigma"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+    @staticmethod
+    def _sampled(c, wy, wx):
+        """``sum_m taps[m] c[..., m]``: a sample's sum against ``dy`` from corner sums ``c [F,S,K,4]``."""
+        return (c * _taps4(wy, wx)).sum(-1)
+
+    @staticmethod
+    def _exact_mu(c, wy, wx, w, out):
+        """Bilinear derivative rule, floor fixed (SPEC section 1)."""
+        out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
+        out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
+
+    def _backward_wide(self, x, dyn, saved, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win):
+        act, y0, y1, x0, x1 = win
+        n_, f_, ho, wo = dyn.shape
+        h, wd = x.shape[2:]
+        pw = wo + x1 - x0
+        off = np.where(act, (fy - y0) * pw + fx - x0, -1)
+        out = {}
+        if needs & {"weight", "mu_x", "mu_y"}:
+            d = np.zeros((n_, f_, ho, pw), x.dtype)
+            d[..., :wo] = dyn
+            d, m = d.reshape(n_, f_, ho * pw), (ho - 1) * pw + wo  # dy at the window pitch
+            c = saved["canvas"].numpy() if "canvas" in saved else _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)
+            cw = _t(_wide_taps(c, d, off, m))
+            out["weight"] = self._sampled(cw, wy, wx)
+            if hp["mu_grad"] == "exact":
+                self._exact_mu(cw, wy, wx, w, out)
+            else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
+                gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
+                for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
+                    if name in needs:
+                        cn = _wide_taps(_blur_win(x, gr, gc, y0, x0, ho + y1 - y0, pw), d, off, m)
+                        out[name] = w * self._sampled(_t(cn), wy, wx)
+        if needs & {"x", "sigma"}:
+            hb, wb = h + 2 * r, wd + 2 * r  # the blurred image's support, coordinates -r ...
+            wq = wb + x1 - x0
+            dyp = np.zeros((n_, f_, hb + y1 - y0, wq), x.dtype)
+            dyp[:, :, r + y1 : r + y1 + ho, r + x1 : r + x1 + wo] = dyn
+            offb = np.ascontiguousarray(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1).transpose(1, 0, 2))
+            ab = np.ascontiguousarray(a[..., ::-1].transpose(1, 0, 2, 3))  # tap (da, db) -> (1 - da, 1 - db)
+            back = _wide_shift(dyp, ab, offb, hb, wb, np.zeros(x.shape[1], x.dtype))
+            if "x" in needs:
+                out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
+            if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
+                dg = _math.gauss1d_dsigma(sig, hp["gauss_radius"], r).numpy()
+                parts = _plane_dots(back, _blur_win(x, dg, g, -r, -r, hb, wb))
+                parts += _plane_dots(back, _blur_win(x, g, dg, -r, -r, hb, wb))
+                out["sigma"] = _t(parts).sum()
+        return out
+
+    def _backward_rows(self, x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs):
+        """Stride > 1 or wide spreads: the per-row kernels on the canvas with a ``r + 1`` border."""
+        st, pad = hp["stride"], r + 1
         out = {}
         h = _hblur(x, g, pad) if needs & {"weight", "mu_x", "mu_y", "sigma"} else None
         if needs & {"weight", "mu_x", "mu_y"}:
             c = _t(_tapsums(_vblur(h, g, pad), dyn, fy, fx, st))  # [F,S,K,4]
-            out["weight"] = (c * _taps4(wy, wx)).sum(-1)
-            if hp["mu_grad"] == "exact":  # bilinear derivative rule, floor fixed (SPEC section 1)
-                out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
-                out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
+            out["weight"] = self._sampled(c, wy, wx)
+            if hp["mu_grad"] == "exact":
+                self._exact_mu(c, wy, wx, w, out)
             else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
                 gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
                 if "mu_x" in needs:
-                    cx = _t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st))
-                    out["mu_x"] = w * (cx * _taps4(wy, wx)).sum(-1)
+                    out["mu_x"] = w * self._sampled(_t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st)), wy, wx)
                 if "mu_y" in needs:
-                    cy = _t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st))
-                    out["mu_y"] = w * (cy * _taps4(wy, wx)).sum(-1)
+                    out["mu_y"] = w * self._sampled(_t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st)), wy, wx)
         if needs & {"x", "sigma"}:
-            a = _np(w[..., None] * _taps4(wy, wx))
             back = _scatter(dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
             back_h = _vblur_t(back, g, pad, x.shape[2])  # dL/d(column-blurred x)
             if "x" in needs:
                 out["x"] = _t(_hblur_t(back_h, g, pad, x.shape[3]))
             if "sigma" in needs:  # dL/dg through both blur passes, then the quotient rule in g
                 dg = _vblur_dg(back, h, r, pad).sum(0) + _hblur_dg(back_h, x, r, pad).sum(0)
-                gs = (_t(dg) * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum()
-                out["sigma"] = gs.reshape(t["sigma"].shape)
-        if "bias" in needs:
-            out["bias"] = dy.sum((0, 2, 3))
+                out["sigma"] = (_t(dg) * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum()
         return out
 
 
 class _Acu:
-    """``acu``: one bilinear shift of the input per synapse (shared by all F), then 1x1 products."""
+    """``acu``: per position group and chunk of synapses, one bilinear shift of the input (shared by
+    the group's channels), then the 1x1 products as one batched GEMM (BLAS through torch).
+
+    The shifted maps of one chunk, ``[N, Kc, S, Ho, Wo]`` with ``Kc`` set by ``_BUDGET``, are the
+    only intermediate: memory does not grow with the number of position groups.
+    """
 
     def _setup(self, t):
-        f_, _, k_ = t["weight"].shape
+        k_ = t["weight"].shape[2]
         fy, fx, wy, wx = _bilinear(t["pos_y"].reshape(-1, k_), t["pos_x"].reshape(-1, k_), 1)
-        grp = np.arange(f_, dtype=np.int64) // (f_ // fy.shape[0])
         xp = _np(torch.nn.functional.pad(t["x"].detach(), (1, 1, 1, 1)))  # copy: one zero border
-        return xp, fy, fx, wy, wx, grp
+        return xp, fy, fx, wy, wx, _np(_taps4(wy, wx))
+
+    @staticmethod
+    def _chunks(n_, s_, f_, k_, g_, l_):
+        """``(g, channels of g, chunk of synapses)``; a chunk's shifted maps hold at most ``_BUDGET`` elements."""
+        kc, fg = max(1, min(k_, _BUDGET // max(1, n_ * s_ * l_))), f_ // g_
+        for g in range(g_):
+            for k0 in range(0, k_, kc):
+                yield g, slice(g * fg, (g + 1) * fg), slice(k0, min(k0 + kc, k_))
+
+    @staticmethod
+    def _weights(weight, fs, ks):
+        """``weight[fs, :, ks]`` ordered as the shifted maps' rows ``(k, s)`` -> ``[Fg, Kc S]`` (small copy)."""
+        return weight[fs, :, ks].transpose(1, 2).reshape(fs.stop - fs.start, -1)
 
     def forward(self, t, hp):
-        st = hp["stride"]
-        xp, fy, fx, wy, wx, grp = self._setup(t)
-        n_ = xp.shape[0]
+        st, weight = hp["stride"], t["weight"].detach()
+        xp, fy, fx, wy, wx, a = self._setup(t)
+        (n_, s_), (f_, _, k_) = xp.shape[:2], weight.shape
         ho, wo = _shape_out(t["x"], st)
-        xs = _sample(xp, _np(_taps4(wy, wx)), fy, fx, st, ho, wo)
-        f_, s_, k_ = t["weight"].shape
-        w = _np(t["weight"].detach().reshape(f_, s_ * k_))
-        y = _mix(xs.reshape(n_, fy.shape[0], s_ * k_, ho * wo), w, grp)
-        return _add_bias(_t(y).reshape(n_, f_, ho, wo), t["bias"]), {}
+        y = weight.new_zeros(n_, f_, ho * wo)
+        if t["bias"] is not None:
+            y += t["bias"].detach()[None, :, None]
+        buf = None
+        for g, fs, ks in self._chunks(n_, s_, f_, k_, fy.shape[0], ho * wo):
+            kc = ks.stop - ks.start
+            if buf is None:  # the first chunk is the largest
+                buf = np.empty(n_ * kc * s_ * ho * wo, xp.dtype)
+            xs = buf[: n_ * kc * s_ * ho * wo].reshape(n_, kc, s_, ho, wo)
+            _sample(xp, a[g, ks], fy[g, ks], fx[g, ks], st, xs)
+            wk = self._weights(weight, fs, ks)
+            y[:, fs].baddbmm_(wk.expand(n_, -1, -1), _t(xs).view(n_, kc * s_, ho * wo))
+        return y.view(n_, f_, ho, wo), {}
 
     def backward(self, t, saved, dy, hp, needs):
-        st = hp["stride"]
-        xp, fy, fx, wy, wx, grp = self._setup(t)
-        weight = t["weight"].detach()
-        f_, s_, k_ = weight.shape
-        n_, g_ = xp.shape[0], fy.shape[0]
-        ho, wo = dy.shape[2:]
-        a = _np(_taps4(wy, wx))
-        dyn = dy.numpy().reshape(n_, f_, ho * wo)
-        out = {}
-        if "weight" in needs:
-            xs = _sample(xp, a, fy, fx, st, ho, wo).reshape(n_, g_, s_ * k_, ho * wo)
-            out["weight"] = _t(_mix_dw(dyn, xs, grp)).reshape(f_, s_, k_)
-        if needs & {"x", "pos_x", "pos_y"}:
-            e = _mix_t(dyn, _np(weight.reshape(f_, -1)), grp, g_).reshape(n_, g_, s_, k_, ho, wo)
-            gxp, part = _sample_back(xp, e, a, fy, fx, st, "x" in needs)
-            if "x" in needs:
-                out["x"] = _t(gxp)[:, :, 1:-1, 1:-1].contiguous()  # copy: crop the border
-            c = _t(part.sum(0))  # [G,K,4]
+        st, weight = hp["stride"], t["weight"].detach()
+        xp, fy, fx, wy, wx, a = self._setup(t)
+        (n_, s_), (f_, _, k_) = xp.shape[:2], weight.shape
+        g_, (ho, wo) = fy.shape[0], dy.shape[2:]
+        dyv = dy.view(n_, f_, ho * wo)
+        pos = bool(needs & {"pos_x", "pos_y"})
+        gxp = np.zeros(xp.shape if "x" in needs else (0, 0, 0, 0), xp.dtype)
+        gw = weight.new_zeros(weight.shape)
+        sums = weight.new_zeros(g_, k_, 4)
+        buf = None
+        for g, fs, ks in self._chunks(n_, s_, f_, k_, g_, ho * wo):
+            kc, dyg = ks.stop - ks.start, dyv[:, fs]
+            if buf is None:
+                buf = np.empty(n_ * kc * s_ * ho * wo, xp.dtype)
+            xs = buf[: n_ * kc * s_ * ho * wo].reshape(n_, kc, s_, ho, wo)
+            if "weight" in needs:  # sum_n dy_n xs_n^T: batched GEMM, then a fixed-order sum over n
+                _sample(xp, a[g, ks], fy[g, ks], fx[g, ks], st, xs)
+                gwk = torch.matmul(dyg, _t(xs).view(n_, kc * s_, -1).transpose(1, 2)).sum(0)
+                gw[fs, :, ks] = gwk.view(-1, kc, s_).transpose(1, 2)
+            if "x" in needs or pos:  # dL/d(shifted maps) = weight^T dy, then the shift's adjoint
+                torch.matmul(self._weights(weight, fs, ks).t(), dyg, out=_t(xs).view(n_, kc * s_, -1))
+                part = _sample_back(xp, xs, a[g, ks], fy[g, ks], fx[g, ks], st, gxp, "x" in needs)
+                sums[g, ks] = _t(part.sum(0))
+        out = {"weight": gw}
+        if "x" in needs:
+            out["x"] = _t(gxp)[:, :, 1:-1, 1:-1].contiguous()  # copy: crop the border
+        if pos:
+            c = sums
             gpx = wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2])
             gpy = wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1])
             out["pos_x"], out["pos_y"] = gpx.reshape(t["pos_x"].shape), gpy.reshape(t["pos_y"].shape)
@@ -822,12 +1076,8 @@ class _Njet:
         _, b = self._basis(x, _np(d), pairs, st)
         n_, s_, j_, ho, wo = b.shape
         alpha = t["alpha"].detach()
-        y = _mix(
-            b.reshape(n_, 1, s_ * j_, ho * wo),
-            _np(alpha.reshape(alpha.shape[0], -1)),
-            np.zeros(alpha.shape[0], np.int64),
-        )
-        return _add_bias(_t(y).reshape(n_, alpha.shape[0], ho, wo), t["bias"]), {}
+        y = torch.matmul(alpha.reshape(alpha.shape[0], -1), _t(b).view(n_, s_ * j_, ho * wo))  # BLAS
+        return _add_bias(y.view(n_, alpha.shape[0], ho, wo), t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st = _np(t["x"]), hp["stride"]
@@ -836,16 +1086,16 @@ class _Njet:
         alpha = t["alpha"].detach()
         f_, s_, j_ = alpha.shape
         n_, _, ho, wo = dy.shape
-        dyn = dy.numpy().reshape(n_, f_, ho * wo)
-        grp = np.zeros(f_, np.int64)
+        dyv = dy.view(n_, f_, ho * wo)
         out = {}
         hx = b = None
         if needs & {"alpha", "sigma"}:
             hx, b = self._basis(x, dn, pairs, st)
         if "alpha" in needs:
-            out["alpha"] = _t(_mix_dw(dyn, b.reshape(n_, 1, s_ * j_, ho * wo), grp)).reshape(f_, s_, j_)
+            # sum_n dy_n B_n^T: batched GEMM, then a fixed-order sum over n
+            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, -1).transpose(1, 2)).sum(0).view(f_, s_, j_)
         if needs & {"x", "sigma"}:
-            db = _mix_t(dyn, _np(alpha.reshape(f_, -1)), grp, 1).reshape(n_, s_, j_, ho, wo)
+            db = torch.matmul(alpha.reshape(f_, -1).t(), dyv).numpy().reshape(n_, s_, j_, ho, wo)
             dh = _jet_cols_t(db, dn, pairs, st, x.shape[2], d.shape[0])
             if "x" in needs:
                 out["x"] = _t(_jet_rows_t(dh, dn, st, x.shape[3]))

@@ -451,7 +451,8 @@ class _Acu:
             dyg = dy[:, fs].reshape(n, op.fg, p)
             if gw is not None:
                 xs = op.shifted(x, g, ks).view(n, kc * s_, p)
-                gw[fs, :, kk] = torch.einsum("nfp,nqp->fq", dyg, xs).view(op.fg, kc, s_).transpose(1, 2)
+                # sum_n dy_n xs_n^T: one batched product on the contiguous views, a fixed-order sum over n
+                gw[fs, :, kk] = torch.matmul(dyg, xs.transpose(1, 2)).sum(0).view(op.fg, kc, s_).transpose(1, 2)
             if gx is None and not pos:
                 continue
             wk = weight[fs, :, kk].transpose(1, 2).reshape(op.fg, kc * s_)
@@ -548,7 +549,7 @@ class _Njet:
 
     @staticmethod
     def forward(t, hp):
-        x, alpha = t["x"], t["alpha"]
+        x, alpha = t["x"].contiguous(), t["alpha"]  # copy only for a strided x (channels_last)
         n, s_ = x.shape[:2]
         f_, _, j_ = alpha.shape
         d = _math.gauss_derivs1d(t["sigma"].reshape(()), hp["radius"], hp["order"])
@@ -559,7 +560,7 @@ class _Njet:
 
     @staticmethod
     def backward(t, saved, dy, hp, needs):
-        x, alpha, sigma = t["x"], t["alpha"], t["sigma"]
+        x, alpha, sigma = t["x"].contiguous(), t["alpha"], t["sigma"]  # copy only for a strided x
         n, s_ = x.shape[:2]
         f_, _, j_ = alpha.shape
         ho, wo = dy.shape[2:]
@@ -572,7 +573,8 @@ class _Njet:
         cols, rows, b = _Njet.basis(x, d, hp)
         out = {}
         if "alpha" in needs:
-            out["alpha"] = torch.einsum("nfp,nqp->fq", dyv, b.reshape(n, s_ * j_, ho * wo)).view(f_, s_, j_)
+            # sum_n dy_n B_n^T: one batched product on the contiguous views, a fixed-order sum over n
+            out["alpha"] = torch.matmul(dyv, b.reshape(n, s_ * j_, ho * wo).transpose(1, 2)).sum(0).view(f_, s_, j_)
         if needs & {"x", "sigma"}:
             db = torch.matmul(alpha.reshape(f_, s_ * j_).t(), dyv).view(n, s_, j_, ho, wo)
             gd = torch.zeros_like(d)

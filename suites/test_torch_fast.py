@@ -195,6 +195,13 @@ def test_non_contiguous_x():
     _compare(impls.dau_conv2d, args, {"stride": 2})
     args = {"x": x, "weight": w, "pos_x": mx[0, 0], "pos_y": my[0, 0], "bias": None}
     _compare(impls.acu_conv2d, args, {"stride": 1})
+    xl = x.contiguous(memory_format=torch.channels_last)  # issue 19 item 3: N, S > 1
+    args = {
+        "x": xl,
+        "alpha": torch.randn(4, 3, 6, generator=g, dtype=torch.float64),
+        "sigma": torch.tensor(1.1, dtype=torch.float64),
+    }
+    _compare(impls.njet_conv2d, {**args, "bias": None}, {"order": 2, "stride": 1})
 
 
 def test_one_element_sigma():
