@@ -194,7 +194,8 @@ def test_validation_reads_no_values_of_meta_tensors():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_validation_does_not_synchronise_cuda():
-    """The real check of the above on a GPU: any synchronising call raises under sync debug mode "error"."""
+    """The real check of the above on a GPU: any synchronising call raises under sync debug mode "error".
+    (Tensor arguments: a Python-float sigma becomes a device tensor by one host-to-device copy.)"""
     c = dict(device="cuda", dtype=torch.float32)
     x, u, s = torch.randn(2, 3, 5, 5, **c), torch.randn(4, 3, 2, **c), torch.tensor(0.5, **c)
     torch.cuda.synchronize()
@@ -207,6 +208,14 @@ def test_validation_does_not_synchronise_cuda():
         _validate.values("f", [("mu_x", u)], [("sigma", s)])
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    nan = torch.full_like(u, float("nan"))
+    _validate.values("f", [("mu_x", nan)])  # not read by default
+    old = impls.set_device_value_checks(True)
+    try:
+        with pytest.raises(ValueError, match="argument 'mu_x' expected finite values"):
+            _validate.values("f", [("mu_x", nan)])
+    finally:
+        impls.set_device_value_checks(old)
 
 
 # ---------------------------------------------------------------- layouts
