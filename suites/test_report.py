@@ -29,7 +29,7 @@ def files(tmp_path_factory):
         cases.Case("side5", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=1.9, radius=1, seed=3),
         cases.Case("paper", "dau", n=1, s=2, f=2, h=8, w=8, k=2, sigma=0.5, spread=3.9, radius=1, seed=4),
     ]
-    bench.sweep(speed, ["torch-naive", "torch-fast"], "cpu", "float64", str(tmp), reps=3, budget_s=1)
+    bench.sweep(speed, ["torch-naive", "torch-fast"], "cpu", "float64", str(tmp), reps=3, threads=1, budget_s=1)
     # The tests are about the report, not about this machine's load: drop the flags a busy test
     # machine puts on speed rows (the verdict's exclusions are tested with flags set by hand).
     rows = [{**r, "flags": []} if r.get("flags") else r for r in results.load([str(tmp / bench.RESULTS)])]
