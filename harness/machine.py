@@ -170,3 +170,43 @@ def wait_until_quiet(threads, timeout_s, poll_s=5.0, say=None):
         if say:
             say(f"waiting for a quiet machine: {why}")
         time.sleep(min(poll_s, left))
+
+
+def _busy(seconds):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        sum(range(10000))
+
+
+def contention_demo(rounds=4, spinners=2, seconds=1.0, say=print):
+    """The contention rule at work: one busy thread of ours measured by ``Meter``, alternately
+    alone and beside ``spinners`` busy processes -> list of (spinners, others, load dict)."""
+    import subprocess
+
+    out = []
+    for _ in range(rounds):
+        for n in (0, spinners):
+            procs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(n)]
+            try:
+                time.sleep(0.3)
+                others = runnable_others(5, 0.05)
+                m = Meter()
+                _busy(seconds)
+                load = m.stop()
+            finally:
+                for p in procs:
+                    p.kill()
+                    p.wait()
+            out.append((n, others, load))
+            share = "-" if load["wait_share"] is None else f"{load['wait_share']:.3f}"
+            if say:
+                say(
+                    f"{n} spinner(s): {others} other runnable, wait share {share}, "
+                    f"cpu/wall {load['cpu_over_wall']:.3f}, contended {load['contended']}"
+                )
+            time.sleep(0.5)
+    return out
+
+
+if __name__ == "__main__":  # python -m harness.machine: the contention demo
+    contention_demo()
