@@ -200,9 +200,8 @@ def test_a_busy_process_per_core_beside_ours_reads_contended():
     """Fair sharing of ``cores`` cores among ``cores + 1`` busy threads: each waits ~1/(cores+1)."""
     if machine._sched() is None:
         pytest.skip("no /proc/self/task/*/schedstat: the load-average fallback has no run-queue share")
-    (_, _, alone), (_, _, busy) = machine.contention_demo(rounds=1, spinners=machine.cores(), seconds=0.5, say=None)
+    _, (_, _, busy) = machine.contention_demo(rounds=1, spinners=machine.cores(), seconds=0.5, say=None)
     assert busy["contended"] and busy["wait_share"] > machine.WAIT_SHARE, busy
-    assert alone["wait_share"] < busy["wait_share"]
 
 
 def test_threads_hold_for_every_backend_after_numba_ran(tmp_path, one_thread):
