@@ -118,6 +118,8 @@ def test_help_and_backends_do_not_import_torch():
         "        pass\n"
         "    cli.main(['backends'])\n"
         "print('torch' in sys.modules, 'numba' in sys.modules)\n"
+        "import impls\n"
+        "assert impls.BACKENDS is sys.modules['impls._registry'].BACKENDS  # one registry\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     expect = "True False" if impls._registry.cuda_available() else "False False"  # a GPU host asks torch
