@@ -154,7 +154,8 @@ def test_the_readme_pytest_benchmark_command_writes_its_json(tmp_path):
     out = tmp_path / "out.json"
     cmd = [sys.executable, "-m", "pytest", "suites/benchmarks", f"--benchmark-json={out}", "--grid", "default"]
     cmd += ["-k", "acu-odd-forward-torch-naive", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "RFBENCH_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not an xdist worker itself
+    env.update(PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), RFBENCH_THREADS="1")
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:]
     data = json.loads(out.read_text())
