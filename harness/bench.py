@@ -9,9 +9,17 @@ another key is measured again and its old rows move to ``bench.superseded.jsonl`
 ``bench.jsonl`` holds one group per (case, pass, device, dtype).
 
 Baselines (reference/README.md section 8): ``torch-naive`` (the exact dense kernel) and, for
-DAU, ``conv2d-std``: a plain conv2d with a dense ``Ks x Ks`` kernel, timing only.  Every row
-carries its speed-up over each baseline that ran, the model gamma for each, and flags for
-contended groups and impossible figures (``SCHEMA``: /work/notes/SCHEMA.md fields).
+DAU, ``conv2d-std``: a plain conv2d with a dense ``Ks x Ks`` kernel, timing only.
+
+A speed row (``kind`` "speed", ``status`` ok / skip / error) carries, besides the case, the cost
+model (``costmodel.model``) and the timing statistics (``timing.Stats.summary``: wall and process
+CPU time):
+``baselines`` (those that ran), ``speedups`` / ``gammas`` / ``over_gamma`` (baseline -> measured
+speed-up, model speed-up, their ratio), ``speedup`` (= speedups["torch-naive"], 1 for itself),
+``paper_baseline`` and ``measured_over_paper_gamma`` (over conv2d-std for DAU, torch-naive for
+ACU), ``baseline_roofline`` (baseline -> its roofline fraction), ``threads``, ``malloc``,
+``load`` (``machine.Meter``: load1 before/after, cpu_over_wall, wait_share, contended, rule),
+``flags`` (``flags``), ``key`` (``group_key``) and ``machine``.
 """
 
 import functools

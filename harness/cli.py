@@ -38,10 +38,26 @@ def _check_device(device):
             raise UsageError("--device cuda: no CUDA device is available on this machine (torch sees none)")
 
 
-def cmd_backends(args):
-    import impls
+def _registry():
+    """``impls._registry`` without running ``impls/__init__`` (which may load torch: seconds).  The
+    backend table needs only the registry, which imports no torch (suites/test_cli.py checks);
+    registered under its own name, so a later ``import impls`` binds this same module."""
+    if "impls" in sys.modules:
+        from impls import _registry
 
-    for b in impls.backend_table():
+        return _registry
+    import importlib.util
+
+    where = importlib.util.find_spec("impls").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("impls._registry", os.path.join(where, "_registry.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["impls._registry"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cmd_backends(args):
+    for b in _registry().table():
         state = "available" if b["unavailable"] is None else f"unavailable: {b['unavailable']}"
         print(f"{b['backend']:<12} {state}")
         print(

@@ -196,6 +196,14 @@ def test_the_load_meter_reads_the_run_queue():
     assert load["cpu_over_wall"] > 0 and isinstance(load["contended"], bool)
 
 
+def test_a_busy_process_per_core_beside_ours_reads_contended():
+    """Fair sharing of ``cores`` cores among ``cores + 1`` busy threads: each waits ~1/(cores+1)."""
+    if machine._sched() is None:
+        pytest.skip("no /proc/self/task/*/schedstat: the load-average fallback has no run-queue share")
+    _, (_, _, busy) = machine.contention_demo(rounds=1, spinners=machine.cores(), seconds=0.5, say=None)
+    assert busy["contended"] and busy["wait_share"] > machine.WAIT_SHARE, busy
+
+
 def test_threads_hold_for_every_backend_after_numba_ran(tmp_path, one_thread):
     pytest.importorskip("numba")
     done = _sweep(tmp_path, grid=_tiny()[:1], backends=("torch-naive", "numba"), threads=1)

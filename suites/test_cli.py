@@ -118,6 +118,8 @@ def test_help_and_backends_do_not_import_torch():
         "        pass\n"
         "    cli.main(['backends'])\n"
         "print('torch' in sys.modules, 'numba' in sys.modules)\n"
+        "import impls\n"
+        "assert impls.BACKENDS is sys.modules['impls._registry'].BACKENDS  # one registry\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     expect = "True False" if impls._registry.cuda_available() else "False False"  # a GPU host asks torch
@@ -145,3 +147,18 @@ def test_the_stability_script_runs_a_group_in_fresh_processes(capsys):
     assert stability.main(argv) == 0
     out = capsys.readouterr().out
     assert "run 1: torch-naive" in out and "torch-fast: CPU-time speed-up over torch-naive" in out
+
+
+def test_the_readme_pytest_benchmark_command_writes_its_json(tmp_path):
+    """README: ``pytest suites/benchmarks --benchmark-json=out.json`` (here on one small case)."""
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "-m", "pytest", "suites/benchmarks", f"--benchmark-json={out}", "--grid", "default"]
+    cmd += ["-k", "acu-odd-forward-torch-naive", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # not an xdist worker itself
+    env.update(PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), RFBENCH_THREADS="1")
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:]
+    data = json.loads(out.read_text())
+    assert [b["name"] for b in data["benchmarks"]] == ["test_speed[acu-odd-forward-torch-naive]"]
+    policy = data["machine_info"]["rfbench"]["thread_env"]["OMP_WAIT_POLICY"]
+    assert policy in ("PASSIVE", os.environ.get("OMP_WAIT_POLICY"))  # a policy the user set is kept
