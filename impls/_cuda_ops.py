@@ -54,6 +54,12 @@ def _i32(a):
     return a.to(torch.int32).contiguous()
 
 
+def _floor32(fl):
+    """Floors as int32 for the kernels, clamped to +-2^30: such a stencil is outside every image
+    either way, and ``floor + radius + i * stride`` stays inside int32 (no wrap-around)."""
+    return _i32(fl.clamp(-(2**30), 2**30))
+
+
 def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
@@ -90,7 +96,7 @@ class Dau:
     def _geom(t, r):
         fy, ay = _math.bilinear(t["mu_y"].detach())  # ay, ax: 1-D weights [F,S,K,2]
         fx, ax = _math.bilinear(t["mu_x"].detach())
-        return _i32(fy + r), _i32(fx + r), ay, ax
+        return _floor32(fy) + r, _floor32(fx) + r, ay, ax
 
     def forward(self, t, hp):
         x, r, st = t["x"].contiguous(), hp["blur_radius"], hp["stride"]
@@ -205,7 +211,7 @@ class Acu:
         fx, ax = _math.bilinear(t["pos_x"].detach().reshape(-1, k_))
         f_ = t["weight"].shape[0]
         grp = _i32(torch.arange(f_, device=fy.device) // (f_ // fy.shape[0]))
-        return _i32(fy), _i32(fx), ay, ax, grp
+        return _floor32(fy), _floor32(fx), ay, ax, grp
 
     def forward(self, t, hp):
         x, weight, st = t["x"].contiguous(), t["weight"], hp["stride"]
