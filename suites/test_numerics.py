@@ -351,3 +351,22 @@ def test_bound_has_an_underflow_floor_and_nothing_more():
     bad = metrics.compare(np.array([1e-30]), np.array([0.0]), np.array([0.0]), metrics.EPS["float32"], n, fl)
     assert not bad["ok"]
     assert metrics.floor(c, "forward", arrays, dy, "float64") < 1e-300
+
+
+@pytest.mark.parametrize("far", [2.0**32, 1e10, -3e38])
+def test_cuda_floors_do_not_wrap_into_the_image(far):
+    """numba-cuda under the simulator (the CUDA glue is shared with cupy): a float32 position of
+    2^32 became int32 0 and read the image; floors are now clamped before the int32 cast."""
+    from numba import config
+
+    if not config.ENABLE_CUDASIM:
+        pytest.skip("needs Numba's CUDA simulator (conftest enables it on a machine without a GPU)")
+    from impls import numba_cuda
+
+    x = torch.randn(1, 1, 4, 5)
+    y = numba_cuda.acu(x, torch.ones(1, 1, 1), torch.tensor([far]), torch.tensor([0.25]), None, stride=1)
+    mu, q = torch.tensor([[[far]]]), torch.tensor([[[0.25]]])
+    y2 = numba_cuda.dau(
+        x, torch.ones(1, 1, 1), mu, q, torch.tensor(0.7), None, stride=1, blur_radius=3, mu_grad="exact"
+    )
+    assert float(y.abs().max()) == 0.0 and float(y2.abs().max()) == 0.0
