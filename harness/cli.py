@@ -104,6 +104,12 @@ def cmd_bench(args):
 
     _check_device(args.device)
     grid = cases.grid(args.grid, args.layers)
+    if getattr(args, "cases", None):
+        unknown = sorted(set(args.cases) - {c.name for c in grid})
+        if unknown:
+            names = ", ".join(sorted({c.name for c in grid}))
+            raise UsageError(f"--cases: {', '.join(unknown)} not in grid {args.grid} (it has {names})")
+        grid = [c for c in grid if c.name in args.cases]
     backends = args.backends or [b for b in impls.BACKENDS if b != "reference"]
     if bench.BASELINE not in backends:
         backends = [bench.BASELINE] + backends
@@ -265,6 +271,7 @@ def parser():
     b = sub.add_parser("bench", help="speed sweep with the theoretical speed-up (appends JSON lines, resumable)")
     b.add_argument("--grid", default="paper", choices=GRIDS)
     b.add_argument("--layers", nargs="+", choices=LAYERS)
+    b.add_argument("--cases", nargs="+", metavar="NAME", help="only the cases of these names (e.g. paper)")
     b.add_argument("--backends", nargs="+", choices=BACKENDS)
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=DTYPES)

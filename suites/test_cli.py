@@ -162,3 +162,9 @@ def test_the_readme_pytest_benchmark_command_writes_its_json(tmp_path):
     assert [b["name"] for b in data["benchmarks"]] == ["test_speed[acu-odd-forward-torch-naive]"]
     policy = data["machine_info"]["rfbench"]["thread_env"]["OMP_WAIT_POLICY"]
     assert policy in ("PASSIVE", os.environ.get("OMP_WAIT_POLICY"))  # a policy the user set is kept
+
+
+def test_an_unknown_case_name_is_a_usage_error(tmp_path, capsys):
+    code, _, err = _run(["bench", "--grid", "paper", "--cases", "paper", "nope", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "--cases: nope not in grid paper" in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / bench.RESULTS)
