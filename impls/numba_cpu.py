@@ -1036,10 +1036,10 @@ class _Acu:
             xs = buf[: n_ * kc * s_ * ho * wo].reshape(n_, kc, s_, ho, wo)
             if "weight" in needs:  # sum_n dy_n xs_n^T: batched GEMM, then a fixed-order sum over n
                 _sample(xp, a[g, ks], fy[g, ks], fx[g, ks], st, xs)
-                gwk = torch.matmul(dyg, _t(xs).view(n_, kc * s_, -1).transpose(1, 2)).sum(0)
+                gwk = torch.matmul(dyg, _t(xs).view(n_, kc * s_, ho * wo).transpose(1, 2)).sum(0)
                 gw[fs, :, ks] = gwk.view(-1, kc, s_).transpose(1, 2)
             if "x" in needs or pos:  # dL/d(shifted maps) = weight^T dy, then the shift's adjoint
-                torch.matmul(self._weights(weight, fs, ks).t(), dyg, out=_t(xs).view(n_, kc * s_, -1))
+                torch.matmul(self._weights(weight, fs, ks).t(), dyg, out=_t(xs).view(n_, kc * s_, ho * wo))
                 part = _sample_back(xp, xs, a[g, ks], fy[g, ks], fx[g, ks], st, gxp, "x" in needs)
                 sums[g, ks] = _t(part.sum(0))
         out = {"weight": gw}
@@ -1091,7 +1091,7 @@ class _Njet:
             hx, b = self._basis(x, dn, pairs, st)
         if "alpha" in needs:
             # sum_n dy_n B_n^T: batched GEMM, then a fixed-order sum over n
-            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, -1).transpose(1, 2)).sum(0).view(f_, s_, j_)
+            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, ho * wo).transpose(1, 2)).sum(0).view(f_, s_, j_)
         if needs & {"x", "sigma"}:
             db = torch.matmul(alpha.reshape(f_, -1).t(), dyv).numpy().reshape(n_, s_, j_, ho, wo)
             dh = _jet_cols_t(db, dn, pairs, st, x.shape[2], d.shape[0])
