@@ -20,8 +20,8 @@ MACs (SPEC section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur ta
 ``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
 ``R2 = (2R + 1)^2`` (dau_gauss); ``v = pw / Wo`` the wide-row waste (1.25 at the paper case):
 
-- dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v`` (the canvas is kept for the backward).
-  backward: weight and exact mu share one tap-sum pass ``4 P F S K v``;
+- dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v``.
+  backward: weight and exact mu share one tap-sum pass ``4 P F S K v`` (+ the blur again);
   gauss mu: ``2 x 4 P F S K v`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
   x: a gather over ``dy`` at the rotated displacements ``4 N F S K Hb Wb v`` (``Hb, Wb = H, W + 2 rb``)
   + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then two blurs and one dot product.
@@ -37,7 +37,7 @@ MACs (SPEC section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur ta
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
 ``dy`` into the zero-padded wide layouts (``P F v`` elements, twice); ``acu`` pads ``x`` by one
 pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
-Intermediates: dau window ``N S hp pw`` (saved by the forward); acu shifted maps of one chunk of
+Intermediates (recomputed in the backward, nothing saved): dau window ``N S hp pw``; acu shifted maps of one chunk of
 synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
 
@@ -878,7 +878,7 @@ class _Dau:
         c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)
         off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
-        return _t(_wide_shift(c, a, off, ho, wo, bias)) + nonfinite, {"canvas": _t(c)}
+        return _t(_wide_shift(c, a, off, ho, wo, bias)) + nonfinite, {}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
@@ -890,7 +890,7 @@ class _Dau:
         if win is None:
             out = self._backward_rows(x, dyn, sig, r, fy + r + 1, fx + r + 1, wy, wx, a, g, w, hp, needs)
         else:
-            out = self._backward_wide(x, dyn, saved, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win)
+            out = self._backward_wide(x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win)
         if "sigma" in out:
             out["sigma"] = out["sigma"].reshape(t["sigma"].shape)
         if "bias" in needs:
@@ -908,7 +908,7 @@ class _Dau:
         out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
         out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
 
-    def _backward_wide(self, x, dyn, saved, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win):
+    def _backward_wide(self, x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win):
         act, y0, y1, x0, x1 = win
         n_, f_, ho, wo = dyn.shape
         h, wd = x.shape[2:]
@@ -919,7 +919,7 @@ class _Dau:
             d = np.zeros((n_, f_, ho, pw), x.dtype)
             d[..., :wo] = dyn
             d, m = d.reshape(n_, f_, ho * pw), (ho - 1) * pw + wo  # dy at the window pitch
-            c = saved["canvas"].numpy() if "canvas" in saved else _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)
+            c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)  # recomputed: ~1% of the pass, nothing saved
             cw = _t(_wide_taps(c, d, off, m))
             out["weight"] = self._sampled(cw, wy, wx)
             if hp["mu_grad"] == "exact":
@@ -1038,10 +1038,10 @@ class _Acu:
             xs = buf[: n_ * kc * s_ * ho * wo].reshape(n_, kc, s_, ho, wo)
             if "weight" in needs:  # sum_n dy_n xs_n^T: batched GEMM, then a fixed-order sum over n
                 _sample(xp, a[g, ks], fy[g, ks], fx[g, ks], st, xs)
-                gwk = torch.matmul(dyg, _t(xs).view(n_, kc * s_, -1).transpose(1, 2)).sum(0)
+                gwk = torch.matmul(dyg, _t(xs).view(n_, kc * s_, ho * wo).transpose(1, 2)).sum(0)
                 gw[fs, :, ks] = gwk.view(-1, kc, s_).transpose(1, 2)
             if "x" in needs or pos:  # dL/d(shifted maps) = weight^T dy, then the shift's adjoint
-                torch.matmul(self._weights(weight, fs, ks).t(), dyg, out=_t(xs).view(n_, kc * s_, -1))
+                torch.matmul(self._weights(weight, fs, ks).t(), dyg, out=_t(xs).view(n_, kc * s_, ho * wo))
                 part = _sample_back(xp, xs, a[g, ks], fy[g, ks], fx[g, ks], st, gxp, "x" in needs)
                 sums[g, ks] = _t(part.sum(0))
         out = {"weight": gw}
@@ -1093,7 +1093,7 @@ class _Njet:
             hx, b = self._basis(x, dn, pairs, st)
         if "alpha" in needs:
             # sum_n dy_n B_n^T: batched GEMM, then a fixed-order sum over n
-            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, -1).transpose(1, 2)).sum(0).view(f_, s_, j_)
+            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, ho * wo).transpose(1, 2)).sum(0).view(f_, s_, j_)
         if needs & {"x", "sigma"}:
             db = torch.matmul(alpha.reshape(f_, -1).t(), dyv).numpy().reshape(n_, s_, j_, ho, wo)
             dh = _jet_cols_t(db, dn, pairs, st, x.shape[2], d.shape[0])
