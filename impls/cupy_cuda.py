@@ -34,7 +34,13 @@ _NAMES = {
     "passes": [f"rf::{k}<{t}, {b}>" for k in ("cpass", "tpass", "dtaps") for t in _T for b in ("true", "false")],
     "dau": [f"rf::{k}<{t}>" for k in ("shift", "tapsum", "scatter") for t in _T],
     "acu": [f"rf::{k}<{t}>" for k in ("sample", "sample_t", "sample_sums") for t in _T],
-    "dau_fwd": [f"rf::dau_fwd<{t}, {st}, {sp}>" for t in _T for st in (1, 2) for sp in (8, 16, 32)],
+    "dau_fwd": [
+        f"rf::{k}<{t}, {st}, {sp}>"
+        for k in ("dau_fwd", "dau_tapsum")
+        for t in _T
+        for st in (1, 2)
+        for sp in ((8, 16, 32) if t == "float" else (32,))
+    ],
 }
 THREADS = 256  # 1-D blocks of the element-wise kernels
 RED_THREADS = 256  # blocks of the reduction kernels: kRed in common.cu (a compile-time constant there)
@@ -42,7 +48,12 @@ SMEM = 48 * 1024  # bytes of dynamic shared memory a kernel may use without the 
 _PASS_W, _PASS_H, _TILE_W, _TILE_H, _FB = 32, 8, 32, 8, 4  # as in passes.cu / dau.cu
 # dau_fwd.cu: 256 threads, a 32 x 16 output tile, 16 output channels per block, spread buckets
 FWD_THREADS, FWD_TW, FWD_TH, FWD_FB, FWD_STAGE_BYTES = 256, 32, 16, 8, 56 * 1024
-SPREADS = (8, 16, 32)
+SPREADS = (8, 16, 32)  # displacement-spread buckets of dau_fwd / dau_tapsum
+
+
+def _spreads(dtype):
+    """The SPREAD instantiated per bucket: float has all three, double (correctness first) only 32."""
+    return SPREADS if dtype == torch.float32 else (SPREADS[-1],) * len(SPREADS)
 
 
 def fwd_geom(esize, stride, spread):
@@ -55,6 +66,11 @@ def fwd_geom(esize, stride, spread):
     plane32 = ((FWD_TH - 1) * stride + 34) * pitch((FWD_TW - 1) * stride + 34)
     cs = max(1, min(8, FWD_STAGE_BYTES // (plane32 * esize)))
     return rows, cols, pitch(cols), cs, 2 * cs * rows * pitch(cols) * esize
+
+
+def tapsum_kc(cs):
+    """Units k per ``dau_tapsum`` block (``FwdGeom::kc``)."""
+    return 1 if cs >= 4 else 4 // cs
 
 
 def _cuda_major_check():
@@ -254,23 +270,58 @@ class Prims:
         ho, wo = y.shape[2:]
         esize = c.element_size()
         rel, box, fits, bucket = cls.fwd_table(fy, fx, fwd_geom(esize, st, SPREADS[-1])[3])
+        if 4 * f_ * s * k_ >= 2**31:
+            raise ValueError(f"cupy dau: F S K = {f_ * s * k_} units, expected fewer than 2**29 (32-bit unit indices)")
         grid = (math.ceil(wo / FWD_TW) * math.ceil(f_ / FWD_FB) * n, math.ceil(ho / FWD_TH), 1)
         t = "float" if c.dtype == torch.float32 else "double"
-        for b, sp in enumerate(SPREADS):
+        for b, sp in enumerate(_spreads(c.dtype)):
             args = (c, a4, fy, fx, rel, box, fits, bucket, *_i(s, hc, wc, f_, k_, ho, wo, b), y)
             smem = fwd_geom(esize, st, sp)[4]
             _launch("dau_fwd", f"rf::dau_fwd<{t}, {st}, {sp}>", grid, (FWD_THREADS, 1, 1), args, c, smem=smem)
 
-    @staticmethod
-    def tapsum(c, dy, fy, fx, st):
+    @classmethod
+    def tapsum(cls, c, dy, fy, fx, st):
         n, s, hc, wc = c.shape
         f_, _, k_ = fy.shape
         ho, wo = dy.shape[2:]
+        if st in (1, 2) and f_ * s * k_ and dy.numel():
+            return cls._tapsum(_c(c), _c(dy), _c(fy), _c(fx), st)
         chunks = _chunks(n * ho * wo, f_ * s * k_)
         part = torch.zeros(f_, s, k_, 4, chunks, dtype=c.dtype, device=c.device)
         if part.numel() and dy.numel():
             args = (_c(c), _c(dy), _c(fy), _c(fx), *_i(n, s, f_, k_, hc, wc, ho, wo, st), part)
             _launch("dau", _name("tapsum", c.dtype), (f_ * s * k_, chunks, 1), (RED_THREADS, 1, 1), args, c)
+        return part.sum(-1)  # fixed order: bit-identical run to run
+
+    @classmethod
+    def _tapsum(cls, c, dy, fy, fx, st):
+        """Tap sums from ``dau_tapsum``: blocks over (group, stage, k-chunk) x step chunks, one launch
+        per spread bucket; per-block partials summed here in a fixed order."""
+        n, s, hc, wc = c.shape
+        f_, _, k_ = fy.shape
+        ho, wo = dy.shape[2:]
+        esize = c.element_size()
+        if 4 * f_ * s * k_ >= 2**31:
+            raise ValueError(f"cupy dau: F S K = {f_ * s * k_} units, expected fewer than 2**29 (32-bit unit indices)")
+        cs = fwd_geom(esize, st, SPREADS[-1])[3]
+        rel, box, fits, bucket = cls.fwd_table(fy, fx, cs)
+        units = math.ceil(f_ / FWD_FB) * math.ceil(s / cs) * math.ceil(k_ / tapsum_kc(cs))
+        steps = n * math.ceil(ho / FWD_TH) * math.ceil(wo / FWD_TW)
+        chunks = max(1, min(steps, math.ceil(1024 / units), 65535))
+        part = torch.empty(f_, s, k_, 4, chunks, dtype=c.dtype, device=c.device)
+        t = "float" if c.dtype == torch.float32 else "double"
+        for b, sp in enumerate(_spreads(c.dtype)):
+            args = (c, dy, fy, fx, rel, box, fits, bucket, *_i(n, s, hc, wc, f_, k_, ho, wo, b), part)
+            smem = fwd_geom(esize, st, sp)[4]
+            _launch(
+                "dau_fwd",
+                f"rf::dau_tapsum<{t}, {st}, {sp}>",
+                (units, chunks, 1),
+                (FWD_THREADS, 1, 1),
+                args,
+                c,
+                smem=smem,
+            )
         return part.sum(-1)  # fixed order: bit-identical run to run
 
     @classmethod

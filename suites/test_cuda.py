@@ -322,6 +322,7 @@ namespace rf { unsigned char raw[1 << 20]; }
 
 inline int emu_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 inline void __syncthreads() { block_bar->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { warp_bar[emu_tid() / 32]->arrive_and_wait(); }
 template <class T> T __ldg(const T* p) { return *p; }
 template <class T> T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> g(atomic_mu); T o = *p; *p += v; return o; }
 template <class T> T __shfl_down_sync(unsigned, T v, int o) {
@@ -402,7 +403,13 @@ EMU_KERNELS = [
         for k in ("shift", "tapsum", "scatter", "sample", "sample_t", "sample_sums")
         for t in ("float", "double")
     ],
-    *[f"rf::dau_fwd<{t}, {st}, {sp}>" for t in ("float", "double") for st in (1, 2) for sp in (8, 16, 32)],
+    *[
+        f"rf::{k}<{t}, {st}, {sp}>"
+        for k in ("dau_fwd", "dau_tapsum")
+        for t in ("float", "double")
+        for st in (1, 2)
+        for sp in ((8, 16, 32) if t == "float" else (32,))
+    ],
 ]
 
 EMU_MAIN = (
@@ -662,16 +669,19 @@ if __name__ == "__main__":  # resource table: python suites/test_cuda.py
 # ---------------------------------------------------------------- dau_fwd (redesigned forward and input gradient)
 
 
-def _shift_ref(c, a4, fy, fx, st, ho, wo):
-    """``(y, bound)``: the bilinear shift in float64 (``impls._cuda_ops`` ``shift``) and the rounding
-    bound of a sequential sum of its ``4 S K`` products per output in the data's precision,
-    ``4 S K u sum |a4 c|`` (first-order, ``u`` the unit roundoff)."""
+def _shift_ref(c, a4, fy, fx, st, ho, wo, dy):
+    """Float64 ``(y, ymag, t, tmag)``: the bilinear shift and the tap sums against ``dy``
+    (``impls._cuda_ops`` ``shift`` and ``tapsum``), and the sums of the magnitudes of their terms,
+    for rounding bounds: a sum of ``n`` products in any order is within ``n u sum |terms|``
+    (first order, ``u`` the unit roundoff)."""
     n, s_, hc, wc = c.shape
     f_, _, k_ = fy.shape
-    c, a4 = c.double(), a4.double()
+    c, a4, dy = c.double(), a4.double(), dy.double()
     i, j = torch.arange(ho)[:, None] * st, torch.arange(wo)[None, :] * st
     y = torch.zeros(n, f_, ho, wo, dtype=torch.float64)
-    mag = torch.zeros_like(y)
+    ymag = torch.zeros_like(y)
+    t = torch.zeros(f_, s_, k_, 4, dtype=torch.float64)
+    tmag = torch.zeros_like(t)
     for f in range(f_):
         for s in range(s_):
             for k in range(k_):
@@ -680,8 +690,10 @@ def _shift_ref(c, a4, fy, fx, st, ho, wo):
                     ok = (p >= 0) & (p < hc) & (q >= 0) & (q < wc)
                     v = c[:, s, p.clamp(0, hc - 1), q.clamp(0, wc - 1)] * ok
                     y[:, f] += a4[f, s, k, m] * v
-                    mag[:, f] += (a4[f, s, k, m] * v).abs()
-    return y, mag
+                    ymag[:, f] += (a4[f, s, k, m] * v).abs()
+                    t[f, s, k, m] = (dy[:, f] * v).sum()
+                    tmag[f, s, k, m] = (dy[:, f] * v).abs().sum()
+    return y, ymag, t, tmag
 
 
 def _fwd_units(g, f_, s_, k_, spreads):
@@ -703,23 +715,26 @@ def _fwd_units(g, f_, s_, k_, spreads):
 
 
 def _fwd_check(cc, shape, st, dtype, spreads, seed):
+    """dau_fwd, its transpose (stride 1) and dau_tapsum on ``shape = (N, S, F, K, Hc, Wc)`` within
+    their rounding bounds of the float64 results."""
     n, s_, f_, k_, hc, wc = shape
     g = torch.Generator().manual_seed(seed)
-    c = torch.randn(n, s_, hc, wc, generator=g, dtype=torch.float64)
+    c = torch.randn(n, s_, hc, wc, generator=g, dtype=torch.float64).to(dtype)
     fy, fx, a4 = _fwd_units(g, f_, s_, k_, spreads)
-    fy, fx = fy + 1, fx - 2  # origin off the tile corner
+    fy, fx, a4 = fy + 1, fx - 2, a4.to(dtype)  # origin off the tile corner
     ho, wo = (hc - 1) // st + 1, (wc - 1) // st + 1
-    y = cc.Prims.shift(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
-    ref, mag = _shift_ref(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
+    dy = torch.randn(n, f_, ho, wo, generator=g, dtype=torch.float64).to(dtype)
+    ref, ymag, tref, tmag = _shift_ref(c, a4, fy, fx, st, ho, wo, dy)
     u = torch.finfo(dtype).eps / 2
-    bound = 4 * s_ * k_ * u * mag + 1e-300
-    assert float(((y.double() - ref).abs() / bound).max()) <= 1.0
-    # the transposed kernel (input gradient, stride 1) is the adjoint: <shift(c), d> = <c, scatter(d)>
-    if st == 1:
-        d = torch.randn(n, f_, ho, wo, generator=g, dtype=torch.float64)
-        back = cc.Prims.scatter(d.to(dtype), a4.to(dtype), fy, fx, 1, s_, hc, wc).double()
-        lhs, rhs = float((ref * d).sum()), float((c.to(dtype).double() * back).sum())
-        assert abs(lhs - rhs) <= 4 * s_ * k_ * u * float((mag * d.abs()).sum()) * 4 + 1e-12
+    y = cc.Prims.shift(c, a4, fy, fx, st, ho, wo)
+    assert float(((y.double() - ref).abs() - 4 * s_ * k_ * u * ymag).max()) <= 0
+    t = cc.Prims.tapsum(c, dy, fy, fx, st)
+    assert float(((t.double() - tref).abs() - n * ho * wo * u * tmag).max()) <= 0
+    if st == 1:  # the transposed kernel (input gradient) is the adjoint: <shift(c), d> = <c, scatter(d)>
+        back = cc.Prims.scatter(dy, a4, fy, fx, 1, s_, hc, wc).double()
+        lhs, rhs = float((ref * dy.double()).sum()), float((c.double() * back).sum())
+        # back's terms are ymag's terms regrouped (4 F K per element), then one product with c and the sum
+        assert abs(lhs - rhs) <= (4 * f_ * k_ + n * s_ * hc * wc) * u * float((ymag * dy.double().abs()).sum())
 
 
 FWD_SPREADS = (6, 14, 60)  # buckets 8, 16, and 32 with a stage that does not fit
@@ -728,9 +743,9 @@ FWD_SPREADS = (6, 14, 60)  # buckets 8, 16, and 32 with a stage that does not fi
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("st", [1, 2])
 def test_emu_fwd_buckets(cc, st, dtype, seed):
-    """dau_fwd against the float64 shift: three groups of output channels (the last partial) in
-    the three buckets, a partial last stage of input channels, two tiles along each axis, and
-    (stride 1) its transpose, the input gradient, by the adjoint identity."""
+    """dau_fwd and dau_tapsum against float64: three groups of output channels (the last partial)
+    in the three buckets, a partial last stage of input channels, two tiles along each axis, and
+    (stride 1) the transposed forward, the input gradient, by the adjoint identity."""
     _fwd_check(cc, (2, 6, 3 * cc.FWD_FB - 3, 2, 20 * st, 36 * st), st, dtype, FWD_SPREADS, seed)
 
 
