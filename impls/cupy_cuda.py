@@ -2,21 +2,34 @@
 ``cupy.RawModule``; the layers are the shared glue of ``impls._cuda_ops`` (MAC counts there and
 next to each kernel).
 
-Tensors go to CuPy through DLPack (zero-copy) and every kernel runs on torch's current stream.
 Kernels are templates on the dtype (``float``, ``double``), instantiated through NVRTC name
-expressions.  Kernel design (see the ``.cu`` files):
+expressions, compiled once per process and device and fetched once per (device, kernel) (the
+cache of ``_function``).  A launch passes raw device pointers (no DLPack, no copies: every tensor
+must be contiguous, outputs are allocated contiguous here) inside ``cupy.cuda.Device`` of the
+data, on torch's current stream.  Nothing on the host waits for the device: no ``.item()``,
+no boolean masks of device tensors (the forward path is free of host syncs, so graph-capturable
+as far as this module goes).  Every result is bit-identical run to run: reductions write
+per-block partials that torch sums in a fixed order (no float atomics).  Kernel design (see the
+``.cu`` files):
 
 - ``passes.cu``: separable 1-D filters (blur, N-Jet derivatives).  A 32 x 8 output tile loads its
   input window once into shared memory and computes every output channel that reads it;
   adjoints are gathers (one thread per input element, no atomics); tap gradients are
-  block reductions (warp shuffles, then one atomic per block).
-- ``dau.cu``: the per-unit bilinear shift.  A block computes a 32 x 8 tile of 4 output channels;
-  per input channel it stages the canvas window that all their units read (bounding box of
-  the floors) in shared memory, or reads the canvas directly when the displacement spread
-  is too large for it (any displacement works).  Scatter is a gather; tap sums are block
-  reductions with four atomics per block.
+  block reductions into partials.
+- ``dau_fwd.cu``: the DAU shift (forward), its transpose (the stride-1 input gradient) and the tap
+  sums (weight and displacement gradients), blocked for displacement spreads of at most 8, 16, 32
+  (three launches; a block of another bucket returns at once; wider stages read directly):
+  256 threads, a 32 x 16 tile, a warp per output channel, 4 x 4 register strips, canvas stages
+  zero-filled by ``cp.async``, double-buffered.  A prepare pass (``Prims.fwd_table``, torch ops)
+  builds the unit table.  Strides 1 and 2.
+- ``dau.cu``: the unbounded kernels for other strides: per-unit shift (its canvas window in
+  shared memory when it fits, decided per block on the device), scatter as a gather, tap sums
+  as block reductions.
 - ``acu.cu``: per-synapse bilinear samples shared by a position group; the 1x1 mixing is a
   batched GEMM (``torch.matmul``, cuBLAS); adjoints as above.
+
+Not done yet (issue 15): prepared unit tables are rebuilt on every call (not cached per
+parameter version); ``dau_gauss`` always goes through the unit kernels (no cuDNN route).
 """
 
 import functools

@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(kFwdThreads, sizeof(T) == 4 ? (STRIDE == 1 ? 3
 // chunk + 2 C, ... (C = gridDim.y chunks; the host sums the chunks).  Grid: x = groups * stages
 // * k-chunks (KC units each), y = C; block kFwdThreads; dynamic shared memory FwdGeom::smem.
 template <typename T, int STRIDE, int SPREAD>
-__global__ void __launch_bounds__(kFwdThreads, sizeof(T) == 4 ? 2 : 1)  // float: <= 128 registers
+__global__ void __launch_bounds__(kFwdThreads, sizeof(T) == 4 && STRIDE == 1 ? 0 : 1)  // 0: ptxas chooses (80 regs, no spill)
     dau_tapsum(const T* __restrict__ c, const T* __restrict__ dy, const int* __restrict__ fy,
                const int* __restrict__ fx, const int* __restrict__ rel, const int* __restrict__ box,
                const int* __restrict__ fits, const int* __restrict__ bucket, int n_, int s_, int hc, int wc, int f_,
@@ -281,14 +281,12 @@ __global__ void __launch_bounds__(kFwdThreads, sizeof(T) == 4 ? 2 : 1)  // float
         const int n = step / tiles, i0 = step % tiles / tiles_w * kFwdTH, j0 = step % tiles_w * kFwdTW;
         if (f < f_) {
             T d[4][4];  // the lane's strip of dy, zero beyond the output
+            const int pi = i0 + ly * 4, pj = j0 + lx * 4;
+            const T* drow = dy + ((static_cast<long long>(n) * f_ + f) * ho + pi) * wo + pj;
 #pragma unroll
-            for (int ii = 0; ii < 4; ++ii)
+            for (int ii = 0; ii < 4; ++ii, drow += wo)
 #pragma unroll
-                for (int jj = 0; jj < 4; ++jj) {
-                    const int i = i0 + ly * 4 + ii, j = j0 + lx * 4 + jj;
-                    d[ii][jj] = i < ho && j < wo ? __ldg(dy + ((static_cast<long long>(n) * f_ + f) * ho + i) * wo + j)
-                                                 : T(0);
-                }
+                for (int jj = 0; jj < 4; ++jj) d[ii][jj] = pi + ii < ho && pj + jj < wo ? __ldg(drow + jj) : T(0);
             const T* lane_tile = cur + ly * 4 * STRIDE * G::pitch + lx * 4 * STRIDE;
 #pragma unroll
             for (int j = 0; j < CS; ++j) {
