@@ -429,6 +429,20 @@ static const std::vector<std::pair<std::string, std::function<void(void**)>>> ta
 
 extern "C" void emu_set_seed(unsigned s) { emu_seed = s; }
 
+template <class G> void emu_geom(int* out) {
+    out[0] = G::rows, out[1] = G::cols, out[2] = G::pitch, out[3] = G::cs, out[4] = G::smem, out[5] = G::kc;
+}
+template <class T, int ST> void emu_geom_sp(int sp, int* out) {
+    if (sp == 8) emu_geom<rf::FwdGeom<T, ST, 8>>(out);
+    if (sp == 16) emu_geom<rf::FwdGeom<T, ST, 16>>(out);
+    if (sp == 32) emu_geom<rf::FwdGeom<T, ST, 32>>(out);
+}
+// rf::FwdGeom of dau_fwd.cu (for the host's mirror, impls.cupy_cuda.fwd_geom).
+extern "C" void emu_fwd_geom(int esize, int st, int sp, int* out) {
+    if (esize == 4) (st == 1 ? emu_geom_sp<float, 1>(sp, out) : emu_geom_sp<float, 2>(sp, out));
+    else (st == 1 ? emu_geom_sp<double, 1>(sp, out) : emu_geom_sp<double, 2>(sp, out));
+}
+
 // 0: ran; 1: unknown kernel; 2-6: launch limit violated (emu_limits).
 extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, unsigned smem, int optin, void** args) {
     for (auto& [n, f] : table)
@@ -770,14 +784,18 @@ def test_emu_fwd_table():
     assert int(rel[f, s, 0]) == (int(fy[f, s, 0]) - int(box[1, 1, 0])) * 65536 + int(fx[f, s, 0]) - int(box[1, 1, 1])
 
 
-def test_fwd_geom_smem():
-    """Two stages of every dau_fwd instantiation fit the opt-in limit of sm_80 (163 KB)."""
+def test_fwd_geom(emu_lib):
+    """The host's tile geometry is the kernel's (FwdGeom), and two stages of every dau_fwd /
+    dau_tapsum instantiation fit the opt-in shared-memory limit of sm_80 (163 KB)."""
     from impls import cupy_cuda
 
     for esize in (4, 8):
         for st in (1, 2):
             for sp in cupy_cuda.SPREADS:
                 rows, cols, pitch, cs, smem = cupy_cuda.fwd_geom(esize, st, sp)
+                out = (ctypes.c_int * 6)()
+                emu_lib.emu_fwd_geom(esize, st, sp, out)
+                assert list(out) == [rows, cols, pitch, cs, smem, cupy_cuda.tapsum_kc(cs)], (esize, st, sp)
                 assert pitch % 8 == 0 and pitch >= cols + 3 and smem <= 163 * 1024
 
 
