@@ -235,7 +235,10 @@ class Prims:
         if s * k_ == 0:
             return y.zero_()
         if st in (1, 2):
-            cls._fwd(_c(c), _c(a4), _c(fy), _c(fx), st, y)
+            a4 = _c(a4)
+            if a4.data_ptr() % (4 * a4.element_size()):  # the kernels read a unit's 4 weights as one vector
+                a4 = a4.clone()
+            cls._fwd(_c(c), a4, _c(fy), _c(fx), st, y)
             return y
         box = cls._box(fy, fx)
         cap = SMEM // c.element_size()
