@@ -803,3 +803,18 @@ def test_fwd_geom(emu_lib):
 def test_emu_fwd_paper(cc, seed):
     """The paper case (N8 S64 F192 K2, 32 x 32, mu in +-4 -> spread <= 8) under emulation, N = 2."""
     _fwd_check(cc, (2, 64, 192, 2, 32, 32), 1, torch.float32, (8,) * (192 // cc.FWD_FB), seed)
+
+
+def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
+    """The cupy DAU primitives never read a tensor's values on the host (on a GPU each read is a
+    device sync): every host read of a tensor raises here while they run under emulation."""
+    args, hp = _case("dau", 1)
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+
+        def read(self, *a, _name=name, **k):
+            raise AssertionError(f"host read of a tensor value: Tensor.{_name}")
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+    ts = [a.clone().requires_grad_() for a in args]
+    y = cc.dau(*ts, **hp, mu_grad="exact")
+    torch.autograd.backward(y, torch.ones_like(y))
