@@ -2,21 +2,34 @@
 ``cupy.RawModule``; the layers are the shared glue of ``impls._cuda_ops`` (MAC counts there and
 next to each kernel).
 
-Tensors go to CuPy through DLPack (zero-copy) and every kernel runs on torch's current stream.
 Kernels are templates on the dtype (``float``, ``double``), instantiated through NVRTC name
-expressions.  Kernel design (see the ``.cu`` files):
+expressions, compiled once per process and device and fetched once per (device, kernel) (the
+cache of ``_function``).  A launch passes raw device pointers (no DLPack, no copies: every tensor
+must be contiguous, outputs are allocated contiguous here) inside ``cupy.cuda.Device`` of the
+data, on torch's current stream.  Nothing on the host waits for the device: no ``.item()``,
+no boolean masks of device tensors (the forward path is free of host syncs, so graph-capturable
+as far as this module goes).  Every result is bit-identical run to run: reductions write
+per-block partials that torch sums in a fixed order (no float atomics).  Kernel design (see the
+``.cu`` files):
 
 - ``passes.cu``: separable 1-D filters (blur, N-Jet derivatives).  A 32 x 8 output tile loads its
   input window once into shared memory and computes every output channel that reads it;
   adjoints are gathers (one thread per input element, no atomics); tap gradients are
-  block reductions (warp shuffles, then one atomic per block).
-- ``dau.cu``: the per-unit bilinear shift.  A block computes a 32 x 8 tile of 4 output channels;
-  per input channel it stages the canvas window that all their units read (bounding box of
-  the floors) in shared memory, or reads the canvas directly when the displacement spread
-  is too large for it (any displacement works).  Scatter is a gather; tap sums are block
-  reductions with four atomics per block.
+  block reductions into partials.
+- ``dau_fwd.cu``: the DAU shift (forward), its transpose (the stride-1 input gradient) and the tap
+  sums (weight and displacement gradients), blocked for displacement spreads of at most 8, 16, 32
+  (three launches; a block of another bucket returns at once; wider stages read directly):
+  256 threads, a 32 x 16 tile, a warp per output channel, 4 x 4 register strips, canvas stages
+  zero-filled by ``cp.async``, double-buffered.  A prepare pass (``Prims.fwd_table``, torch ops)
+  builds the unit table.  Strides 1 and 2.
+- ``dau.cu``: the unbounded kernels for other strides: per-unit shift (its canvas window in
+  shared memory when it fits, decided per block on the device), scatter as a gather, tap sums
+  as block reductions.
 - ``acu.cu``: per-synapse bilinear samples shared by a position group; the 1x1 mixing is a
   batched GEMM (``torch.matmul``, cuBLAS); adjoints as above.
+
+Not done yet (issue 15): prepared unit tables are rebuilt on every call (not cached per
+parameter version); ``dau_gauss`` always goes through the unit kernels (no cuDNN route).
 """
 
 import functools
@@ -34,7 +47,13 @@ _NAMES = {
     "passes": [f"rf::{k}<{t}, {b}>" for k in ("cpass", "tpass", "dtaps") for t in _T for b in ("true", "false")],
     "dau": [f"rf::{k}<{t}>" for k in ("shift", "tapsum", "scatter") for t in _T],
     "acu": [f"rf::{k}<{t}>" for k in ("sample", "sample_t", "sample_sums") for t in _T],
-    "dau_fwd": [f"rf::dau_fwd<{t}, {st}, {sp}>" for t in _T for st in (1, 2) for sp in (8, 16, 32)],
+    "dau_fwd": [
+        f"rf::{k}<{t}, {st}, {sp}>"
+        for k in ("dau_fwd", "dau_tapsum")
+        for t in _T
+        for st in (1, 2)
+        for sp in ((8, 16, 32) if t == "float" else (32,))
+    ],
 }
 THREADS = 256  # 1-D blocks of the element-wise kernels
 RED_THREADS = 256  # blocks of the reduction kernels: kRed in common.cu (a compile-time constant there)
@@ -42,7 +61,12 @@ SMEM = 48 * 1024  # bytes of dynamic shared memory a kernel may use without the 
 _PASS_W, _PASS_H, _TILE_W, _TILE_H, _FB = 32, 8, 32, 8, 4  # as in passes.cu / dau.cu
 # dau_fwd.cu: 256 threads, a 32 x 16 output tile, 16 output channels per block, spread buckets
 FWD_THREADS, FWD_TW, FWD_TH, FWD_FB, FWD_STAGE_BYTES = 256, 32, 16, 8, 56 * 1024
-SPREADS = (8, 16, 32)
+SPREADS = (8, 16, 32)  # displacement-spread buckets of dau_fwd / dau_tapsum
+
+
+def _spreads(dtype):
+    """The SPREAD instantiated per bucket: float has all three, double (correctness first) only 32."""
+    return SPREADS if dtype == torch.float32 else (SPREADS[-1],) * len(SPREADS)
 
 
 def fwd_geom(esize, stride, spread):
@@ -55,6 +79,11 @@ def fwd_geom(esize, stride, spread):
     plane32 = ((FWD_TH - 1) * stride + 34) * pitch((FWD_TW - 1) * stride + 34)
     cs = max(1, min(8, FWD_STAGE_BYTES // (plane32 * esize)))
     return rows, cols, pitch(cols), cs, 2 * cs * rows * pitch(cols) * esize
+
+
+def tapsum_kc(cs):
+    """Units k per ``dau_tapsum`` block (``FwdGeom::kc``)."""
+    return 1 if cs >= 4 else 4 // cs
 
 
 def _cuda_major_check():
@@ -206,7 +235,10 @@ class Prims:
         if s * k_ == 0:
             return y.zero_()
         if st in (1, 2):
-            cls._fwd(_c(c), _c(a4), _c(fy), _c(fx), st, y)
+            a4 = _c(a4)
+            if a4.data_ptr() % (4 * a4.element_size()):  # the kernels read a unit's 4 weights as one vector
+                a4 = a4.clone()
+            cls._fwd(_c(c), a4, _c(fy), _c(fx), st, y)
             return y
         box = cls._box(fy, fx)
         cap = SMEM // c.element_size()
@@ -254,23 +286,58 @@ class Prims:
         ho, wo = y.shape[2:]
         esize = c.element_size()
         rel, box, fits, bucket = cls.fwd_table(fy, fx, fwd_geom(esize, st, SPREADS[-1])[3])
+        if 4 * f_ * s * k_ >= 2**31:
+            raise ValueError(f"cupy dau: F S K = {f_ * s * k_} units, expected fewer than 2**29 (32-bit unit indices)")
         grid = (math.ceil(wo / FWD_TW) * math.ceil(f_ / FWD_FB) * n, math.ceil(ho / FWD_TH), 1)
         t = "float" if c.dtype == torch.float32 else "double"
-        for b, sp in enumerate(SPREADS):
+        for b, sp in enumerate(_spreads(c.dtype)):
             args = (c, a4, fy, fx, rel, box, fits, bucket, *_i(s, hc, wc, f_, k_, ho, wo, b), y)
             smem = fwd_geom(esize, st, sp)[4]
             _launch("dau_fwd", f"rf::dau_fwd<{t}, {st}, {sp}>", grid, (FWD_THREADS, 1, 1), args, c, smem=smem)
 
-    @staticmethod
-    def tapsum(c, dy, fy, fx, st):
+    @classmethod
+    def tapsum(cls, c, dy, fy, fx, st):
         n, s, hc, wc = c.shape
         f_, _, k_ = fy.shape
         ho, wo = dy.shape[2:]
+        if st in (1, 2) and f_ * s * k_ and dy.numel():
+            return cls._tapsum(_c(c), _c(dy), _c(fy), _c(fx), st)
         chunks = _chunks(n * ho * wo, f_ * s * k_)
         part = torch.zeros(f_, s, k_, 4, chunks, dtype=c.dtype, device=c.device)
         if part.numel() and dy.numel():
             args = (_c(c), _c(dy), _c(fy), _c(fx), *_i(n, s, f_, k_, hc, wc, ho, wo, st), part)
             _launch("dau", _name("tapsum", c.dtype), (f_ * s * k_, chunks, 1), (RED_THREADS, 1, 1), args, c)
+        return part.sum(-1)  # fixed order: bit-identical run to run
+
+    @classmethod
+    def _tapsum(cls, c, dy, fy, fx, st):
+        """Tap sums from ``dau_tapsum``: blocks over (group, stage, k-chunk) x step chunks, one launch
+        per spread bucket; per-block partials summed here in a fixed order."""
+        n, s, hc, wc = c.shape
+        f_, _, k_ = fy.shape
+        ho, wo = dy.shape[2:]
+        esize = c.element_size()
+        if 4 * f_ * s * k_ >= 2**31:
+            raise ValueError(f"cupy dau: F S K = {f_ * s * k_} units, expected fewer than 2**29 (32-bit unit indices)")
+        cs = fwd_geom(esize, st, SPREADS[-1])[3]
+        rel, box, fits, bucket = cls.fwd_table(fy, fx, cs)
+        units = math.ceil(f_ / FWD_FB) * math.ceil(s / cs) * math.ceil(k_ / tapsum_kc(cs))
+        steps = n * math.ceil(ho / FWD_TH) * math.ceil(wo / FWD_TW)
+        chunks = max(1, min(steps, math.ceil(1024 / units), 65535))
+        part = torch.empty(f_, s, k_, 4, chunks, dtype=c.dtype, device=c.device)
+        t = "float" if c.dtype == torch.float32 else "double"
+        for b, sp in enumerate(_spreads(c.dtype)):
+            args = (c, dy, fy, fx, rel, box, fits, bucket, *_i(n, s, hc, wc, f_, k_, ho, wo, b), part)
+            smem = fwd_geom(esize, st, sp)[4]
+            _launch(
+                "dau_fwd",
+                f"rf::dau_tapsum<{t}, {st}, {sp}>",
+                (units, chunks, 1),
+                (FWD_THREADS, 1, 1),
+                args,
+                c,
+                smem=smem,
+            )
         return part.sum(-1)  # fixed order: bit-identical run to run
 
     @classmethod

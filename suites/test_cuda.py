@@ -190,39 +190,42 @@ _BUILDS = {}
 
 
 def nvcc_build(src, arch, out_dir):
-    """``src`` compiled for ``arch`` (warnings as errors, ``-Xptxas -v``), once per session ->
+    """``src`` compiled for every arch of ``ARCHS`` in one nvcc run (``--threads 0``: the archs in
+    parallel; warnings as errors, ``-Xptxas -v``), once per session -> for ``arch``:
     ``(returncode, stderr, resources)``; ``resources`` maps each kernel (demangled) to its
     registers, static shared memory, stack frame and spill bytes."""
     import re
 
-    key = (src, arch)
-    if key not in _BUILDS:
+    if src not in _BUILDS:
         nvcc = shutil.which("nvcc")
         if nvcc is None:
             pytest.skip("nvcc not found")
-        cmd = [nvcc, f"-arch={arch}", "-std=c++17", "-cubin", "-o", str(Path(out_dir) / f"{src}.{arch}.cubin")]
+        cmd = [nvcc, "-std=c++17", "-fatbin", "--threads", "0", "-o", str(Path(out_dir) / f"{src}.fatbin")]
+        for a in ARCHS:
+            cmd += ["-gencode", f"arch=compute_{a[3:]},code={a}"]
         cmd += ["--Werror", "all-warnings", "-Xcompiler", "-Wall,-Werror", "-Xptxas", "-v", str(CUDA_DIR / src)]
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-        table, name = {}, None
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+        tables, cur = {a: {} for a in ARCHS}, None
         for line in res.stderr.splitlines():
-            if m := re.search(r"Compiling entry function '(\w+)'", line):
-                name = m.group(1)
-                table[name] = {"regs": 0, "smem": 0, "stack": 0, "spill_st": 0, "spill_ld": 0}
-            elif name and (
+            if m := re.search(r"Compiling entry function '(\w+)' for '(sm_\d+)'", line):
+                cur = tables[m.group(2)].setdefault(
+                    m.group(1), {"regs": 0, "smem": 0, "stack": 0, "spill_st": 0, "spill_ld": 0}
+                )
+            elif cur is not None and (
                 m := re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
             ):
-                table[name].update(stack=int(m[1]), spill_st=int(m[2]), spill_ld=int(m[3]))
-            elif name and (m := re.search(r"Used (\d+) registers", line)):
-                table[name]["regs"] = int(m[1])
-                table[name]["smem"] = int(m[1]) if (m := re.search(r"(\d+) bytes smem", line)) else 0
-        filt = shutil.which("cu++filt")
-        if filt and table:
-            names = subprocess.run(
-                [filt], input="\n".join(table), capture_output=True, text=True, check=True
-            ).stdout.split("\n")
-            table = {n.split("(")[0]: v for n, v in zip(names, table.values())}
-        _BUILDS[key] = (res.returncode, res.stderr, table)
-    return _BUILDS[key]
+                cur.update(stack=int(m[1]), spill_st=int(m[2]), spill_ld=int(m[3]))
+            elif cur is not None and (m := re.search(r"Used (\d+) registers", line)):
+                cur["regs"] = int(m[1])
+                cur["smem"] = int(m[1]) if (m := re.search(r"(\d+) bytes smem", line)) else 0
+        filt = shutil.which("cu++filt") or shutil.which("c++filt")
+        for a, table in tables.items():
+            if filt and table:
+                out = subprocess.run([filt], input="\n".join(table), capture_output=True, text=True, check=True)
+                tables[a] = {n.split("(")[0]: v for n, v in zip(out.stdout.split("\n"), table.values())}
+        _BUILDS[src] = (res.returncode, res.stderr, tables)
+    rc, err, tables = _BUILDS[src]
+    return rc, err, tables[arch]
 
 
 SOURCES = sorted(p.name for p in CUDA_DIR.glob("*.cu"))
@@ -309,7 +312,6 @@ inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 inline std::barrier<>* block_bar = nullptr;
 inline std::vector<std::barrier<>*> warp_bar;
-inline std::mutex atomic_mu;
 inline unsigned emu_seed = 0;
 namespace rf { unsigned char raw[1 << 20]; }
 
@@ -322,8 +324,9 @@ namespace rf { unsigned char raw[1 << 20]; }
 
 inline int emu_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 inline void __syncthreads() { block_bar->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { warp_bar[emu_tid() / 32]->arrive_and_wait(); }
 template <class T> T __ldg(const T* p) { return *p; }
-template <class T> T atomicAdd(T* p, T v) { std::lock_guard<std::mutex> g(atomic_mu); T o = *p; *p += v; return o; }
+// No atomicAdd: a kernel that used one would not build here (results must not depend on order).
 template <class T> T __shfl_down_sync(unsigned, T v, int o) {
     static T buf[1024];
     const int t = emu_tid();
@@ -402,7 +405,13 @@ EMU_KERNELS = [
         for k in ("shift", "tapsum", "scatter", "sample", "sample_t", "sample_sums")
         for t in ("float", "double")
     ],
-    *[f"rf::dau_fwd<{t}, {st}, {sp}>" for t in ("float", "double") for st in (1, 2) for sp in (8, 16, 32)],
+    *[
+        f"rf::{k}<{t}, {st}, {sp}>"
+        for k in ("dau_fwd", "dau_tapsum")
+        for t in ("float", "double")
+        for st in (1, 2)
+        for sp in ((8, 16, 32) if t == "float" else (32,))
+    ],
 ]
 
 EMU_MAIN = (
@@ -419,6 +428,20 @@ static const std::vector<std::pair<std::string, std::function<void(void**)>>> ta
     + r"""};
 
 extern "C" void emu_set_seed(unsigned s) { emu_seed = s; }
+
+template <class G> void emu_geom(int* out) {
+    out[0] = G::rows, out[1] = G::cols, out[2] = G::pitch, out[3] = G::cs, out[4] = G::smem, out[5] = G::kc;
+}
+template <class T, int ST> void emu_geom_sp(int sp, int* out) {
+    if (sp == 8) emu_geom<rf::FwdGeom<T, ST, 8>>(out);
+    if (sp == 16) emu_geom<rf::FwdGeom<T, ST, 16>>(out);
+    if (sp == 32) emu_geom<rf::FwdGeom<T, ST, 32>>(out);
+}
+// rf::FwdGeom of dau_fwd.cu (for the host's mirror, impls.cupy_cuda.fwd_geom).
+extern "C" void emu_fwd_geom(int esize, int st, int sp, int* out) {
+    if (esize == 4) (st == 1 ? emu_geom_sp<float, 1>(sp, out) : emu_geom_sp<float, 2>(sp, out));
+    else (st == 1 ? emu_geom_sp<double, 1>(sp, out) : emu_geom_sp<double, 2>(sp, out));
+}
 
 // 0: ran; 1: unknown kernel; 2-6: launch limit violated (emu_limits).
 extern "C" int emu(const char* name, const unsigned* g, const unsigned* b, unsigned smem, int optin, void** args) {
@@ -518,12 +541,17 @@ def test_emu_float32(cc, layer):
 
 @pytest.mark.parametrize("smem", [48 * 1024, 0], ids=["tiled", "direct"])
 def test_emu_tiles(cc, monkeypatch, smem):
-    """Several tiles, a partial group of output channels, and the direct-read path (no shared memory)."""
+    """Several tiles, a partial group of output channels, and the direct-read path (no shared
+    memory); dau at stride 3 runs the unbounded kernels of dau.cu (strides 1, 2 run dau_fwd.cu)."""
     monkeypatch.setattr(cc, "SMEM", smem)
     for name, v in {"N": 1, "S": 1, "F": 5, "K": 2, "H": 10, "W": 34}.items():
         monkeypatch.setitem(globals(), name, v)
-    for layer, kw, hp in (("dau", {}, {"mu_grad": "exact"}), ("njet", {"order": 1}, {})):
-        args, base = _case(layer, 1, **kw)
+    for layer, kw, hp, st in (
+        ("dau", {}, {"mu_grad": "exact"}, 3),
+        ("dau", {}, {"mu_grad": "exact"}, 1),
+        ("njet", {"order": 1}, {}, 1),
+    ):
+        args, base = _case(layer, st, **kw)
         errs = _errors(getattr(cc, layer), layer, args, {**base, **hp}, torch.float64)
         assert max(errs.values()) < TOL[torch.float64], errs
 
@@ -662,16 +690,19 @@ if __name__ == "__main__":  # resource table: python suites/test_cuda.py
 # ---------------------------------------------------------------- dau_fwd (redesigned forward and input gradient)
 
 
-def _shift_ref(c, a4, fy, fx, st, ho, wo):
-    """``(y, bound)``: the bilinear shift in float64 (``impls._cuda_ops`` ``shift``) and the rounding
-    bound of a sequential sum of its ``4 S K`` products per output in the data's precision,
-    ``4 S K u sum |a4 c|`` (first-order, ``u`` the unit roundoff)."""
+def _shift_ref(c, a4, fy, fx, st, ho, wo, dy):
+    """Float64 ``(y, ymag, t, tmag)``: the bilinear shift and the tap sums against ``dy``
+    (``impls._cuda_ops`` ``shift`` and ``tapsum``), and the sums of the magnitudes of their terms,
+    for rounding bounds: a sum of ``n`` products in any order is within ``n u sum |terms|``
+    (first order, ``u`` the unit roundoff)."""
     n, s_, hc, wc = c.shape
     f_, _, k_ = fy.shape
-    c, a4 = c.double(), a4.double()
+    c, a4, dy = c.double(), a4.double(), dy.double()
     i, j = torch.arange(ho)[:, None] * st, torch.arange(wo)[None, :] * st
     y = torch.zeros(n, f_, ho, wo, dtype=torch.float64)
-    mag = torch.zeros_like(y)
+    ymag = torch.zeros_like(y)
+    t = torch.zeros(f_, s_, k_, 4, dtype=torch.float64)
+    tmag = torch.zeros_like(t)
     for f in range(f_):
         for s in range(s_):
             for k in range(k_):
@@ -680,8 +711,10 @@ def _shift_ref(c, a4, fy, fx, st, ho, wo):
                     ok = (p >= 0) & (p < hc) & (q >= 0) & (q < wc)
                     v = c[:, s, p.clamp(0, hc - 1), q.clamp(0, wc - 1)] * ok
                     y[:, f] += a4[f, s, k, m] * v
-                    mag[:, f] += (a4[f, s, k, m] * v).abs()
-    return y, mag
+                    ymag[:, f] += (a4[f, s, k, m] * v).abs()
+                    t[f, s, k, m] = (dy[:, f] * v).sum()
+                    tmag[f, s, k, m] = (dy[:, f] * v).abs().sum()
+    return y, ymag, t, tmag
 
 
 def _fwd_units(g, f_, s_, k_, spreads):
@@ -703,23 +736,26 @@ def _fwd_units(g, f_, s_, k_, spreads):
 
 
 def _fwd_check(cc, shape, st, dtype, spreads, seed):
+    """dau_fwd, its transpose (stride 1) and dau_tapsum on ``shape = (N, S, F, K, Hc, Wc)`` within
+    their rounding bounds of the float64 results."""
     n, s_, f_, k_, hc, wc = shape
     g = torch.Generator().manual_seed(seed)
-    c = torch.randn(n, s_, hc, wc, generator=g, dtype=torch.float64)
+    c = torch.randn(n, s_, hc, wc, generator=g, dtype=torch.float64).to(dtype)
     fy, fx, a4 = _fwd_units(g, f_, s_, k_, spreads)
-    fy, fx = fy + 1, fx - 2  # origin off the tile corner
+    fy, fx, a4 = fy + 1, fx - 2, a4.to(dtype)  # origin off the tile corner
     ho, wo = (hc - 1) // st + 1, (wc - 1) // st + 1
-    y = cc.Prims.shift(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
-    ref, mag = _shift_ref(c.to(dtype), a4.to(dtype), fy, fx, st, ho, wo)
+    dy = torch.randn(n, f_, ho, wo, generator=g, dtype=torch.float64).to(dtype)
+    ref, ymag, tref, tmag = _shift_ref(c, a4, fy, fx, st, ho, wo, dy)
     u = torch.finfo(dtype).eps / 2
-    bound = 4 * s_ * k_ * u * mag + 1e-300
-    assert float(((y.double() - ref).abs() / bound).max()) <= 1.0
-    # the transposed kernel (input gradient, stride 1) is the adjoint: <shift(c), d> = <c, scatter(d)>
-    if st == 1:
-        d = torch.randn(n, f_, ho, wo, generator=g, dtype=torch.float64)
-        back = cc.Prims.scatter(d.to(dtype), a4.to(dtype), fy, fx, 1, s_, hc, wc).double()
-        lhs, rhs = float((ref * d).sum()), float((c.to(dtype).double() * back).sum())
-        assert abs(lhs - rhs) <= 4 * s_ * k_ * u * float((mag * d.abs()).sum()) * 4 + 1e-12
+    y = cc.Prims.shift(c, a4, fy, fx, st, ho, wo)
+    assert float(((y.double() - ref).abs() - 4 * s_ * k_ * u * ymag).max()) <= 0
+    t = cc.Prims.tapsum(c, dy, fy, fx, st)
+    assert float(((t.double() - tref).abs() - n * ho * wo * u * tmag).max()) <= 0
+    if st == 1:  # the transposed kernel (input gradient) is the adjoint: <shift(c), d> = <c, scatter(d)>
+        back = cc.Prims.scatter(dy, a4, fy, fx, 1, s_, hc, wc).double()
+        lhs, rhs = float((ref * dy.double()).sum()), float((c.double() * back).sum())
+        # back's terms are ymag's terms regrouped (4 F K per element), then one product with c and the sum
+        assert abs(lhs - rhs) <= (4 * f_ * k_ + n * s_ * hc * wc) * u * float((ymag * dy.double().abs()).sum())
 
 
 FWD_SPREADS = (6, 14, 60)  # buckets 8, 16, and 32 with a stage that does not fit
@@ -728,9 +764,9 @@ FWD_SPREADS = (6, 14, 60)  # buckets 8, 16, and 32 with a stage that does not fi
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("st", [1, 2])
 def test_emu_fwd_buckets(cc, st, dtype, seed):
-    """dau_fwd against the float64 shift: three groups of output channels (the last partial) in
-    the three buckets, a partial last stage of input channels, two tiles along each axis, and
-    (stride 1) its transpose, the input gradient, by the adjoint identity."""
+    """dau_fwd and dau_tapsum against float64: three groups of output channels (the last partial)
+    in the three buckets, a partial last stage of input channels, two tiles along each axis, and
+    (stride 1) the transposed forward, the input gradient, by the adjoint identity."""
     _fwd_check(cc, (2, 6, 3 * cc.FWD_FB - 3, 2, 20 * st, 36 * st), st, dtype, FWD_SPREADS, seed)
 
 
@@ -748,18 +784,38 @@ def test_emu_fwd_table():
     assert int(rel[f, s, 0]) == (int(fy[f, s, 0]) - int(box[1, 1, 0])) * 65536 + int(fx[f, s, 0]) - int(box[1, 1, 1])
 
 
-def test_fwd_geom_smem():
-    """Two stages of every dau_fwd instantiation fit the opt-in limit of sm_80 (163 KB)."""
+def test_fwd_geom(emu_lib):
+    """The host's tile geometry is the kernel's (FwdGeom), and two stages of every dau_fwd /
+    dau_tapsum instantiation fit the opt-in shared-memory limit of sm_80 (163 KB)."""
     from impls import cupy_cuda
 
     for esize in (4, 8):
         for st in (1, 2):
             for sp in cupy_cuda.SPREADS:
                 rows, cols, pitch, cs, smem = cupy_cuda.fwd_geom(esize, st, sp)
+                out = (ctypes.c_int * 6)()
+                emu_lib.emu_fwd_geom(esize, st, sp, out)
+                assert list(out) == [rows, cols, pitch, cs, smem, cupy_cuda.tapsum_kc(cs)], (esize, st, sp)
                 assert pitch % 8 == 0 and pitch >= cols + 3 and smem <= 163 * 1024
 
 
 @pytest.mark.slow
 def test_emu_fwd_paper(cc, seed):
-    """The paper case (N8 S64 F192 K2, 32 x 32, mu in +-4 -> spread <= 8) under emulation, N = 2."""
-    _fwd_check(cc, (2, 64, 192, 2, 32, 32), 1, torch.float32, (8,) * (192 // cc.FWD_FB), seed)
+    """The paper case (N8 S64 F192 K2, 32 x 32, mu in +-4 -> spread <= 8) under emulation (about a
+    minute on a quiet 2-core machine)."""
+    _fwd_check(cc, (8, 64, 192, 2, 32, 32), 1, torch.float32, (8,) * (192 // cc.FWD_FB), seed)
+
+
+def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
+    """The cupy DAU primitives never read a tensor's values on the host (on a GPU each read is a
+    device sync): every host read of a tensor raises here while they run under emulation."""
+    args, hp = _case("dau", 1)
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+
+        def read(self, *a, _name=name, **k):
+            raise AssertionError(f"host read of a tensor value: Tensor.{_name}")
+
+        monkeypatch.setattr(torch.Tensor, name, read)
+    ts = [a.clone().requires_grad_() for a in args]
+    y = cc.dau(*ts, **hp, mu_grad="exact")
+    torch.autograd.backward(y, torch.ones_like(y))
