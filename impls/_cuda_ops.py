@@ -110,7 +110,7 @@ class Dau:
     def forward(self, t, hp):
         x, r, st = t["x"].contiguous(), hp["blur_radius"], hp["stride"]
         h, w = x.shape[2:]
-        g = _math.gauss1d(t["sigma"].detach().reshape(()), r)
+        g = _math.gauss1d(t["sigma"].detach().reshape(()), hp["gauss_radius"], r)
         fy, fx, ay, ax = self._geom(t, r, st)
         c, _ = _blur(self.P, x, g, g, r)
         a4 = (t["weight"][..., None] * corner_weights(ay, ax)).contiguous()
@@ -121,7 +121,7 @@ class Dau:
         P, x, weight, r, st = self.P, t["x"].contiguous(), t["weight"], hp["blur_radius"], hp["stride"]
         n, s_, h, w = x.shape
         sig = t["sigma"].detach().reshape(())
-        g = _math.gauss1d(sig, r)
+        g = _math.gauss1d(sig, hp["gauss_radius"], r)
         fy, fx, ay, ax = self._geom(t, r, st)
         wc = corner_weights(ay, ax)
         gauss = hp["mu_grad"] == "gauss"
@@ -136,7 +136,7 @@ class Dau:
                 gx, gy = pos_grads(tc, ay, ax)
                 out["mu_x"], out["mu_y"] = weight * gx, weight * gy
         if mus and gauss:  # Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u)  (SPEC section 2)
-            gd = _math.gauss_dx1d(sig, r)
+            gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r)
             for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                 cd, _ = _blur(P, x, gr, gc, r)
                 out[name] = weight * (P.tapsum(cd, dy, fy, fx, st) * wc).sum(-1)
@@ -151,7 +151,7 @@ class Dau:
             if "sigma" in needs:  # dL/dg through both passes, then the quotient rule
                 dg = P.dtaps(back, hx, one, 2 * r + 1, 1, -2 * r, True)[0]
                 dg = dg + P.dtaps(dh, x.view(n * s_, 1, h, w), one, 2 * r + 1, 1, -2 * r, False)[0]
-                out["sigma"] = (dg * _math.gauss1d_dsigma(sig, r)).sum().reshape(t["sigma"].shape)
+                out["sigma"] = (dg * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum().reshape(t["sigma"].shape)
         if "bias" in needs:
             out["bias"] = dy.sum((0, 2, 3))
         return out
@@ -166,7 +166,8 @@ class DauGauss:
     @staticmethod
     def _kernel(t, hp):
         sig = t["sigma"] if t["sigma"].dim() == 3 else t["sigma"].reshape(()).expand(t["weight"].shape)
-        gk = _math.unit_gaussians(t["mu_x"], t["mu_y"], sig, hp["radius"])
+        keep = (-hp["radius"], hp["radius"])  # the centre that reaches the image (_math.centred_reach)
+        gk = _math.unit_gaussians(t["mu_x"], t["mu_y"], sig, hp["gauss_radius"], keep, keep)
         return torch.einsum("fsk,fsktu->fstu", t["weight"], gk)
 
     @staticmethod
@@ -290,7 +291,7 @@ class Njet:
         x, alpha, r, st, order = t["x"].contiguous(), t["alpha"], hp["radius"], hp["stride"], hp["order"]
         n, s_, h, w = x.shape
         f_, _, j_ = alpha.shape
-        d = _math.gauss_derivs1d(t["sigma"].detach().reshape(()), r, order).contiguous()
+        d = _math.gauss_derivs1d(t["sigma"].detach().reshape(()), hp["gauss_radius"], order, r).contiguous()
         cols, rows = self._maps(order, x.device)
         _, b = self._basis(x.view(n * s_, 1, h, w), d, cols, rows, r, st)
         ho, wo = b.shape[2:]
@@ -306,7 +307,7 @@ class Njet:
         ho, wo = dy.shape[2:]
         sig = sigma.detach().reshape(()).requires_grad_("sigma" in needs)
         with torch.enable_grad():
-            d_graph = _math.gauss_derivs1d(sig, r, order)
+            d_graph = _math.gauss_derivs1d(sig, hp["gauss_radius"], order, r)
         d = d_graph.detach().contiguous()
         cols, rows = self._maps(order, x.device)
         x2 = x.view(n * s_, 1, h, w)
@@ -341,12 +342,21 @@ class Backend:
 
     def dau(self, x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
         """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, one-element ``sigma`` -> ``[N,F,Ho,Wo]``."""
-        hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+        # "blur_radius": the blur taps that join a sample to a pixel (_math.blur_reach), the
+        # Gaussian still normalised over all 2 rb + 1 taps of "gauss_radius".  Finding them reads
+        # the displacements' extent on the host: done for CPU tensors only, so that a device
+        # never synchronises; on a device the canvas keeps the full (H + 2 rb) x (W + 2 rb).
+        rg = blur_radius
+        if mu_x.device.type == "cpu":
+            fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
+            rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
+        hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
         return _autograd.apply(self.ops["dau"], hp, DAU_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
 
     def dau_gauss(self, x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
         """As ``dau``; ``sigma`` one-element or ``[F,S,K]``; kernel side ``2 radius + 1``."""
-        hp = {"radius": radius, "stride": stride}
+        # "radius": the kernel's centre that reaches the image (_math.centred_reach; shapes only).
+        hp = {"radius": _math.centred_reach(x.shape[2:], stride, radius), "gauss_radius": radius, "stride": stride}
         return _autograd.apply(self.ops["dau_gauss"], hp, DAU_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
 
     def acu(self, x, weight, pos_x, pos_y, bias, *, stride):
@@ -356,5 +366,6 @@ class Backend:
 
     def njet(self, x, alpha, sigma, bias, *, order, radius, stride):
         """``alpha [F,S,J]``, one-element ``sigma`` -> ``[N,F,Ho,Wo]``."""
-        hp = {"order": order, "radius": radius, "stride": stride}
+        keep = _math.centred_reach(x.shape[2:], stride, radius)  # the taps that reach the image
+        hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
         return _autograd.apply(self.ops["njet"], hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))

@@ -104,12 +104,13 @@ def blur_reach(fl_y, fl_x, stride, hw, rb):
     return min(rb, e + max(hw) - 1)
 
 
-def gauss_derivs1d(sigma, r, order):
+def gauss_derivs1d(sigma, r, order, keep=None):
     """Scale-normalised Gaussian derivatives ``d_m(t)``, ``m = 0..order`` (SPEC section 5).
 
     ``d_m = sigma^m (-1/(sigma sqrt2))^m H_m(t / (sigma sqrt2)) g(t)`` -> ``[order+1, 2r+1]``.
     Where ``g(t)`` underflows to 0 the Hermite factor is not evaluated (it may overflow):
-    ``d_m(t) = 0`` there, the limit.
+    ``d_m(t) = 0`` there, the limit.  ``keep``: only the taps ``|t| <= keep`` (``g`` still
+    normalised over all ``2r+1``; ``centred_reach``).
     """
     t = taps(r, sigma)
     g = gauss1d(sigma, r)
@@ -118,7 +119,7 @@ def gauss_derivs1d(sigma, r, order):
     h = [torch.ones_like(z), 2 * z]
     for m in range(2, order + 1):
         h.append(2 * z * h[m - 1] - 2 * (m - 1) * h[m - 2])
-    return torch.stack([(-1 / math.sqrt(2.0)) ** m * h[m] * g for m in range(order + 1)])
+    return _keep(torch.stack([(-1 / math.sqrt(2.0)) ** m * h[m] * g for m in range(order + 1)]), r, keep)
 
 
 def njet_pairs(order):

@@ -1066,7 +1066,7 @@ class _Njet:
 
     def _setup(self, t, hp):
         sig = t["sigma"].detach().reshape(())
-        d = _math.gauss_derivs1d(sig, hp["radius"], hp["order"])
+        d = _math.gauss_derivs1d(sig, hp["gauss_radius"], hp["order"], hp["radius"])
         pairs = np.array(_math.njet_pairs(hp["order"]), dtype=np.int64).reshape(-1, 2)
         return sig, d, pairs
 
@@ -1103,7 +1103,8 @@ class _Njet:
                 dd = _t(_jet_dd(x, hx, db, dh, pairs, st, d.shape[1]).sum(0))
                 s = sig.clone().requires_grad_(True)
                 with torch.enable_grad():
-                    (gs,) = torch.autograd.grad(_math.gauss_derivs1d(s, hp["radius"], hp["order"]), s, dd)
+                    dg = _math.gauss_derivs1d(s, hp["gauss_radius"], hp["order"], hp["radius"])
+                    (gs,) = torch.autograd.grad(dg, s, dd)
                 out["sigma"] = gs.reshape(t["sigma"].shape)
         if "bias" in needs:
             out["bias"] = dy.sum((0, 2, 3))
@@ -1172,5 +1173,8 @@ def acu(x, weight, pos_x, pos_y, bias, *, stride):
 
 def njet(x, alpha, sigma, bias, *, order, radius, stride):
     """``alpha [F,S,J]``, scalar ``sigma`` -> ``[N,F,Ho,Wo]``."""
-    hp = {"order": order, "radius": radius, "stride": stride}
+    # "radius": the taps that reach a pixel (_math.centred_reach); the basis keeps the
+    # normalisation over all 2 radius + 1 taps of "gauss_radius".
+    keep = _math.centred_reach(x.shape[2:], stride, radius)
+    hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
     return _autograd.apply(_NJET, hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))

@@ -552,7 +552,7 @@ class _Njet:
         x, alpha = t["x"].contiguous(), t["alpha"]  # copy only for a strided x (channels_last)
         n, s_ = x.shape[:2]
         f_, _, j_ = alpha.shape
-        d = _math.gauss_derivs1d(t["sigma"].reshape(()), hp["radius"], hp["order"])
+        d = _math.gauss_derivs1d(t["sigma"].reshape(()), hp["gauss_radius"], hp["order"], hp["radius"])
         b = _Njet.basis(x, d, hp)[2]
         ho, wo = b.shape[3:]
         y = torch.matmul(alpha.reshape(f_, s_ * j_), b.reshape(n, s_ * j_, ho * wo))
@@ -567,7 +567,7 @@ class _Njet:
         r, order = hp["radius"], hp["order"]
         sig = sigma.detach().reshape(()).requires_grad_("sigma" in needs)
         with torch.enable_grad():
-            d_graph = _math.gauss_derivs1d(sig, r, order)
+            d_graph = _math.gauss_derivs1d(sig, hp["gauss_radius"], order, r)
         d = d_graph.detach()
         dyv = dy.view(n, f_, ho * wo)
         cols, rows, b = _Njet.basis(x, d, hp)
@@ -601,5 +601,8 @@ class _Njet:
 
 def njet(x, alpha, sigma, bias, *, order, radius, stride):
     """``x [N,S,H,W]``, ``alpha [F,S,J]``, one-element ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    hp = {"order": order, "radius": radius, "stride": stride}
+    # "radius": the taps that reach a pixel (_math.centred_reach); the basis keeps the
+    # normalisation over all 2 radius + 1 taps of "gauss_radius".
+    keep = _math.centred_reach(x.shape[2:], stride, radius)
+    hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
     return _autograd.apply(_Njet, hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))

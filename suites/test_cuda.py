@@ -581,6 +581,24 @@ def test_far_displacement_is_zero(request, where, layer):
     assert max(errs.values()) < TOL[torch.float64], errs
 
 
+@pytest.mark.parametrize("layer", ["dau", "dau_gauss", "njet"])
+@pytest.mark.parametrize("where", ["emu", "sim"])
+def test_kernels_cropped_to_the_image(request, where, layer):
+    """A radius of thousands of pixels on a tiny image (issue 18 item 7): the CUDA glue keeps only
+    the taps that reach the image (dau: the blur taps that join a sample to a pixel, found on the
+    host for CPU tensors; dau_gauss, njet: the kernel's centre, from shapes only), and agrees
+    with the reference on the output and every gradient."""
+    mod = request.getfixturevalue("cc" if where == "emu" else "nc")
+    args, hp = _case(layer, 1)
+    if layer == "dau":
+        hp.update(blur_radius=20000, mu_grad="exact")
+    else:
+        hp["radius"] = 9000
+        args[4 if layer == "dau_gauss" else 2] = torch.tensor(3000.0, dtype=torch.float64)  # sigma
+    errs = _errors(getattr(mod, layer), layer, args, hp, torch.float64)
+    assert max(errs.values()) < TOL[torch.float64], errs
+
+
 def test_floors_clamped():
     from impls import _cuda_ops
 
