@@ -52,7 +52,7 @@ class Case:
         return asdict(self)
 
     def resolved_radius(self):
-        """The radius the layer will use (SPEC defaults from ``sigma``)."""
+        """The radius the layer will use (reference/README.md defaults from ``sigma``)."""
         if self.radius is not None:
             return self.radius
         if self.layer == "dau":

@@ -1,4 +1,4 @@
-"""Cost models of SPEC.md section 8: multiply-accumulates (MACs) and minimal memory traffic
+"""Cost models of reference/README.md section 8: multiply-accumulates (MACs) and minimal memory traffic
 per layer, algorithm and pass; the paper's and the model's theoretical speed-up.
 
 ``P = N Ho Wo`` output positions.  "naive" is the materialised kernel of side ``kh x kw``

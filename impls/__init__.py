@@ -1,6 +1,6 @@
-"""rfbench layers: the public functional API of SPEC.md section 6.
+"""rfbench layers: the public functional API of reference/README.md section 6.
 
-Every function validates its arguments (SPEC section 7), picks a backend from the registry and
+Every function validates its arguments (reference/README.md section 7), picks a backend from the registry and
 is differentiable in every tensor argument through torch autograd, whatever the backend.  How a
 call runs (``impls._ops``): eagerly on real tensors; as the custom operator
 ``torch.ops.rfbench.<layer>`` under ``torch.compile`` (one opaque op, no graph break) and for
@@ -30,7 +30,7 @@ __all__ = [
 
 
 def dau_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, mu_grad="exact", backend="auto"):
-    """DAU convolution, efficient form (SPEC section 2; DAU IJCV Eq. 13-14).
+    """DAU convolution, efficient form (reference/README.md section 2; DAU IJCV Eq. 13-14).
 
     Args:
         x: ``[N, S, H, W]`` input.
@@ -53,7 +53,7 @@ def dau_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius
 
 
 def dau_gauss_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, backend="auto"):
-    """DAU with per-unit Gaussian kernels of side ``2 radius + 1`` (SPEC section 3).
+    """DAU with per-unit Gaussian kernels of side ``2 radius + 1`` (reference/README.md section 3).
 
     ``x [N,S,H,W]``; ``weight, mu_x, mu_y [F,S,K]``; ``sigma`` a positive scalar or ``[F,S,K]``;
     ``bias [F]`` optional. Returns ``[N, F, Ho, Wo]``.
@@ -66,7 +66,7 @@ def dau_gauss_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=
 
 
 def acu_conv2d(x, weight, pos_x, pos_y, bias=None, *, stride=1, backend="auto"):
-    """Active convolution unit (SPEC section 4; ACU Eq. 3-5).
+    """Active convolution unit (reference/README.md section 4; ACU Eq. 3-5).
 
     ``x [N,S,H,W]``; ``weight [F,S,K]``; ``pos_x, pos_y`` ``[K]`` (shared by the layer) or
     ``[P,K]`` (channel ``f`` uses group ``f // (F/P)``); ``bias [F]`` optional.
@@ -80,7 +80,7 @@ def acu_conv2d(x, weight, pos_x, pos_y, bias=None, *, stride=1, backend="auto"):
 
 
 def njet_conv2d(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, backend="auto"):
-    """N-Jet: Gaussian-derivative basis up to ``order`` with learned scale (SPEC section 5).
+    """N-Jet: Gaussian-derivative basis up to ``order`` with learned scale (reference/README.md section 5).
 
     ``x [N,S,H,W]``; ``alpha [F,S,J]`` with ``J = (order+1)(order+2)/2``; ``sigma`` positive
     scalar; ``radius`` default ``ceil(extent * sigma)``; ``bias [F]`` optional.

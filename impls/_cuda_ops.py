@@ -1,5 +1,5 @@
 """Layer glue shared by the CUDA backends (``numba-cuda``, ``cupy``): the efficient algorithms
-of SPEC sections 2-5 written once over a small set of kernel primitives.
+of reference/README.md sections 2-5 written once over a small set of kernel primitives.
 
 A backend passes an object ``P`` whose methods take and return torch tensors (outputs are
 allocated by the primitive, integer index tensors are int32 on the data's device):
@@ -24,7 +24,7 @@ Every map is read on the zero-extended plane (out-of-range reads give 0).  Coeff
 Gaussians, derivative filters, dense ``dau_gauss`` kernels) are built in torch with
 ``impls._math``; ``sigma`` gradients are chained from the gradients of those taps.
 
-MACs (SPEC section 8), ``P = N Ho Wo``, ``b = 2 rb + 1``, ``Hc = H + 2 rb``, ``Wc = W + 2 rb``,
+MACs (reference/README.md section 8), ``P = N Ho Wo``, ``b = 2 rb + 1``, ``Hc = H + 2 rb``, ``Wc = W + 2 rb``,
 ``G`` position groups, ``M = order + 1``, ``w = 2 r + 1``, ``R2 = (2R + 1)^2``:
 
 - dau forward: blur ``N S (H Wc + Hc Wc) b`` + shift ``4 P F S K``.
@@ -135,7 +135,7 @@ class Dau:
             if mus and not gauss:
                 gx, gy = pos_grads(tc, ay, ax)
                 out["mu_x"], out["mu_y"] = weight * gx, weight * gy
-        if mus and gauss:  # Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u)  (SPEC section 2)
+        if mus and gauss:  # Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u)  (reference/README.md section 2)
             gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r)
             for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                 cd, _ = _blur(P, x, gr, gc, r)

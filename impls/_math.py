@@ -1,7 +1,7 @@
 """The layers' mathematics in torch ops, written once and shared by every backend.
 
 Everything here is differentiable through torch autograd and works on any device and
-floating dtype.  Shapes follow SPEC.md: ``[F,S,K]`` per-unit parameters, kernels
+floating dtype.  Shapes follow reference/README.md: ``[F,S,K]`` per-unit parameters, kernels
 ``[F,S,kh,kw]`` in correlation orientation (tap ``(t, u)`` reads ``x[i*s + t, j*s + u]``).
 """
 
@@ -11,7 +11,7 @@ import torch
 
 
 def out_size(n, stride):
-    """``ceil(n / stride)`` (SPEC section 1)."""
+    """``ceil(n / stride)`` (reference/README.md section 1)."""
     return -(-n // stride)
 
 
@@ -105,7 +105,7 @@ def blur_reach(fl_y, fl_x, stride, hw, rb):
 
 
 def gauss_derivs1d(sigma, r, order, keep=None):
-    """Scale-normalised Gaussian derivatives ``d_m(t)``, ``m = 0..order`` (SPEC section 5).
+    """Scale-normalised Gaussian derivatives ``d_m(t)``, ``m = 0..order`` (reference/README.md section 5).
 
     ``d_m = sigma^m (-1/(sigma sqrt2))^m H_m(t / (sigma sqrt2)) g(t)`` -> ``[order+1, 2r+1]``.
     Where ``g(t)`` underflows to 0 the Hermite factor is not evaluated (it may overflow):
@@ -123,7 +123,9 @@ def gauss_derivs1d(sigma, r, order, keep=None):
 
 
 def njet_pairs(order):
-    """Basis index ``j`` -> ``(a, b)``: ``a``-th derivative along x, ``b``-th along y (SPEC section 5)."""
+    """Basis index ``j`` -> ``(a, b)``: ``a``-th derivative along x, ``b``-th along y.
+
+    Order of reference/README.md section 5."""
     return [(n - b, b) for n in range(order + 1) for b in range(n + 1)]
 
 
@@ -229,7 +231,7 @@ def gauss_axis(mu, sigma, r):
 
 
 def unit_gaussians(mu_x, mu_y, sigma, radius, rows=None, cols=None):
-    """Normalised unit Gaussians of ``dau_gauss`` (SPEC section 3) -> ``[F,S,K,kh,kw]``.
+    """Normalised unit Gaussians of ``dau_gauss`` (reference/README.md section 3) -> ``[F,S,K,kh,kw]``.
 
     The Gaussian is separable and the window square, so the 2-D normalisation is the product
     of the per-axis ones: ``Gk(t, u) = gy(t) gx(u)``.  Evaluating the 2-D exponent instead

@@ -1,4 +1,4 @@
-"""Argument checks of SPEC.md section 7, run once at the public entry points.
+"""Argument checks of reference/README.md section 7, run once at the public entry points.
 
 Every failure names the function, the argument, what was expected and what came.
 

@@ -1,11 +1,12 @@
 """Trainable layers over the functional API, and the papers' training helpers.
 
-Modules (drop-in for ``nn.Conv2d`` in shape: ``Ho = ceil(H / stride)``, "same" at stride 1):
+Modules (drop-in for ``nn.Conv2d`` in shape: ``Ho = ceil(H / stride)``, "same" at stride 1; the
+contract's sections are those of reference/README.md):
 
-- ``DAUConv2d``       DAU, efficient form (SPEC section 2): ``weight, mu_x, mu_y [F,S,K]``, one ``sigma``.
-- ``DAUGaussConv2d``  DAU with per-unit Gaussian kernels (SPEC section 3): ``sigma [F,S,K]``, fixed radius.
-- ``ACUConv2d``       active convolution (SPEC section 4): ``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]``.
-- ``NJetConv2d``      Gaussian-derivative basis with learned scale (SPEC section 5): ``alpha [F,S,J]``, one ``sigma``.
+- ``DAUConv2d``       DAU, efficient form (contract section 2): ``weight, mu_x, mu_y [F,S,K]``, one ``sigma``.
+- ``DAUGaussConv2d``  DAU with per-unit Gaussian kernels (contract section 3): ``sigma [F,S,K]``, fixed radius.
+- ``ACUConv2d``       active convolution (contract section 4): ``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]``.
+- ``NJetConv2d``      Gaussian-derivative basis, learned scale (contract section 5): ``alpha [F,S,J]``, one ``sigma``.
 
 Every scale is stored as ``log_sigma`` (``sigma = exp(log_sigma)``, so it stays positive
 whatever the optimiser does); it is a Parameter when learned and a buffer otherwise, so the
@@ -18,7 +19,7 @@ Helpers (small functions, composable with any optimiser):
 - ``freeze_positions``, ``PositionWarmup``: ACU warm-up with frozen positions.
 - ``param_groups``: optimiser groups with a displacement learning-rate factor, no weight decay
   on displacements and scales.
-- ``safe_subsample``: N-Jet safe subsampling (SPEC section 5).
+- ``safe_subsample``: N-Jet safe subsampling (reference/README.md section 5).
 - ``prune_units``, ``shrink_units``: DAU unit pruning by relative weight (DAU IJCV Table 2).
 """
 
@@ -92,7 +93,7 @@ def acu_offsets(k, init):
     """Initial ACU synapse positions -> ``(x, y, center)``; ``center`` is the index of the synapse at ``(0, 0)``.
 
     ``"grid3x3"``: the nine points ``{-1,0,1}^2`` row-major (a 3x3 convolution with ``weight`` reshaped
-    row-major, SPEC section 4), centre index 4. ``"circle"``: the centre first, then ``k - 1`` points on the
+    row-major, contract section 4), centre index 4. ``"circle"``: the centre first, then ``k - 1`` points on the
     unit circle at angles ``2 pi i / (k - 1)`` starting at ``+x``; centre index 0.
     """
     if init == "grid3x3":
@@ -171,7 +172,7 @@ class _Layer(nn.Module):
 
 
 class DAUConv2d(_Layer):
-    """DAU convolution, efficient form (SPEC section 2; DAU IJCV Eq. 13-14).
+    """DAU convolution, efficient form (reference/README.md section 2; DAU IJCV Eq. 13-14).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
 
@@ -235,7 +236,7 @@ def _units(m, shape, sigma_shape, learn_sigma, bias, kw):
 
 
 class DAUGaussConv2d(_Layer):
-    """DAU with one Gaussian kernel per unit (SPEC section 3; DAU IJCV Eq. 2-4).
+    """DAU with one Gaussian kernel per unit (reference/README.md section 3; DAU IJCV Eq. 2-4).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``; kernels of side ``2 radius + 1``.
 
@@ -282,7 +283,7 @@ class DAUGaussConv2d(_Layer):
 
 
 class ACUConv2d(_Layer):
-    """Active convolution unit (SPEC section 4; ACU Eq. 3-5).
+    """Active convolution unit (reference/README.md section 4; ACU Eq. 3-5).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
 
@@ -363,7 +364,7 @@ class ACUConv2d(_Layer):
 
 
 class NJetConv2d(_Layer):
-    """N-Jet: Gaussian-derivative basis up to ``order`` with a learned scale (SPEC section 5).
+    """N-Jet: Gaussian-derivative basis up to ``order`` with a learned scale (reference/README.md section 5).
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
 
@@ -505,7 +506,7 @@ def param_groups(model, lr, mu_lr_factor=1.0, weight_decay=0.0):
 
 
 def safe_subsample(y, sigma, r=4):
-    """N-Jet safe subsampling (N-Jet section IV; SPEC section 5).
+    """N-Jet safe subsampling (N-Jet section IV; reference/README.md section 5).
 
     ``y [N, C, H, W]`` -> ``[N, C, h, w]`` with ``h = max(1, round(H * 2^(-sigma / r)))`` (likewise ``w``),
     bilinear, ``align_corners=False``. ``sigma``: float or one-element tensor (its value only; no gradient

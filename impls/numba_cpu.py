@@ -16,7 +16,7 @@ everything that can be non-zero (index = coordinate + ``pad``): a bilinear sampl
 stencil is not fully inside the canvas reads only zeros and is skipped; the valid row and
 column ranges of each unit are computed once (``_rows``, ``_lo``, ``_hi``).
 
-MACs (SPEC section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
+MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
 ``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
 ``R2 = (2R + 1)^2`` (dau_gauss); ``v = pw / Wo`` the wide-row waste (1.25 at the paper case):
 
@@ -904,7 +904,7 @@ class _Dau:
 
     @staticmethod
     def _exact_mu(c, wy, wx, w, out):
-        """Bilinear derivative rule, floor fixed (SPEC section 1)."""
+        """Bilinear derivative rule, floor fixed (reference/README.md section 1)."""
         out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
         out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
 

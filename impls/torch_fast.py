@@ -5,7 +5,7 @@ Every layer is an op of the autograd bridge (``impls._autograd``): ``forward`` r
 runs over pixels; loops run over small dimensions (synapses, derivative orders) or over
 chunks of units that bound the largest temporary to ``_BUDGET`` elements.
 
-Notation of the MAC counts (SPEC section 8): ``P = N Ho Wo`` output positions,
+Notation of the MAC counts (reference/README.md section 8): ``P = N Ho Wo`` output positions,
 ``Hc = H + 2 rb``, ``Wc = W + 2 rb`` the blurred canvas of ``dau``, ``M = order + 1``.
 A "gather" or "scatter" pass over ``U`` units costs ``4 P U`` MACs (four bilinear taps).
 """
@@ -22,11 +22,11 @@ def _add_bias(y, bias):
     return y if bias is None else y + bias[None, :, None, None]
 
 
-_corners = _math.corner_weights  # 1-D weights [..., 2] of _math.bilinear -> [..., 2, 2] (SPEC section 1)
+_corners = _math.corner_weights  # 1-D weights [..., 2] of _math.bilinear -> [..., 2, 2] (reference/README.md section 1)
 _pos_grads = _math.pos_grads  # corner sums t[..., da, db] = <dL/dsample, a[floor + (da, db)]> -> (d/dx, d/dy)
 
 
-# ---------------------------------------------------------------- dau (SPEC section 2)
+# ---------------------------------------------------------------- dau (reference/README.md section 2)
 #
 # Forward (IJCV Eq. 13-14): blur every input channel once on the zero-extended plane, keep the
 # whole canvas [N,S,Hc,Wc], then read the four bilinear taps of every unit (f,s,k) as windows
@@ -268,7 +268,7 @@ def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
     return _autograd.apply(_Dau, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
 
-# ---------------------------------------------------------------- dau_gauss (SPEC section 3)
+# ---------------------------------------------------------------- dau_gauss (reference/README.md section 3)
 #
 # Per-unit scales make the unit Gaussians non-separable, so there is no blur to share: the
 # dense kernel W = sum_k weight Gk is built ([F,S,2R+1,2R+1], F S K (2R+1)^2 MACs) and applied
@@ -332,7 +332,7 @@ def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
     return _autograd.apply(_DauGauss, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
 
-# ---------------------------------------------------------------- acu (SPEC section 4)
+# ---------------------------------------------------------------- acu (reference/README.md section 4)
 #
 # Forward (ACU Eq. 3-5): per position group g and synapse k, bilinear-shift the input once
 # (four integer shifts, X_gk [N,S,Ho,Wo], shared by the group's Fg channels), then one matmul
@@ -478,7 +478,7 @@ def acu(x, weight, pos_x, pos_y, bias, *, stride):
     return _autograd.apply(_Acu, {"stride": stride}, names, (x, weight, pos_x, pos_y, bias))
 
 
-# ---------------------------------------------------------------- njet (SPEC section 5)
+# ---------------------------------------------------------------- njet (reference/README.md section 5)
 #
 # Separable basis responses: the M = order+1 1-D derivative filters d_m along x (columns,
 # column stride applied) give A [N,S,M,H,Wo]; along y (rows, row stride applied) each A_a gives

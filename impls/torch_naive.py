@@ -2,9 +2,9 @@
 
 Gradients come from torch autograd through the kernel construction (``impls._math``),
 except ``dau``'s displacement gradient under ``mu_grad="gauss"``, which is DAU IJCV
-Eq. 16 (SPEC section 2).
+Eq. 16 (reference/README.md section 2).
 
-MACs (SPEC section 8), ``P = N Ho Wo``, ``Kn`` the side of the kernel built in the run:
+MACs (reference/README.md section 8), ``P = N Ho Wo``, ``Kn`` the side of the kernel built in the run:
 forward ``P F S Kh Kw``; backward ``2 P F S Kh Kw`` (input and kernel gradients) plus the
 kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``kernel_side`` reports ``Kh, Kw``.
 """
@@ -83,7 +83,7 @@ class _GaussMuGrad(torch.autograd.Function):
         xp = xp[:, :, : (dy.shape[2] - 1) * stride + kh, : (dy.shape[3] - 1) * stride + kw]
         dk = torch.nn.grad.conv2d_weight(xp, (weight.shape[0], weight.shape[1], kh, kw), dy, stride=stride)
         out = []
-        for br, bc in ((g, gd), (gd, g)):  # Dx = outer(g, gd), Dy = outer(gd, g) (SPEC section 2)
+        for br, bc in ((g, gd), (gd, g)):  # Dx = outer(g, gd), Dy = outer(gd, g) (reference/README.md section 2)
             ry = _math.stencil_axis(fy, wy, br, *rows)  # [F,S,K,kh]
             rx = _math.stencil_axis(fx, wx, bc, *cols)  # [F,S,K,kw]
             out.append(weight * torch.einsum("fstu,fskt,fsku->fsk", dk, ry, rx))
@@ -105,7 +105,7 @@ def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
 
 
 def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
-    """Dense ``sum_k weight Gk`` of side ``2R+1`` (SPEC section 3) -> ``[N,F,Ho,Wo]``."""
+    """Dense ``sum_k weight Gk`` of side ``2R+1`` (reference/README.md section 3) -> ``[N,F,Ho,Wo]``."""
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
     rows, cols = _crop(x, radius, stride)
     kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius, rows, cols))

@@ -1,4 +1,4 @@
-"""SciPy/NumPy float64 reference of every layer of SPEC.md: the ground truth of rfbench.
+"""SciPy/NumPy float64 reference of every layer of reference/README.md: the ground truth of rfbench.
 
 ``LAYERS[name]`` gives the forward, the analytic backward and the names of the tensor
 arguments in the order of the public API.  Nothing here imports ``impls``.

@@ -18,7 +18,7 @@ def scalar(v):
 
 
 def out_size(n, stride):
-    """Output length ``ceil(n / stride)`` of SPEC section 1."""
+    """Output length ``ceil(n / stride)`` of reference/README.md section 1."""
     return -(-n // stride)
 
 
@@ -65,7 +65,7 @@ def gauss1d_dsigma(sigma, r, absolute=False):
 
 
 def gauss_axis(mu, sigma, r, absolute=False):
-    """Per-axis unit Gaussians of ``dau_gauss`` and their derivatives (SPEC section 3).
+    """Per-axis unit Gaussians of ``dau_gauss`` and their derivatives (reference/README.md section 3).
 
     ``mu, sigma [...]`` -> ``(g, dg/dmu, dg/dsigma)``, each ``[..., 2r+1]``: ``exp(-(t - mu)^2 /
     (2 sigma^2))`` normalised over the taps ``-r..r``.  The exponent is taken relative to the
@@ -97,7 +97,7 @@ def gauss_axis(mu, sigma, r, absolute=False):
 
 
 def hermite(m, z, absolute=False):
-    """Physicists' Hermite ``H_0..H_m`` at ``z`` -> list of arrays (SPEC section 5)."""
+    """Physicists' Hermite ``H_0..H_m`` at ``z`` -> list of arrays (reference/README.md section 5)."""
     z = np.asarray(z, dtype=np.float64)
     h = [np.ones_like(z), 2.0 * (np.abs(z) if absolute else z)]
     for k in range(2, m + 1):
@@ -116,7 +116,7 @@ def _hermite_arg(sigma, r, g):
 
 
 def gauss_derivs1d(sigma, r, order, absolute=False):
-    """Scale-normalised derivatives ``d_m(t)``, ``m = 0..order`` (SPEC section 5). -> ``[order+1, 2r+1]``
+    """Scale-normalised derivatives ``d_m(t)``, ``m = 0..order`` (reference/README.md section 5). -> ``[order+1, 2r+1]``
 
     ``d_m = sigma^m (-1/(sigma sqrt2))^m H_m(t/(sigma sqrt2)) g(t) = (-1/sqrt2)^m H_m(z) g(t)``.
     """
@@ -187,7 +187,7 @@ FLOOR_LIMIT = 2.0**40
 
 def weights1d(mu):
     """Floor (a Python int, clamped to ``+-FLOOR_LIMIT``) and 1-D bilinear weights
-    ``(floor + 1 - mu, mu - floor)`` of one displacement (SPEC section 1).
+    ``(floor + 1 - mu, mu - floor)`` of one displacement (reference/README.md section 1).
 
     The near weight is ``(floor + 1) - mu``, not ``1 - (mu - floor)``, which cancels just
     below an integer; the weights use the unclamped floor.
@@ -205,13 +205,13 @@ def corners(a, dy, dx, stride, shape, origin=0):
 
 
 def sample(a, dy, dx, stride, shape, origin=0):
-    """Bilinear samples ``a<i*s + dy, j*s + dx>`` -> ``shape`` (SPEC section 1)."""
+    """Bilinear samples ``a<i*s + dy, j*s + dx>`` -> ``shape`` (reference/README.md section 1)."""
     v, wy, wx = corners(a, dy, dx, stride, shape, origin)
     return sum(wy[da] * wx[db] * v[da][db] for da in (0, 1) for db in (0, 1))
 
 
 def sample_ddx(a, dy, dx, stride, shape, origin=0, absolute=False):
-    """Derivative of ``sample`` with respect to ``dx``, floor held fixed (SPEC section 1)."""
+    """Derivative of ``sample`` with respect to ``dx``, floor held fixed (reference/README.md section 1)."""
     v, wy, _ = corners(a, dy, dx, stride, shape, origin)
     sgn = 1.0 if absolute else -1.0
     return sum(wy[da] * (v[da][1] + sgn * v[da][0]) for da in (0, 1))

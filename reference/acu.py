@@ -1,4 +1,4 @@
-"""Float64 reference of the ACU layer (SPEC section 4, ACU Eq. 3-5 and 10-14)."""
+"""Float64 reference of the ACU layer (reference/README.md section 4, ACU Eq. 3-5 and 10-14)."""
 
 import numpy as np
 

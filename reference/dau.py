@@ -1,4 +1,4 @@
-"""Float64 reference of the DAU layers (SPEC sections 2 and 3): forward and analytic gradients.
+"""Float64 reference of the DAU layers (reference/README.md sections 2 and 3): forward and analytic gradients.
 
 Written to be read, not to be fast: one loop iteration per (n, s, f, k).
 """
@@ -15,7 +15,7 @@ def _absolute(*arrays):
 
 
 def default_blur_radius(sigma):
-    """``ceil(3 sigma)`` (SPEC section 2)."""
+    """``ceil(3 sigma)`` (reference/README.md section 2)."""
     return int(math.ceil(3.0 * _ops.scalar(sigma)))
 
 
@@ -58,7 +58,7 @@ def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=No
 def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=None, mu_grad="exact", absolute=False):
     """Gradients of ``sum(dy * forward(...))`` for every argument -> dict.
 
-    ``mu_grad="exact"`` differentiates the bilinear sampling (SPEC section 1);
+    ``mu_grad="exact"`` differentiates the bilinear sampling (reference/README.md section 1);
     ``mu_grad="gauss"`` is DAU IJCV Eq. 16: sample ``x * Dx`` / ``x * Dy`` instead.
     ``sigma``'s gradient holds ``blur_radius`` fixed and differentiates the normalised ``G``.
     """
@@ -71,7 +71,7 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
     shape = dy.shape[2:]
     g = _ops.gauss1d(sigma, r)
     dg = _ops.gauss1d_dsigma(sigma, r, absolute)
-    # Dx(t, u) = (u / sigma^2) g(t) g(u); Dy(t, u) = (t / sigma^2) g(t) g(u)  (SPEC section 2)
+    # Dx(t, u) = (u / sigma^2) g(t) g(u); Dy(t, u) = (t / sigma^2) g(t) g(u)  (reference/README.md section 2)
     gu = _ops.taps1d(r) / max(sigma, _ops.SIGMA_FLOOR) ** 2 * g
     if absolute:
         gu = np.abs(gu)
@@ -115,7 +115,7 @@ def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=No
     }
 
 
-# ---------------------------------------------------------------- Gaussian-kernel form (SPEC section 3)
+# ---------------------------------------------------------------- Gaussian-kernel form (reference/README.md section 3)
 
 
 def _unit_kernels(mu_x, mu_y, sigma, radius, win, absolute=False):
@@ -123,7 +123,7 @@ def _unit_kernels(mu_x, mu_y, sigma, radius, win, absolute=False):
     at the offsets ``win = (rows, cols)`` (``_ops.kernel_window``).
 
     Separable with a square window, so ``Gk(t, u) = gy(t) gx(u)`` with each factor normalised
-    over its axis (all ``2R+1`` taps; SPEC section 3), and the derivatives follow by the product rule.
+    over its axis (all ``2R+1`` taps; reference/README.md section 3), and the derivatives follow by the product rule.
     """
     gx, gx_mu, gx_s = (_ops.crop(v, radius, win[1]) for v in _ops.gauss_axis(mu_x, sigma, radius, absolute))
     gy, gy_mu, gy_s = (_ops.crop(v, radius, win[0]) for v in _ops.gauss_axis(mu_y, sigma, radius, absolute))

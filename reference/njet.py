@@ -1,4 +1,4 @@
-"""Float64 reference of the N-Jet layer (SPEC section 5)."""
+"""Float64 reference of the N-Jet layer (reference/README.md section 5)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Bad input (SPEC section 7): every rule raises ValueError/TypeError naming the argument,
+"""Bad input (reference/README.md section 7): every rule raises ValueError/TypeError naming the argument,
 what was expected and what came, before anything is computed; the inputs are left as they were."""
 
 import math

@@ -59,7 +59,7 @@ def test_analytic_gradients_match_central_differences(case, seed):
 
 @pytest.mark.parametrize("layer", ["dau", "acu"])
 def test_integer_positions_take_the_right_derivative(layer, seed):
-    """At integer positions the gradient is the right derivative (floor held fixed, SPEC section 1):
+    """At integer positions the gradient is the right derivative (floor held fixed, reference/README.md section 1):
     the forward is linear on [mu, mu+1), so a forward difference of step 0.5 is exact."""
     case = cases.Case("int", layer, n=1, s=2, f=2, h=6, w=6, k=3, spread=3.0, displace="integer", sigma=0.8)
     lay = reference.LAYERS[layer]

@@ -1,4 +1,4 @@
-// ACU (SPEC section 4): bilinear samples per position group g and synapse k, shared by all
+// ACU (reference/README.md section 4): bilinear samples per position group g and synapse k, shared by all
 // output channels of the group (the 1x1 mixing is a batched GEMM in the caller), and adjoints.
 //
 // Synapse (g, k) has floors fy, fx [G,K] and corner weights a4 [G,K,4], m = 2 da + db.

@@ -1,4 +1,4 @@
-// DAU (SPEC section 2) on the blurred canvas, and dau_gauss's dense kernel as integer units:
+// DAU (reference/README.md section 2) on the blurred canvas, and dau_gauss's dense kernel as integer units:
 // per-unit bilinear shift (forward), its adjoint (scatter, as a gather) and tap sums (reduction).
 //
 // Unit u = (f, s, k) has canvas floors fy[u], fx[u] and corner weights a4[u, m], m = 2 da + db;
