@@ -157,6 +157,9 @@ def test_impossible_figures_and_contention_are_flagged():
     assert bench.excluded(high)
     overhead_bound = {**high, "baseline_roofline": {"torch-naive": 0.01}}  # gamma bounds nothing there
     assert bench.flags(overhead_bound) == []
+    std = {**high, "backend": "conv2d-std"}  # one dense baseline over the other: no MAC bound applies
+    assert bench.flags(std) == [] and bench.flags({**high, "backend": "numba"}) != []
+    assert bench.flags(overhead_bound) == []
     busy = _row(load={"contended": True}, noisy=True, iqr_rel=0.23)
     assert bench.flags(busy) == ["contended", "noisy: iqr/median 0.23"] and bench.excluded(busy)
     table = bench.format_table(
