@@ -44,11 +44,12 @@ SUPERSEDED = "bench.superseded.jsonl"
 # A figure this far beyond what can be is a measurement error, not a result: the peak probe is a
 # best-of-7 matrix product that a kernel can beat by a few percent, and the MAC model rounds.
 SLACK = 1.10
-# A speed-up above the model gamma means more MACs per second than the baseline ran.  That is
-# impossible only when the baseline itself runs near the machine's peak (a dense conv2d on a large
-# case); a tiny case's baseline is overhead-bound and gamma bounds nothing there.  The check applies
-# when the baseline's roofline fraction is at least this.
-BOUND_ROOFLINE = 0.5
+# A speed-up above the model gamma means more MACs per second than the baseline ran: possible
+# wherever the baseline runs below the machine's peak (measured here: numba acu forward 3.1x at
+# gamma 2.7, its GEMM mixing near peak, torch-naive's conv2d at 0.6 of it).  What cannot be is an
+# efficient backend above the peak: t_eff >= MACs_eff / peak, so speed-up = t_base / t_eff <=
+# gamma / r_base with r_base the baseline's roofline fraction.  Above that bound a row is
+# implausible; above gamma alone it is only marked ("above gamma"), not excluded.
 
 # The code whose change changes a timing: every backend and the harness that drives it.
 _TIMED = ("impls", "harness/bench.py", "harness/timing.py", "harness/runner.py", "harness/cases.py")
@@ -195,7 +196,7 @@ def _speed_fields(b, med, cost):
 
 
 def flags(row):
-    """Flags of one ok speed row: contended group, impossible figures (``SLACK``, ``BOUND_ROOFLINE``),
+    """Flags of one ok speed row: contended group, impossible figures (``SLACK``; see above),
     noisy samples -> list of str."""
     out = []
     if (row.get("load") or {}).get("contended"):
@@ -208,8 +209,13 @@ def flags(row):
     ups = {} if row.get("backend") in BASELINES else row.get("speedups") or {}
     for base, up in ups.items():
         g = (row.get("gammas") or {}).get(base)
-        if g and up > SLACK * g and (row.get("baseline_roofline") or {}).get(base, 0) >= BOUND_ROOFLINE:
-            out.append(f"implausible: speed-up {up:.2f} over {base} > gamma {g:.2f}")
+        r_base = (row.get("baseline_roofline") or {}).get(base)
+        if not g or up <= SLACK * g:
+            continue
+        if r_base and up > SLACK * g / min(1.0, r_base):
+            out.append(f"implausible: speed-up {up:.2f} over {base} > gamma {g:.2f} / baseline roofline {r_base:.2f}")
+        else:
+            out.append(f"above gamma: speed-up {up:.2f} over {base} > {g:.2f} (baseline below peak)")
     if row.get("noisy"):
         out.append(f"noisy: iqr/median {row['iqr_rel']:.2f}")
     return out

@@ -153,13 +153,16 @@ def test_impossible_figures_and_contention_are_flagged():
     assert bench.flags(_row()) == [] and not bench.excluded(_row())
     assert bench.flags(_row(roofline_fraction=2.9)) == ["implausible: roofline_fraction 2.90 > 1"]
     high = _row(speedups={"torch-naive": 30.1}, gammas={"torch-naive": 21.0})
-    assert bench.flags(high) == ["implausible: speed-up 30.10 over torch-naive > gamma 21.00"]
+    want = "implausible: speed-up 30.10 over torch-naive > gamma 21.00 / baseline roofline 0.80"
+    assert bench.flags(high) == [want]  # 30.1 > 1.1 * 21 / 0.8: above the machine's peak
     assert bench.excluded(high)
+    below_peak = {**high, "baseline_roofline": {"torch-naive": 0.6}}  # 30.1 < 1.1 * 21 / 0.6: possible
+    assert bench.flags(below_peak) == ["above gamma: speed-up 30.10 over torch-naive > 21.00 (baseline below peak)"]
+    assert not bench.excluded(below_peak)
     overhead_bound = {**high, "baseline_roofline": {"torch-naive": 0.01}}  # gamma bounds nothing there
-    assert bench.flags(overhead_bound) == []
+    assert not bench.excluded(overhead_bound)
     std = {**high, "backend": "conv2d-std"}  # one dense baseline over the other: no MAC bound applies
     assert bench.flags(std) == [] and bench.flags({**high, "backend": "numba"}) != []
-    assert bench.flags(overhead_bound) == []
     busy = _row(load={"contended": True}, noisy=True, iqr_rel=0.23)
     assert bench.flags(busy) == ["contended", "noisy: iqr/median 0.23"] and bench.excluded(busy)
     table = bench.format_table(
