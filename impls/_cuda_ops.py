@@ -334,6 +334,16 @@ class Njet:
         return out
 
 
+def blur_reach(x, mu_x, mu_y, stride, rb):
+    """``_math.blur_reach`` for host tensors; ``rb`` on a device.  Finding the reach reads the
+    displacements' extent on the host, so on a device (where that read is a synchronisation) the
+    canvas keeps the full ``(H + 2 rb) x (W + 2 rb)``."""
+    if mu_x.device.type != "cpu":
+        return rb
+    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
+    return _math.blur_reach(*fl, stride, x.shape[2:], rb)
+
+
 class Backend:
     """The four layer callables of the backend interface over primitives ``prims``."""
 
@@ -342,14 +352,9 @@ class Backend:
 
     def dau(self, x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
         """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, one-element ``sigma`` -> ``[N,F,Ho,Wo]``."""
-        # "blur_radius": the blur taps that join a sample to a pixel (_math.blur_reach), the
-        # Gaussian still normalised over all 2 rb + 1 taps of "gauss_radius".  Finding them reads
-        # the displacements' extent on the host: done for CPU tensors only, so that a device
-        # never synchronises; on a device the canvas keeps the full (H + 2 rb) x (W + 2 rb).
-        rg = blur_radius
-        if mu_x.device.type == "cpu":
-            fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
-            rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
+        # "blur_radius": the blur taps that join a sample to a pixel, the Gaussian still
+        # normalised over all 2 rb + 1 taps of "gauss_radius".
+        rg = blur_reach(x, mu_x, mu_y, stride, blur_radius)
         hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
         return _autograd.apply(self.ops["dau"], hp, DAU_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
 

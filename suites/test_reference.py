@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference
-from harness import cases
+from harness import cases, fdcheck
 
 FD_CASES = [
     cases.Case("fd", "dau", n=2, s=2, f=2, h=5, w=6, k=2, sigma=0.8, spread=4.0, stride=1),
@@ -38,23 +38,21 @@ def _rel(a, b):
 
 @pytest.mark.parametrize("case", FD_CASES, ids=[c.id for c in FD_CASES])
 def test_analytic_gradients_match_central_differences(case, seed):
-    rng = np.random.default_rng(seed)
-    layer = reference.LAYERS[case.layer]
-    arrays = _away_from_integers(case.arrays(seed), rng)
-    hp = case.hparams()
-    dy = rng.standard_normal(case.out_shape())
-    grads = layer.backward(**arrays, dy=dy, **case.backward_hparams())
-    fwd = lambda **a: layer.forward(**a, **hp)  # noqa: E731
+    """Every element within the derived bound of reference/README.md section 10 (truncation
+    estimated by Richardson, rounding of the loss over the step, rounding of the step): a fixed
+    relative tolerance failed for some seeds where a gradient is small by cancellation (the dau
+    stride-2 sigma gradient at 5e-7 relative error, err/bound < 1)."""
+    checked = fdcheck.check(case, seed)
     if case.mu_grad == "gauss":  # Eq. 16 is not the derivative of this forward: check the exact part only
-        names = [n for n in layer.args if n not in ("mu_x", "mu_y")]
-    else:
-        names = list(layer.args)
-    worst = {}
-    for name in names:
-        fd = reference.central_diff(fwd, arrays, name, dy)
-        worst[name] = _rel(grads[name], fd)
+        checked = {k: v for k, v in checked.items() if k not in ("mu_x", "mu_y")}
+    worst, ratio = {}, {}
+    for name, (grad, fd, bound) in checked.items():
+        diff = np.abs(grad - fd)
+        worst[name] = _rel(grad, fd)
+        ratio[name] = float(np.max(np.where(diff == 0, 0.0, diff / bound), initial=0.0))
     print(f"{case.id}: relative error vs central differences: " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
-    assert max(worst.values()) < 1e-7, worst
+    assert max(ratio.values()) <= 1.0, {"err/bound": ratio, "relative": worst}
+    assert max(worst.values()) < 1e-5, worst  # and the derivative is really measured, not just bounded
 
 
 @pytest.mark.parametrize("layer", ["dau", "acu"])
