@@ -826,6 +826,20 @@ def _shape_out(x, st):
 _WASTE = 1.5  # widest window pitch, relative to the output row, that the wide-row kernels take
 
 
+def _paste(dst, src, top, left):
+    """``dst[..., top + i, left + j] = src[..., i, j]`` where that lies inside ``dst``.
+
+    The input gradient's padded ``dy`` (``_Dau._backward_wide``) only spans what the rotated
+    gather reads for the blurred image's support; entries of ``dy`` outside it are joined to
+    canvas points beyond that support (zeros), so they are terms of nothing and are dropped.
+    """
+    (hs, ws), (hd, wd) = src.shape[-2:], dst.shape[-2:]
+    i0, j0 = max(0, -top), max(0, -left)
+    i1, j1 = min(hs, hd - top), min(ws, wd - left)
+    if i1 > i0 and j1 > j0:
+        dst[..., top + i0 : top + i1, left + j0 : left + j1] = src[..., i0:i1, j0:j1]
+
+
 def _wide_window(fy, fx, h, w, ho, wo, rb, st):
     """Window of the wide-row kernels for units with floors ``fy, fx [F,S,K]``, or None.
 
@@ -934,7 +948,7 @@ class _Dau:
             hb, wb = h + 2 * r, wd + 2 * r  # the blurred image's support, coordinates -r ...
             wq = wb + x1 - x0
             dyp = np.zeros((n_, f_, hb + y1 - y0, wq), x.dtype)
-            dyp[:, :, r + y1 : r + y1 + ho, r + x1 : r + x1 + wo] = dyn
+            _paste(dyp, dyn, r + y1, r + x1)
             offb = np.ascontiguousarray(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1).transpose(1, 0, 2))
             ab = np.ascontiguousarray(a[..., ::-1].transpose(1, 0, 2, 3))  # tap (da, db) -> (1 - da, 1 - db)
             back = _wide_shift(dyp, ab, offb, hb, wb, np.zeros(x.shape[1], x.dtype))

@@ -87,6 +87,16 @@ def test_dau_far_and_integer(mu_grad, dau_path):
     _compare(impls.dau_conv2d, _dau_args(-1.5, 1.5, sigma=0.4, bias=False), {"stride": 3, "blur_radius": 0})
 
 
+@pytest.mark.parametrize("lo, hi", [(2.2, 2.8), (-3.8, -3.2), (-2.8, 4.6)])
+@pytest.mark.parametrize("blur_radius", [0, 1])
+def test_dau_units_beyond_the_blur_reach(lo, hi, blur_radius, dau_path):
+    """Every unit displaced further than the blur reaches, on a narrow image: the wide path's
+    padded ``dy`` of the input gradient is narrower than ``dy`` itself (the fuzz suite found a
+    broadcast error here; its ``dy`` entries beyond the support are terms of nothing)."""
+    _compare(impls.dau_conv2d, _dau_args(lo, hi, hw=(1, 3)), {"stride": 1, "blur_radius": blur_radius})
+    _compare(impls.dau_conv2d, _dau_args(lo, hi, hw=(4, 3)), {"stride": 1, "blur_radius": blur_radius})
+
+
 @pytest.mark.parametrize("sigma_shape", [(), (F, S, K)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_dau_gauss(stride, sigma_shape):
