@@ -148,9 +148,9 @@ BACKENDS = {
 }
 
 # Preference of backend="auto", fastest first.  CPU dau, acu, njet: by the forward+backward
-# speed-up at 1 thread on the paper cases (suites/benchmarks/cpu_limit.py, issue 14: numba
-# 9x / 2.2x / 1.9x over torch-naive, torch-fast 3.3x / 1.4x / 1.1x); dau_gauss: by the
-# geometric mean over the paper grid in reports/cpu (rfbench bench --grid paper, float32, 2 cores).
+# speed-up at 1 thread on the paper cases (rfbench bench --grid paper --cases paper --threads 1,
+# float32, quiet machine: numba 8.9x / 2.5x / 2.1x over torch-naive, torch-fast 3.7x / 2.1x /
+# 1.7x); dau_gauss: the paper case in reports/cpu (torch-fast 0.98x of torch-naive, numba 0.08x).
 # CUDA: not measured yet (no GPU run so far): the hand-written kernels first.
 AUTO_ORDER = {
     ("cpu", "dau"): ("numba", "torch-fast", "torch-naive", "reference"),
