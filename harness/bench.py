@@ -8,8 +8,12 @@ threads, reps, budget, seed, machine and a hash of the timed code); a group meas
 another key is measured again and its old rows move to ``bench.superseded.jsonl``, so
 ``bench.jsonl`` holds one group per (case, pass, device, dtype).
 
-Baselines (reference/README.md section 8): ``torch-naive`` (the exact dense kernel) and, for
-DAU, ``conv2d-std``: a plain conv2d with a dense ``Ks x Ks`` kernel, timing only.
+Baselines (reference/README.md section 8, named in ``harness.baselines``): ``torch-naive`` (the
+exact dense kernel) and, for DAU, ``conv2d-std``: a plain conv2d with a dense ``Ks x Ks`` kernel,
+timing only, in FP32; on CUDA in float32 groups also ``conv2d-std-tf32`` (TF32 on) and
+``conv2d-std-fp16`` / ``conv2d-std-bf16`` (the same conv in half precision).  Everything else in
+a group runs with TF32 off and, on CUDA, with cuDNN's autotuner on (``precision``); each row
+records the settings it ran under (``precision``) and the arithmetic it ran in (``run_precision``).
 
 A speed row (``kind`` "speed", ``status`` ok / skip / error) carries, besides the case, the cost
 model (``costmodel.model``) and the timing statistics (``timing.Stats.summary``: wall and process
@@ -19,13 +23,14 @@ speed-up, model speed-up, their ratio), ``speedup`` (= speedups["torch-naive"], 
 ``paper_baseline`` and ``measured_over_paper_gamma`` (over conv2d-std for DAU, torch-naive for
 ACU), ``baseline_roofline`` (baseline -> its roofline fraction), ``threads``, ``malloc``,
 ``load`` (``machine.Meter``: load1 before/after, cpu_over_wall, wait_share, contended, rule),
-``flags`` (``flags``), ``key`` (``group_key``) and ``machine``.
+``flags`` (``flags``), ``key`` (``group_key``), ``precision`` and ``run_precision``, and ``machine``.
 """
 
 import functools
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,11 +39,11 @@ import torch
 
 import impls
 
-from . import costmodel, machine, results, runner, timing
+from . import baselines, costmodel, machine, precision, results, runner, timing
 
-BASELINE = "torch-naive"
-STD = "conv2d-std"
-BASELINES = (BASELINE, STD)
+BASELINE = baselines.NAIVE
+STD = baselines.STD
+BASELINES = baselines.ALL
 RESULTS = "bench.jsonl"
 SUPERSEDED = "bench.superseded.jsonl"
 # A figure this far beyond what can be is a measurement error, not a result: the peak probe is a
@@ -52,7 +57,15 @@ SLACK = 1.10
 # implausible; above gamma alone it is only marked ("above gamma"), not excluded.
 
 # The code whose change changes a timing: every backend and the harness that drives it.
-_TIMED = ("impls", "harness/bench.py", "harness/timing.py", "harness/runner.py", "harness/cases.py")
+_TIMED = (
+    "impls",
+    "harness/bench.py",
+    "harness/timing.py",
+    "harness/runner.py",
+    "harness/cases.py",
+    "harness/precision.py",
+    "harness/baselines.py",
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,29 +133,38 @@ def _callables(case, backend, t, dy, pass_):
     return {"forward": (fwd, None), "backward": (bwd, setup), "forward+backward": (both, None)}[pass_]
 
 
-def _std_callables(case, side, t, dy, pass_, seed):
+def _std_callables(case, side, t, dy, pass_, seed, variant=STD):
     """``conv2d-std`` (reference/README.md section 8): conv2d of ``x`` with a dense ``[F, S, side, side]``
     kernel, padding ``side // 2`` (so ``Ho = ceil(H / stride)`` as the layer's); backward w.r.t. ``x``
-    and the kernel.  Timing only: it computes a different function."""
-    x = t["x"]
+    and the kernel.  Timing only: it computes a different function.  ``variant``
+    (``baselines.STD_VARIANTS``) picks the dtype (its own copies of ``x``, the kernel and ``dy``)
+    and whether TF32 is on while it runs."""
+    run_dtype, tf32 = baselines.STD_VARIANTS[variant]
+    dt = runner.DTYPES[run_dtype] if variant != STD else t["x"].dtype
+    x = t["x"] if dt == t["x"].dtype else t["x"].detach().to(dt).requires_grad_(True)
+    dy = dy if dy.dtype == dt else dy.to(dt)
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(case.f, case.s, side, side, generator=gen, dtype=torch.float64).to(x.dtype).to(x.device)
+    w = torch.randn(case.f, case.s, side, side, generator=gen, dtype=torch.float64).to(dt).to(x.device)
     w.requires_grad_(True)
     bias = t.get("bias")
+    bias = None if bias is None else bias if bias.dtype == dt else bias.detach().to(dt)
     leaves = [x, w]
 
     def conv():
-        return torch.nn.functional.conv2d(x, w, bias, stride=case.stride, padding=side // 2)
+        with precision.fp32(tf32):
+            return torch.nn.functional.conv2d(x, w, bias, stride=case.stride, padding=side // 2)
 
     def fwd(_):
         with torch.no_grad():
             conv()
 
     def bwd(y):
-        torch.autograd.grad(y, leaves, dy)
+        with precision.fp32(tf32):
+            torch.autograd.grad(y, leaves, dy)
 
     def both(_):
-        torch.autograd.grad(conv(), leaves, dy)
+        with precision.fp32(tf32):
+            torch.autograd.grad(conv(), leaves, dy)
 
     return {"forward": (fwd, None), "backward": (bwd, conv), "forward+backward": (both, None)}[pass_]
 
@@ -170,9 +192,16 @@ def _first_call(tm, fn, setup):
     return None
 
 
+def _macs(b, cost):
+    """MACs of backend or baseline ``b`` in this group (every conv2d-std variant does the same work)."""
+    if b == BASELINE:
+        return cost["macs_naive"]
+    return cost["macs_std"] if b in baselines.STD_VARIANTS else cost["macs_efficient"]
+
+
 def _speed_fields(b, med, cost):
     """Speed-ups of ``b`` over each baseline that ran, the model gamma of each, their ratios."""
-    macs = {BASELINE: cost["macs_naive"], STD: cost["macs_std"]}
+    macs = {x: _macs(x, cost) for x in BASELINES}
     mine = macs.get(b, cost["macs_efficient"])
     speedups, gammas, over = {}, {}, {}
     for base in BASELINES:
@@ -228,8 +257,9 @@ def excluded(row):
 
 
 def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0, key=None):
-    """Time ``pass_`` of ``case`` on every backend that accepts it (plus ``conv2d-std`` for DAU),
-    interleaved -> rows.  ``peak``: ``timing.peaks`` (None: no roofline fractions)."""
+    """Time ``pass_`` of ``case`` on every backend that accepts it (plus the ``conv2d-std``
+    baselines for DAU, ``baselines.std_variants``), interleaved -> rows.  ``peak``: arithmetic
+    ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions)."""
     meter = machine.Meter()
     arrays = case.arrays(seed)
     t = runner.tensors(case, arrays, dtype, device)
@@ -237,6 +267,7 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     dy = torch.randn(case.out_shape(), generator=gen, dtype=torch.float64).to(runner.DTYPES[dtype]).to(device)
     cost = costmodel.model(case, arrays, pass_)
     nbytes = costmodel.min_bytes(case, pass_, runner.DTYPES[dtype].itemsize)
+    per_byte = nbytes / runner.DTYPES[dtype].itemsize  # bytes per element size: scaled for baselines in other dtypes
     base = dict(
         kind="speed",
         layer=case.layer,
@@ -262,7 +293,8 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
         else:
             fns[b] = _callables(case, b, t, dy, pass_)
     if case.layer == "dau":
-        fns[STD] = _std_callables(case, cost["standard_side"], t, dy, pass_, seed)
+        for v in baselines.std_variants(torch.device(device).type, dtype):
+            fns[v] = _std_callables(case, cost["standard_side"], t, dy, pass_, seed, v)
     for b in list(fns):
         err = _first_call(tm, *fns[b])
         if err:
@@ -274,10 +306,14 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     for row in rows:
         row["load"] = load
         row["flags"] = ["contended"] if load["contended"] else []
+    state = precision.state()
     for b, s in stats.items():
         summ = s.summary()
-        macs = {BASELINE: cost["macs_naive"], STD: cost["macs_std"]}.get(b, cost["macs_efficient"])
-        floor_s = max(macs / peak["peak_macs"], nbytes / peak["peak_bytes"]) if peak else None
+        macs = _macs(b, cost)
+        prec = baselines.precision_of(b, dtype)
+        pk = (peak or {}).get(prec)
+        size = runner.DTYPES["float32" if prec == "tf32" else prec].itemsize
+        floor_s = max(macs / pk["peak_macs"], per_byte * size / pk["peak_bytes"]) if pk else None
         row = {
             **base,
             "backend": b,
@@ -288,8 +324,14 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             "macs": macs,
             "gmacs_per_s": macs / summ["median_s"] / 1e9 if summ["median_s"] else None,
             "roofline_fraction": floor_s / summ["median_s"] if floor_s is not None and summ["median_s"] else None,
-            "peak_macs_per_s": peak["peak_macs"] if peak else None,
-            "peak_bytes_per_s": peak["peak_bytes"] if peak else None,
+            "peak_macs_per_s": pk["peak_macs"] if pk else None,
+            "peak_bytes_per_s": pk["peak_bytes"] if pk else None,
+            "run_precision": prec,
+            "precision": {
+                **state,
+                "tf32_matmul": state["tf32_matmul"] or prec == "tf32",
+                "tf32_conv": state["tf32_conv"] or prec == "tf32",
+            },
             "peak_memory_bytes": _peak_memory(*fns[b], device),
             "memory_note": None
             if torch.device(device).type == "cuda"
@@ -308,19 +350,31 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
 @dataclass
 class Sweep:
     """What ``sweep`` did: ``rows`` (every current row of the asked groups, reused ones included),
-    ``measured`` and ``reused`` group counts, ``why`` (reason -> count of groups measured again)."""
+    ``measured`` and ``reused`` group counts, ``why`` (reason -> count of groups measured again),
+    ``left`` (groups not measured because the deadline came first)."""
 
     rows: list = field(default_factory=list)
     measured: int = 0
     reused: int = 0
     why: Counter = field(default_factory=Counter)
+    left: int = 0
 
     def summary(self):
         """One line: how many groups were reused, measured, and why some were measured again."""
         s = f"{self.reused} group(s) reused, {self.measured} measured"
         if self.why:
             s += " (" + ", ".join(f"{n} {w}" for w, n in sorted(self.why.items())) + ")"
+        if self.left:
+            s += f", {self.left} left unmeasured at the deadline"
         return s
+
+
+def precisions(device, dtype, cases):
+    """The arithmetics whose peaks a sweep needs: the group's dtype and its conv2d-std variants'."""
+    out = {dtype}
+    if any(c.layer == "dau" for c in cases):
+        out |= {baselines.precision_of(v, dtype) for v in baselines.std_variants(torch.device(device).type, dtype)}
+    return sorted(out)
 
 
 def _why(old, key, retry_contended):
@@ -379,13 +433,51 @@ def sweep(
     budget_s=20.0,
     require_quiet=None,
     retry_contended=False,
+    deadline=None,
 ):
     """Measure every (case, pass) group not already in ``out_dir/bench.jsonl`` under the same key,
     appending rows as each group finishes -> ``Sweep``.
 
     ``progress(i, total, rows)`` is called after each measured group; ``require_quiet`` (seconds)
-    waits before each group until the machine is quiet, raising ``NotQuiet`` after that long.
+    waits before each group until the machine is quiet, raising ``NotQuiet`` after that long;
+    ``deadline`` (``time.monotonic()`` seconds) stops before the first group that would start
+    after it (``Sweep.left`` counts what was left).  TF32 is off and, on CUDA, cuDNN's autotuner
+    on for the whole sweep (``precision``).
     """
+    on_cuda = torch.device(device).type == "cuda"
+    with precision.exact_fp32(), precision.cudnn_benchmark(on_cuda):
+        return _sweep(
+            cases,
+            backends,
+            device,
+            dtype,
+            out_dir,
+            seed,
+            reps,
+            threads,
+            progress,
+            budget_s,
+            require_quiet,
+            retry_contended,
+            deadline,
+        )
+
+
+def _sweep(
+    cases,
+    backends,
+    device,
+    dtype,
+    out_dir,
+    seed,
+    reps,
+    threads,
+    progress,
+    budget_s,
+    require_quiet,
+    retry_contended,
+    deadline,
+):
     path = os.path.join(out_dir, RESULTS)
     old = _existing(path)
     tm = timing.timer(device, threads)
@@ -403,8 +495,13 @@ def sweep(
             else:
                 out.why[why] += 1
                 todo.append((c, p, key))
-    peak = timing.peaks(device, runner.DTYPES[dtype], tm.threads) if todo else None
+    peak = None
+    if todo:
+        peak = timing.peaks(device, tuple(precisions(device, dtype, [c for c, _, _ in todo])), tm.threads)
     for i, (case, pass_, key) in enumerate(todo):
+        if deadline is not None and time.monotonic() > deadline:
+            out.left = len(todo) - i
+            break
         if require_quiet is not None:
             ok, seen = machine.wait_until_quiet(tm.threads, require_quiet)
             if not ok:

@@ -6,6 +6,7 @@ rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up
 rfbench report RESULTS... [--out DIR]  report.md, report.html (figures embedded), summary.csv
 rfbench compare A B                    two results files side by side, regressions flagged
 rfbench all [--out DIR]                matrix + central differences + DAU studies + paper benchmark + report
+rfbench gpu-run --out DIR --budget-s S  a short GPU loan -> the GPU results, step by step (--rehearse: on the CPU)
 
 RESULTS are files or folders of *.jsonl files (one folder per machine merges in one report).
 Exit status: 0 done, 1 a check failed (matrix failures, compare regressions, machine not
@@ -206,6 +207,30 @@ def cmd_all(args):
     return status
 
 
+def cmd_gpu_run(args):
+    from . import gpurun
+
+    if not args.rehearse:
+        _check_device("cuda")
+    limits = {}
+    for item in args.limit or []:
+        name, _, secs = item.partition("=")
+        if name not in gpurun.NAMES:
+            raise UsageError(f"--limit: step {name!r} unknown (steps: {', '.join(gpurun.NAMES)})")
+        try:
+            limits[name] = _positive_float(secs)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--limit {item}: {exc}") from None
+    try:
+        os.makedirs(args.out, exist_ok=True)
+        probe = os.path.join(args.out, ".write-test")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out!r}: cannot write there ({exc.strerror or exc})") from None
+    return gpurun.run(args.out, args.budget_s, args.rehearse, limits, args.steps, args.seed)
+
+
 def _int_in(lo, hi=None, what="an integer"):
     def parse(text):
         try:
@@ -295,6 +320,18 @@ def parser():
     _speed_options(a)
     a.add_argument("--seed", type=_int_in(0))
     a.set_defaults(fn=cmd_all)
+    g = sub.add_parser(
+        "gpu-run",
+        help="on a GPU machine lent for minutes: every check and measurement in priority order, each step "
+        "in its own process and time limit, files written as they come (--rehearse: the same on the CPU)",
+    )
+    g.add_argument("--out", required=True, help="folder of the result files (at most 8) and summary.md")
+    g.add_argument("--budget-s", type=_positive_float, default=520.0, help="seconds for the whole run (default 520)")
+    g.add_argument("--rehearse", action="store_true", help="run the driver on the CPU with small cases")
+    g.add_argument("--steps", nargs="+", metavar="STEP", help="only these steps (in the driver's order)")
+    g.add_argument("--limit", action="append", metavar="STEP=SECONDS", help="cap one step's time (repeatable)")
+    g.add_argument("--seed", type=_int_in(0), default=0)
+    g.set_defaults(fn=cmd_gpu_run)
     return p
 
 

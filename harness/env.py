@@ -8,6 +8,7 @@ from importlib import metadata
 
 import torch
 
+from . import precision
 from .results import machine_name
 
 # Settings that change CPU timings (harness.machine.thread_env), recorded as they were at start.
@@ -33,6 +34,10 @@ def _cpu_model():
 
 
 def _git_commit():
+    """``git rev-parse HEAD`` (+dirty), or ``RFBENCH_COMMIT`` where the tree is a copy without its
+    git folder (a GPU machine gets the working tree only)."""
+    if os.environ.get("RFBENCH_COMMIT"):
+        return os.environ["RFBENCH_COMMIT"]
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
@@ -62,8 +67,10 @@ def _environment():
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "git_commit": _git_commit(),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        # torch's defaults in this process; each result row records the settings it ran under
+        "tf32_matmul": precision.DEFAULTS["tf32_matmul"],
+        "tf32_cudnn": precision.DEFAULTS["tf32_conv"],
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "thread_env": {k: os.environ.get(k) for k in _THREAD_VARS},
     }
     for pkg in ("torch", "numpy", "scipy", "numba", "cupy", "pandas"):

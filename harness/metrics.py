@@ -45,6 +45,11 @@ EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16"
 # eta = 2^ETA_EXP, half the smallest subnormal: the absolute error of a product, quotient or exp
 # that underflows (as an exponent: float64's 2^-1075 is not itself a float64).
 ETA_EXP = {"float64": -1075, "float32": -150, "float16": -25, "bfloat16": -134}
+# Flush-to-zero (CUDA's -ftz=true, which CuPy adds to every NVRTC compile): a float32 result below
+# the smallest normal 2^-126 becomes 0 and a subnormal operand is read as 0, so the absolute error
+# of one operation is below 2^-126 instead of eta.  The floor then uses this exponent (a bound, not
+# a fit: the relative part is unchanged, and an exp argument is never larger than without FTZ).
+FTZ_EXP = {"float32": -126, "float16": -14, "bfloat16": -126}
 
 
 def underflow_arg(dtype):
@@ -123,9 +128,11 @@ def data_scale(output, arrays, dy):
     }.get(output, w * top["x"] * top["dy"])
 
 
-def floor(case, output, arrays, dy, dtype):
-    """The absolute part of (*): ``n eta D C`` (module docstring, item 2)."""
-    return math.ldexp(n_terms(case, output, dtype) * data_scale(output, arrays, dy) * coef_bound(case), ETA_EXP[dtype])
+def floor(case, output, arrays, dy, dtype, ftz=False):
+    """The absolute part of (*): ``n eta D C`` (module docstring, item 2); ``ftz``: the backend
+    flushes subnormals in ``dtype`` (``FTZ_EXP`` replaces ``eta``)."""
+    exp = FTZ_EXP[dtype] if ftz and dtype in FTZ_EXP else ETA_EXP[dtype]
+    return math.ldexp(n_terms(case, output, dtype) * data_scale(output, arrays, dy) * coef_bound(case), exp)
 
 
 def n_terms(case, output, dtype="float64"):

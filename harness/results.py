@@ -35,10 +35,17 @@ def append(path, rows):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     env = environment()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    text = "".join(
+        json.dumps({k: _clean(v) for k, v in {"machine": machine_name(), **r, "written": stamp, "env": env}.items()})
+        + "\n"
+        for r in rows
+    )
+    # One write of the whole batch, flushed to disk: a process killed around it leaves all of the
+    # batch or none of it (a torn line only where the disk fills mid-write).
     with open(path, "a") as fh:
-        for r in rows:
-            row = {"machine": machine_name(), **r, "written": stamp, "env": env}
-            fh.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def files(paths):

@@ -13,7 +13,7 @@ import torch
 import impls
 import reference
 
-from . import metrics
+from . import metrics, precision
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -33,6 +33,7 @@ ROW_FIELDS = (
     "n_terms",
     "seed",
     "case_fields",
+    "precision",
 )
 
 PUBLIC = {
@@ -108,6 +109,7 @@ def _row(case, backend, device, dtype, output, status, reason="", seed=0, **m):
         reason=reason,
         seed=seed,
         case_fields=case.fields(),
+        precision=precision.state(),
         **m,
     )
     return row
@@ -117,8 +119,15 @@ def run_case(case, backend, dtype, device="cpu", seed=0):
     """Forward and every gradient of ``case`` on ``backend`` vs the reference -> list of rows.
 
     A refused request gives one ``skip`` row with the backend's reason; an exception one
-    ``error`` row with its message; a modified input one ``fail`` row.
+    ``error`` row with its message; a modified input one ``fail`` row.  Runs with TF32 off
+    (``precision.exact_fp32``: the float32 bounds are FP32 rounding bounds), restored after;
+    every row records the settings it ran under (``precision``).
     """
+    with precision.exact_fp32():
+        return _run_case(case, backend, dtype, device, seed)
+
+
+def _run_case(case, backend, dtype, device, seed):
     device = torch.device(device)
     refusal = (
         impls.BACKENDS[backend].refusal(case.layer, device, DTYPES[dtype])
@@ -140,6 +149,7 @@ def run_case(case, backend, dtype, device="cpu", seed=0):
         return [_row(case, backend, device, dtype, "all", "error", msg + "\n" + traceback.format_exc(limit=3), seed)]
     got = {"forward": y, **dict(zip(names, grads))}
     eps = metrics.EPS[dtype]
+    ftz = impls.BACKENDS[backend].flushes_subnormals(device, dtype)
     rows = []
     for out, ref in exact.items():
         if ref is None:
@@ -149,7 +159,7 @@ def run_case(case, backend, dtype, device="cpu", seed=0):
             rows.append(_row(case, backend, device, dtype, out, "fail", "no gradient returned", seed))
             continue
         nterms = metrics.n_terms(case, out, dtype)
-        floor = metrics.floor(case, out, arrays, dy, dtype)
+        floor = metrics.floor(case, out, arrays, dy, dtype, ftz=ftz)
         m = metrics.compare(a.detach().double().cpu().numpy(), ref, mag[out], eps, nterms, floor)
         rows.append(
             _row(

@@ -173,8 +173,16 @@ def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
     return stats
 
 
-def _measure_peaks(device, dtype, threads=None):
-    """Best MAC/s of square matrix products of a few sizes and bytes/s of a large copy (read + write)."""
+def _measure_peaks(device, arith, threads=None):
+    """Best MAC/s of square matrix products of a few sizes and bytes/s of a large copy (read + write)
+    in ``arith``: a dtype name, or "tf32" (float32 data, TF32 matrix products)."""
+    from . import precision
+
+    with precision.fp32(arith == "tf32"):
+        return _measure(device, getattr(torch, "float32" if arith == "tf32" else arith), threads)
+
+
+def _measure(device, dtype, threads):
     tm = timer(device, threads)
     sizes = (4096, 8192) if torch.device(device).type == "cuda" else (1024, 2048)
     fns = {}
@@ -190,18 +198,21 @@ def _measure_peaks(device, dtype, threads=None):
 
 
 @functools.lru_cache(maxsize=None)
-def peaks(device, dtype=torch.float32, threads=None):
-    """Measured peaks of this device in this run, once per process: MAC/s of the best of square
-    matrix products of a few sizes, and bytes/s of a large copy (read + write), on ``threads``
-    threads (the child gets ``harness.machine.thread_env(threads)``).  A kernel can beat
-    this probe by a few percent (its roofline fraction then reads above 1).
+def peaks(device, ariths=("float32",), threads=None):
+    """Measured peaks of this device in this run, once per process, for each arithmetic of
+    ``ariths`` (a dtype name, or "tf32": float32 with TF32 matrix products; "float32" runs with
+    TF32 off): MAC/s of the best of square matrix products of a few sizes, and bytes/s of a large
+    copy (read + write), on ``threads`` threads (the child gets
+    ``harness.machine.thread_env(threads)``).  A kernel can beat this probe by a few percent (its
+    roofline fraction then reads above 1).
 
-    Measured in a child process: the probe's 0.5 GB of buffers left the parent's allocator in a
+    Measured in one child process: the probe's 0.5 GB of buffers left the parent's allocator in a
     state that made torch-fast's DAU forward 3.7x slower for the rest of a CPU sweep.
-    -> ``{"peak_macs": ..., "peak_bytes": ...}``"""
+    -> ``{arith: {"peak_macs": ..., "peak_bytes": ...}}``"""
+    names = [str(a).rsplit(".", 1)[-1] for a in ariths]
     code = (
         f"import json, torch; from harness.timing import _measure_peaks; "
-        f"print(json.dumps(_measure_peaks({str(device)!r}, torch.{str(dtype).split('.')[-1]}, {threads!r})))"
+        f"print(json.dumps({{a: _measure_peaks({str(device)!r}, a, {threads!r}) for a in {names!r}}}))"
     )
     env = {**os.environ, **(machine.thread_env(threads) if threads else {})}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

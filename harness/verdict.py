@@ -18,8 +18,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from . import baselines
+
 PAPER = {"gamma": 10.125, "forward": 3.25, "forward+backward": 12.54, "gpu": "RTX 2080 Ti", "side": 9}
-BASELINES = ("torch-naive", "conv2d-std")
+BASELINES = baselines.ALL
 PARAMS = ("x", "weight", "alpha", "mu_x", "mu_y", "pos_x", "pos_y", "sigma", "bias")
 PASSES = ("forward", "backward", "forward+backward")
 EXCLUDING = ("contended", "implausible")
@@ -347,6 +349,10 @@ def speed_line(table):
                     f", {_g(r['x over conv2d-std'], '{:.2f}')}x over conv2d-std "
                     f"({_g(r['measured/gamma conv2d-std'], '{:.2f}')} of gamma {_g(r['gamma conv2d-std'], '{:.1f}')})"
                 )
+            for v, what in ((baselines.STD_TF32, "with TF32 on"), (baselines.STD_FP16, "in float16"),
+                            (baselines.STD_BF16, "in bfloat16")):
+                if r.get(f"x over {v}") is not None:
+                    b += f", {_g(r[f'x over {v}'], '{:.2f}')}x over conv2d-std {what}"
             bits.append(b)
         bits = bits or ["no group left to judge (all excluded or no backend under test)"]
         parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}: " + "; ".join(bits))

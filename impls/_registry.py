@@ -49,6 +49,9 @@ class Backend:
     requires: tuple = ()  # importable Python modules it needs
     summary: str = ""
     cuda_dtypes: tuple = field(default=())  # extra dtypes accepted on CUDA only
+    # dtypes whose results this backend flushes to zero below the smallest normal on CUDA
+    # (compiled with -ftz=true); the tolerance floor of harness.metrics follows
+    ftz_cuda: tuple = field(default=())
 
     def unavailable(self):
         """Why this backend cannot run on this machine at all, or None."""
@@ -67,6 +70,10 @@ class Backend:
         if dtype_name(dtype) not in dtypes:
             return f"dtype {dtype} not supported on {device.type} (has {', '.join(dtypes)})"
         return None
+
+    def flushes_subnormals(self, device, dtype):
+        """Whether results in ``dtype`` on ``device`` (a torch device) are flushed to zero below the smallest normal."""
+        return device.type == "cuda" and dtype_name(dtype) in self.ftz_cuda
 
     def load(self):
         reason = self.unavailable()
@@ -143,6 +150,7 @@ BACKENDS = {
             F32_64,
             requires=("cupy",),
             summary="CUDA C kernels via cupy.RawModule: shared-memory tiles, block reductions; cuBLAS mixing",
+            ftz_cuda=("float32",),  # CuPy appends -ftz=true to every NVRTC compile (cupy/cuda/compiler.py)
         ),
     )
 }

@@ -34,6 +34,7 @@ parameter version); ``dau_gauss`` always goes through the unit kernels (no cuDNN
 
 import functools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +100,66 @@ def _cuda_major_check():
         )
 
 
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
+
+
+def source(name, where=None):
+    """The text of ``impls/cuda/<name>.cu`` with its local ``#include "..."`` files pasted in (each once).
+
+    CuPy's disk cache keys a compiled module on the source text it is given: with the includes
+    pasted in, an edit of ``common.cu`` changes the key (an ``-I`` include would not, and a machine
+    with a cache would run stale kernels).  ``#line`` directives keep NVRTC's messages pointing at
+    the right file and line."""
+    where = Path(where or _DIR)
+    seen = set()
+
+    def expand(fname):
+        if fname in seen:
+            return ""
+        seen.add(fname)
+        text = (where / fname).read_text()
+        out, last = [], 0
+        for m in _INCLUDE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            out += [text[last : m.start()], f'#line 1 "{m.group(1)}"\n', expand(m.group(1))]
+            out.append(f'\n#line {line + 1} "{fname}"')
+            last = m.end()
+        return "".join(out + [text[last:]])
+
+    return expand(f"{name}.cu")
+
+
+MODULES = tuple(_NAMES)
+OPTIONS = ("-std=c++17",)  # CuPy adds -ftz=true and the device's -arch
+
+
+def nvrtc_compile(name, arch="sm_90"):
+    """Compile module ``name`` (``MODULES``) with NVRTC as ``_module`` does, with CuPy's own
+    additions (``-ftz=true``, ``-arch``), every name expression instantiated, without a device
+    (for a CPU-side check before a GPU run) -> NVRTC's log.  Raises RuntimeError with the log."""
+    from cupy_backends.cuda.libs import nvrtc
+
+    prog = nvrtc.createProgram(source(name), f"{name}.cu", [], [])
+    try:
+        for expr in _NAMES[name]:
+            nvrtc.addNameExpression(prog, expr)
+        try:
+            nvrtc.compileProgram(prog, [*OPTIONS, "-ftz=true", f"-arch={arch}"])
+        except Exception as exc:
+            raise RuntimeError(f"NVRTC failed on {name}.cu for {arch}: {exc}\n{nvrtc.getProgramLog(prog)}") from None
+        return nvrtc.getProgramLog(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
 @functools.cache
 def _module(name, device):
     """The compiled ``.cu`` module on CUDA device ``device`` (one NVRTC compile per process and device)."""
     import cupy
 
     _cuda_major_check()
-    src = (_DIR / f"{name}.cu").read_text()
     with cupy.cuda.Device(device):
-        return cupy.RawModule(code=src, options=("-std=c++17", f"-I{_DIR}"), name_expressions=_NAMES[name])
+        return cupy.RawModule(code=source(name), options=OPTIONS, name_expressions=_NAMES[name])
 
 
 @functools.cache

@@ -23,7 +23,15 @@ import math
 
 import numpy as np
 import torch
-from numba import config, cuda
+
+# numba-cuda 0.30 (in maintenance mode; NVIDIA/numba-cuda#907 will not be fixed) registers an
+# overload of ``np.row_stack`` when its CUDA target first compiles a kernel, and numpy 2.5 removed
+# that alias of ``np.vstack``: every kernel compile then fails with AttributeError.  Restore the
+# alias as numpy < 2.5 defined it (the same function object), only where it is missing.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
+from numba import config, cuda  # noqa: E402 (after the alias above)
 
 from . import _cuda_ops
 

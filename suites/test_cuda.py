@@ -841,3 +841,82 @@ def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
     ts = [a.clone().requires_grad_() for a in args]
     y = cc.dau(*ts, **hp, mu_grad="exact")
     torch.autograd.backward(y, torch.ones_like(y))
+
+
+# ---------------------------------------------------------------- (e) numba-cuda kernels to PTX, no GPU
+
+PTX_SCRIPT = r"""
+import sys, types
+import numpy as np
+# as numpy 2.5 removed it (numpy < 2.5 still has the deprecated alias): impls.numba_cuda must restore it
+if hasattr(np, "row_stack"):
+    del np.row_stack
+import numba
+import numba.cuda.dispatcher as dispatcher
+import torch
+import impls.numba_cuda as nc
+
+# Record every launch as the layers make it: (kernel, argument types), no device needed.
+seen = {}
+
+class Recorder:
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def __getitem__(self, config):
+        def launch(*args):
+            sig = tuple(numba.typeof(a) for a in args)
+            seen.setdefault((self.kernel.__name__, str(sig)), (self.kernel, sig))
+        return launch
+
+for name in list(vars(nc)):
+    if name.startswith("_") and name.endswith("_k"):
+        setattr(nc, name, Recorder(getattr(nc, name)))
+nc._arr = lambda t: t.numpy()  # what cuda.as_cuda_array gives on a GPU types the same: array(dtype, nd, C)
+
+def drive(dtype):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype).requires_grad_(True)
+    sc = lambda v: torch.tensor(v, dtype=dtype, requires_grad=True)
+    n, s, f, k, h, w = 1, 2, 3, 2, 6, 5
+    x = r(n, s, h, w)
+    ys = [
+        nc.dau(x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.6), r(f), stride=1, blur_radius=2, mu_grad="exact"),
+        nc.dau(x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.6), r(f), stride=2, blur_radius=2, mu_grad="gauss"),
+        nc.dau_gauss(x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.8), r(f), radius=2, stride=1),
+        nc.acu(x, r(f, s, 5), r(5), r(5), r(f), stride=1),
+        nc.njet(x, r(f, s, 6), sc(1.0), r(f), order=2, radius=2, stride=1),
+    ]
+    for y in ys:
+        y.sum().backward()
+
+for dt in (torch.float32, torch.float64):
+    drive(dt)
+# Device functions ask the current device for its compute capability: say sm_90 (no driver here).
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+from numba import cuda
+kernels = sorted({k for k, _ in seen})
+for (name, _), (kernel, sig) in sorted(seen.items()):
+    ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+    assert ".entry" in ptx, name
+print("compiled", len(seen), "launches of", len(kernels), "kernels:", " ".join(kernels))
+"""
+
+
+def test_numba_cuda_kernels_compile_to_ptx():
+    """Every numba-cuda kernel, with the argument types the layers launch it with (forward and
+    backward, float32 and float64), compiles to PTX for sm_90 on this CPU with numba's real CUDA
+    target (not the simulator), and does so with ``np.row_stack`` absent as in numpy 2.5, where
+    numba-cuda 0.30 failed every compile (``impls.numba_cuda`` restores the alias)."""
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True, env=env, cwd=root)
+    text = out.stdout + out.stderr
+    if out.returncode and ("NvvmSupportError" in text or "libNVVM cannot be found" in text):
+        pytest.skip("numba finds no NVVM (libnvvm of the CUDA toolkit) on this machine: nothing to compile with")
+    assert out.returncode == 0, text[-3000:]
+    assert "compiled" in out.stdout and "of 12 kernels" in out.stdout, out.stdout

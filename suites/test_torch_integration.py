@@ -192,6 +192,7 @@ def test_validation_reads_no_values_of_meta_tensors():
         impls.set_device_value_checks(old)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_validation_does_not_synchronise_cuda():
     """The real check of the above on a GPU: any synchronising call raises under sync debug mode "error".
