@@ -58,6 +58,7 @@ STEPS = (
     Step("warmup", "every backend x layer x dtype once on a tiny case (compiles every kernel)", 45, 150, 10),
     Step("matrix-smoke", "correctness on CUDA, smoke grid, every backend and dtype", 60, 180, 15),
     Step("bench-paper", "paper-case speed, every backend and layer, all baselines", 90, 240, 25),
+    Step("profile", "torch.profiler of the DAU paper case: device time per kernel, launches, host time", 40, 120, 10),
     Step("peers", "ACU against torchvision's deform_conv2d: agreement and speed", 25, 90, 8),
     Step("determinism", "bit-identical float32 outputs and gradients, run to run", 25, 90, 10),
     Step("matrix-default", "correctness on CUDA, the rest of the default grid", 50, 180, 15),
@@ -347,6 +348,23 @@ def _extra_lines(rows):
             [
                 (r["backend"], r["layer"], r["status"], r.get("identical"), ", ".join(r.get("differs") or []) or "-")
                 for r in det
+            ],
+        )
+    prof = [r for r in rows if r.get("kind") == "profile"]
+    if prof:
+        lines += ["", "Where the DAU paper case's time goes (torch.profiler; per call):", ""]
+        lines += _table(
+            ["backend", "pass", "wall us", "kernels us", "launches", "largest kernel"],
+            [
+                (
+                    r["backend"],
+                    r["pass"],
+                    r["wall_us"],
+                    r["kernel_us"],
+                    r["launches"],
+                    f"{r['top'][0][0][:60]} {r['top'][0][1]} us" if r.get("top") else "-",
+                )
+                for r in prof
             ],
         )
     ncu = [r for r in rows if r.get("kind") == "ncu"]
@@ -675,6 +693,73 @@ def step_bench_sweep(ctx):
     _bench(ctx, grid, 0.5 if ctx.rehearse else 2.0)
 
 
+def step_profile(ctx):
+    """Where the time of the DAU paper case goes, per backend and pass (forward, forward+backward),
+    with ``torch.profiler`` (CUPTI on CUDA): the wall time of a call (the harness's timer), the
+    device time its kernels add up to, the launches per call, and the kernels that take most of it.
+    A wall time far above the kernel time is host overhead (Python glue, launches), not arithmetic."""
+    import torch
+    from torch.autograd import DeviceType
+
+    from . import bench, cases, costmodel, precision, results, runner, timing
+
+    case = next(c for c in cases.grid("paper") if c.layer == "dau" and c.name == "paper")
+    if ctx.rehearse:
+        case = _small(case)
+    arrays = case.arrays(ctx.seed)
+    t = runner.tensors(case, arrays, "float32", ctx.device)
+    dy = torch.randn(case.out_shape(), device=ctx.device)
+    side = costmodel.standard_side(case, arrays)
+    acts = [torch.profiler.ProfilerActivity.CPU]
+    if ctx.device == "cuda":
+        acts.append(torch.profiler.ProfilerActivity.CUDA)
+    tm = timing.timer(ctx.device)
+    reps = 5
+    with precision.exact_fp32(), precision.cudnn_benchmark(ctx.device == "cuda"):
+        for b in ctx.backends() + ["conv2d-std", "conv2d-std-tf32"]:
+            for pass_ in ("forward", "forward+backward"):
+                if ctx.left() < 0:
+                    return
+                if b.startswith("conv2d-std"):
+                    fn, setup = bench._std_callables(case, side, t, dy, pass_, ctx.seed, b)
+                else:
+                    fn, setup = bench._callables(case, b, t, dy, pass_)
+                for _ in range(3):
+                    tm.time(fn, setup)
+                wall = sorted(tm.time(fn, setup) for _ in range(reps))[reps // 2]
+                with torch.profiler.profile(activities=acts) as prof:
+                    for _ in range(reps):
+                        fn(None)
+                    if ctx.device == "cuda":
+                        torch.cuda.synchronize()
+                kern = {}
+                for e in prof.events():
+                    if e.device_type == DeviceType.CUDA:
+                        k = kern.setdefault(e.name, [0.0, 0.0])
+                        k[0] += e.time_range.elapsed_us() / reps
+                        k[1] += 1 / reps
+                top = sorted(kern.items(), key=lambda kv: -kv[1][0])[:8]
+                row = {
+                    "kind": "profile",
+                    "backend": b,
+                    "layer": case.layer,
+                    "case": case.name,
+                    "pass": pass_,
+                    "device": ctx.device,
+                    "wall_us": wall * 1e6,
+                    "kernel_us": sum(v[0] for v in kern.values()),
+                    "launches": sum(v[1] for v in kern.values()),
+                    "top": [[n[:120], round(v[0], 2), round(v[1], 2)] for n, v in top],
+                }
+                results.append(ctx.path("extra"), [row])
+                print(
+                    f"profile {b} {pass_}: wall {row['wall_us']:.1f} us, kernels {row['kernel_us']:.1f} us in "
+                    f"{row['launches']:.0f} launches; top: "
+                    + "; ".join(f"{n[:70]} {us:.1f} us x{c:g}" for n, us, c in row["top"][:5]),
+                    flush=True,
+                )
+
+
 def step_peers(ctx):
     """ACU with one shared set of positions is ``torchvision.ops.deform_conv2d`` with a 1 x K kernel,
     ``padding=(0, K // 2)`` and constant offsets ``(pos_y[t], pos_x[t] + K // 2 - t)`` for tap ``t``:
@@ -886,49 +971,38 @@ with torch.no_grad(), precision.cudnn_benchmark(True):
 def step_ncu(ctx):
     ncu = shutil.which("ncu")
     if ctx.rehearse or ncu is None:
-        ctx.note(
-            "ncu", "Nsight Compute", "no CUDA device (rehearsal on the CPU)" if ctx.rehearse else "ncu not on PATH"
-        )
+        why = "no CUDA device (rehearsal on the CPU)" if ctx.rehearse else "ncu not on PATH"
+        ctx.note("ncu", "Nsight Compute", why)
         return
     from . import results
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    backends = [b for b in ctx.backends() if b != "torch-naive"]
+    backends = [b for b in ctx.backends() if b == "cupy"]  # the redesigned kernels (ncu is slow per launch)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    # The full metric set first; a metric this ncu does not know fails the whole run: then the basic set.
+    # The full metric set first; a metric this ncu does not know fails the whole run: then the basic
+    # set.  ncu's messages go to the log as they come, its CSV to a file of its own, parsed after.
+    csv_path = os.path.join(root, ".ncu.csv")
+    rows, rc = [], 1
     for metrics in (NCU_METRICS, NCU_METRICS[:5]):
-        cmd = [
-            ncu,
-            "--clock-control",
-            "none",
-            "--profile-from-start",
-            "off",
-            "--csv",
-            "--page",
-            "raw",
-            "--metrics",
-            ",".join(metrics),
-            sys.executable,
-            "-c",
-            NCU_SCRIPT,
-            ",".join(backends),
-        ]
-        print(" ".join(cmd[:-3]))
+        cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--launch-count", "60"]
+        cmd += ["--csv", "--page", "raw", "--log-file", csv_path, "--metrics", ",".join(metrics)]
+        print(" ".join(cmd), flush=True)
         try:
-            out = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=max(5.0, ctx.left()))
+            run = [*cmd, sys.executable, "-c", NCU_SCRIPT, ",".join(backends)]
+            rc = subprocess.run(run, cwd=root, env=env, timeout=max(5.0, ctx.left() - 5)).returncode
         except subprocess.TimeoutExpired:
-            print("ncu: deadline reached")
-            raise SystemExit(124) from None
-        print(out.stderr[-3000:])
-        print(out.stdout[-20000:])
-        rows = _ncu_rows(out.stdout, metrics)
+            rc = 124
+            print("ncu: deadline reached", flush=True)
+        text = open(csv_path, errors="replace").read() if os.path.exists(csv_path) else ""
+        print(text[-20000:])
+        rows = _ncu_rows(text, metrics)
         if rows:
             results.append(ctx.path("extra"), rows)
-        print(f"ncu: {len(rows)} kernel rows, exit status {out.returncode}")
-        if rows or ctx.left() < 30:
+        print(f"ncu: {len(rows)} kernel rows, exit status {rc}")
+        if rows or rc == 124 or ctx.left() < 30:
             break
     if not rows:
-        raise SystemExit(out.returncode or 1)
+        raise SystemExit(rc or 1)
 
 
 def _ncu_rows(text, metrics=NCU_METRICS):
@@ -966,6 +1040,7 @@ STEP_FNS = {
     "warmup": step_warmup,
     "matrix-smoke": step_matrix_smoke,
     "bench-paper": step_bench_paper,
+    "profile": step_profile,
     "peers": step_peers,
     "determinism": step_determinism,
     "matrix-default": step_matrix_default,

@@ -439,7 +439,7 @@ class Prims:
     @staticmethod
     def mix(bm, w, grp):
         n, g_, m, l_ = bm.shape
-        return torch.matmul(w.view(g_, -1, m), bm).reshape(n, -1, l_)
+        return torch.matmul(w.view(g_, -1, m), bm).reshape(n, w.shape[0], l_)  # n = 0 allowed: no -1
 
     @staticmethod
     def mix_t(dy, w, grp, g_):
@@ -449,7 +449,8 @@ class Prims:
     @staticmethod
     def mix_dw(dy, bm, grp):
         n, g_, m, l_ = bm.shape
-        return torch.einsum("ngfl,ngml->gfm", dy.view(n, g_, -1, l_), bm).reshape(-1, m)
+        f_ = dy.shape[1]
+        return torch.einsum("ngfl,ngml->gfm", dy.view(n, g_, f_ // g_, l_), bm).reshape(f_, m)
 
 
 _BACKEND = _cuda_ops.Backend(Prims())

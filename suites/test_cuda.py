@@ -539,6 +539,24 @@ def test_emu_float32(cc, layer):
     assert not bad, errs
 
 
+@pytest.mark.parametrize("layer", ["dau", "dau_gauss", "acu", "njet"])
+@pytest.mark.parametrize("where", ["emu", "sim"])
+def test_empty_batch_every_layer(request, where, layer):
+    """N = 0 through every layer's glue, forward and backward: empty output, zero parameter
+    gradients (the first GPU run found the cupy mixing's reshape(n, -1, ...) failing at n = 0)."""
+    mod = request.getfixturevalue("cc" if where == "emu" else "nc")
+    args, hp = _case(layer, 1)
+    args[0] = args[0][:0]
+    ts = [None if a is None else a.clone().requires_grad_() for a in args]
+    if layer == "dau":
+        hp["mu_grad"] = "exact"
+    y = getattr(mod, layer)(*ts, **hp)
+    assert y.shape == (0, F, H, W)
+    y.sum().backward()
+    assert ts[0].grad.shape == ts[0].shape
+    assert all(float(t.grad.abs().sum()) == 0.0 for t in ts[1:] if t is not None and t.grad is not None)
+
+
 @pytest.mark.parametrize("smem", [48 * 1024, 0], ids=["tiled", "direct"])
 def test_emu_tiles(cc, monkeypatch, smem):
     """Several tiles, a partial group of output channels, and the direct-read path (no shared
