@@ -934,38 +934,41 @@ NCU_METRICS = (
     "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum",
 )
 NCU_SCRIPT = """
-import torch
-from harness import cases, runner, precision, bench
 import sys
+import torch
+from harness import cases, costmodel, precision, runner
+
 backends = sys.argv[1].split(",")
 case = next(c for c in cases.grid("paper") if c.layer == "dau" and c.name == "paper")
-t = runner.tensors(case, case.arrays(0), "float32", "cuda")
 arrays = case.arrays(0)
-from harness import costmodel
+t = runner.tensors(case, arrays, "float32", "cuda")
 side = costmodel.standard_side(case, arrays)
-with torch.no_grad(), precision.cudnn_benchmark(True):
-    for b in backends:
+w = torch.randn(case.f, case.s, side, side, device="cuda")
+dy = torch.randn(case.out_shape(), device="cuda")
+leaves = [v for v in t.values() if v is not None]
+
+
+def once():
+    for b in backends:  # forward and backward: the shift, its transpose and the tap sums
         with precision.exact_fp32():
-            runner.call(case, b, t)
-    w = torch.randn(case.f, case.s, side, side, device="cuda")
-    for tf32 in (False, True):
-        with precision.fp32(tf32):
-            torch.nn.functional.conv2d(t["x"], w, padding=side // 2)
+            torch.autograd.grad(runner.call(case, b, t), leaves, dy)
+    with torch.no_grad():
+        for tf32 in (False, True):
+            with precision.fp32(tf32):
+                torch.nn.functional.conv2d(t["x"], w, padding=side // 2)
+
+
+with precision.cudnn_benchmark(True):
+    once()  # compiles, autotunes
     torch.cuda.synchronize()
     torch.cuda.profiler.start()
-    for b in backends:
-        with precision.exact_fp32():
-            torch.cuda.nvtx.range_push(b)
-            runner.call(case, b, t)
-            torch.cuda.nvtx.range_pop()
-    for tf32 in (False, True):
-        with precision.fp32(tf32):
-            torch.cuda.nvtx.range_push("conv2d-std-tf32" if tf32 else "conv2d-std")
-            torch.nn.functional.conv2d(t["x"], w, padding=side // 2)
-            torch.cuda.nvtx.range_pop()
+    once()
     torch.cuda.synchronize()
     torch.cuda.profiler.stop()
 """
+# The kernels ncu measures: the DAU kernels of the cupy backend and cuDNN's convolutions (the
+# glue's small torch kernels are what torch.profiler's step shows).
+NCU_KERNELS = "regex:dau_fwd|dau_tapsum|cpass|tpass|dtaps|conv|xmma|cutlass|gemm"
 
 
 def step_ncu(ctx):
@@ -984,7 +987,8 @@ def step_ncu(ctx):
     csv_path = os.path.join(root, ".ncu.csv")
     rows, rc = [], 1
     for metrics in (NCU_METRICS, NCU_METRICS[:5]):
-        cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--launch-count", "60"]
+        cmd = [ncu, "--clock-control", "none", "--profile-from-start", "off", "--kernel-name", NCU_KERNELS]
+        cmd += ["--launch-count", "40"]
         cmd += ["--csv", "--page", "raw", "--log-file", csv_path, "--metrics", ",".join(metrics)]
         print(" ".join(cmd), flush=True)
         try:
