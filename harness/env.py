@@ -73,8 +73,10 @@ def _environment():
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "thread_env": {k: os.environ.get(k) for k in _THREAD_VARS},
     }
-    for pkg in ("torch", "numpy", "scipy", "numba", "cupy", "pandas"):
+    for pkg in ("torch", "numpy", "scipy", "numba", "numba-cuda", "pandas", "torchvision"):
         env[pkg] = _version(pkg)
+    # CuPy's distribution is named for its CUDA: cupy-cuda13x, cupy-cuda12x (or plain cupy from source)
+    env["cupy"] = next((v for v in map(_version, ("cupy-cuda13x", "cupy-cuda12x", "cupy")) if v), None)
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda

@@ -29,7 +29,8 @@ def _machine(env):
 
 def frame(paths):
     """Rows of the results files -> DataFrame with a ``machine`` column."""
-    rows = results.load(paths)
+    # Rows without an environment are bookkeeping (gpu-run's step log), not results.
+    rows = [r for r in results.load(paths) if isinstance(r.get("env"), dict)]
     df = pd.DataFrame(rows)
     if df.empty:
         return df
