@@ -210,3 +210,29 @@ def test_cupy_modules_compile_with_nvrtc(name):
         cupy_cuda.nvrtc_compile(name)
     except OSError as exc:  # cupy installed without its NVRTC library
         pytest.skip(f"NVRTC not loadable: {exc}")
+
+
+def test_ftz_floor_follows_the_backend():
+    """CuPy compiles with -ftz=true (float32 subnormals flush to 0 on the GPU): the tolerance floor
+    of such a backend uses the smallest normal 2^-126 instead of eta = 2^-150, and nothing else."""
+    import math
+
+    import torch
+
+    import impls
+    from harness import cases, metrics
+
+    case = next(c for c in cases.grid("smoke") if c.layer == "dau")
+    arrays = case.arrays(0)
+    dy = arrays["x"][:, :1].repeat(case.f, 1)  # any array of the output's magnitude
+    plain = metrics.floor(case, "forward", arrays, dy, "float32")
+    flushed = metrics.floor(case, "forward", arrays, dy, "float32", ftz=True)
+    assert flushed == math.ldexp(plain, -126 + 150)
+    assert metrics.floor(case, "forward", arrays, dy, "float64", ftz=True) == metrics.floor(
+        case, "forward", arrays, dy, "float64"
+    )
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert impls.BACKENDS["cupy"].flushes_subnormals(cuda, torch.float32)
+    assert not impls.BACKENDS["cupy"].flushes_subnormals(cuda, torch.float64)
+    assert not impls.BACKENDS["cupy"].flushes_subnormals(cpu, torch.float32)
+    assert not any(b.flushes_subnormals(cuda, torch.float32) for n, b in impls.BACKENDS.items() if n != "cupy")
