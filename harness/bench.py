@@ -377,6 +377,15 @@ def precisions(device, dtype, cases):
     return sorted(out)
 
 
+def promised(layer, key):
+    """Backends and baselines a group of ``layer`` measured under ``key`` has a row for (ok, skip
+    or error): every backend asked for, and for DAU the conv2d-std baselines of its device and dtype."""
+    out = set(key["backends"])
+    if layer == "dau":
+        out |= set(baselines.std_variants(torch.device(key["device"]).type, key["dtype"]))
+    return out
+
+
 def _why(old, key, retry_contended):
     """Why an existing group cannot be reused under ``key`` -> reason, or None to reuse it."""
     k = old[0].get("key")
@@ -385,6 +394,9 @@ def _why(old, key, retry_contended):
     diff = sorted(f for f in key if k.get(f) != key[f])
     if diff:
         return "measured again: other " + "/".join(diff)
+    missing = promised(old[0]["layer"], key) - {r["backend"] for r in old}
+    if missing:
+        return "measured again: incomplete (no row for " + ", ".join(sorted(missing)) + ")"
     if retry_contended and any("contended" in (r.get("flags") or []) for r in old):
         return "measured again: was contended"
     return None
@@ -479,6 +491,7 @@ def _sweep(
     deadline,
 ):
     path = os.path.join(out_dir, RESULTS)
+    results.repair(path, say=lambda msg: print(msg, flush=True))
     old = _existing(path)
     tm = timing.timer(device, threads)
     out = Sweep()

@@ -19,7 +19,10 @@ class Case:
     ``displace``: ``"random"``, ``"integer"`` (rounded) or ``"near-integer"`` (integer +- 1e-6..1e-4);
     ``radius``: ``blur_radius`` (dau), ``radius`` (dau_gauss, njet), None for the default;
     ``groups``: ACU position groups (0: one shared ``[K]`` set);
-    ``per_unit_sigma``: dau_gauss with ``sigma [F,S,K]``; ``contiguous``: False gives ``x`` permuted strides.
+    ``per_unit_sigma``: dau_gauss with ``sigma [F,S,K]``; ``contiguous``: False gives ``x`` permuted strides;
+    ``scale``: the data arrays (``x``, the weights, ``bias``) multiplied by it (1e-20: outputs
+    near 1e-40, below the smallest normal float32; 1e15: outputs near 1e30, the largest scale whose
+    products stay finite in float32, as 1e20 would reach 1e40 > 3.4e38).
     """
 
     name: str
@@ -43,13 +46,17 @@ class Case:
     bias: bool = True
     contiguous: bool = True
     seed: int = 0
+    scale: float = 1.0
 
     @property
     def id(self):
         return f"{self.layer}-{self.name}"
 
     def fields(self):
-        return asdict(self)
+        out = asdict(self)
+        if out["scale"] == 1.0:  # unscaled cases keep the fields (and the speed-group keys) they had
+            del out["scale"]
+        return out
 
     def resolved_radius(self):
         """The radius the layer will use (reference/README.md defaults from ``sigma``)."""
@@ -99,6 +106,10 @@ class Case:
             a["bias"] = rng.standard_normal(f_)
         else:
             a["bias"] = None
+        if self.scale != 1.0:
+            for k in ("x", "weight", "alpha", "bias"):
+                if a.get(k) is not None:
+                    a[k] = a[k] * self.scale
         return a
 
     def hparams(self):

@@ -10,13 +10,16 @@ rfbench gpu-run --out DIR --budget-s S  a short GPU loan -> the GPU results, ste
 
 RESULTS are files or folders of *.jsonl files (one folder per machine merges in one report).
 Exit status: 0 done, 1 a check failed (matrix failures, compare regressions, machine not
-quiet), 2 usage error (bad argument, missing or unreadable file, unavailable device),
-130 interrupted (rerun the same command with the same --out to resume a benchmark).
+quiet), 2 usage error (bad argument, missing or unreadable file, unavailable device, an --out
+that cannot be written: checked before any work), 3 results could not be written while running
+(full disk, ...: the file keeps every whole group, rerun to resume), 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM): rerun the same command with the same --out to resume a benchmark.
 """
 
 import argparse
 import os
 import random
+import signal
 import sys
 
 # Choices are spelled out here so that ``--help`` imports neither torch nor the backends;
@@ -63,13 +66,27 @@ def cmd_backends(args):
         print(f"{b['backend']:<12} {state}")
         print(
             f"{'':<12} layers {', '.join(b['layers'])}; devices {', '.join(b['devices'])}; "
-            f"dtypes {', '.join(b['dtypes'])}; passes {', '.join(b['passes'])}"
+            f"dtypes {', '.join(b['dtypes'])}"
+            + (f" (on CUDA also {', '.join(b['cuda_dtypes'])})" if b.get("cuda_dtypes") else "")
+            + f"; passes {', '.join(b['passes'])}"
         )
         print(f"{'':<12} {b['summary']}")
     return 0
 
 
+def _writable(path, folder=False):
+    """An ``--out`` checked before any work: a usage error (exit 2) if it cannot be written."""
+    from .results import OutputError, writable
+
+    try:
+        writable(path, folder)
+    except OutputError as exc:
+        raise UsageError(exc.strerror or str(exc)) from None
+
+
 def cmd_matrix(args):
+    if args.out:
+        _writable(args.out)
     import impls
 
     from . import cases, console, results, runner
@@ -99,6 +116,7 @@ def cmd_matrix(args):
 
 
 def cmd_bench(args):
+    _writable(args.out, folder=True)
     import impls
 
     from . import bench, cases, console
@@ -145,6 +163,8 @@ def cmd_report(args):
     from . import console, report, results
 
     paths = results.files(args.results)
+    results.load(paths)  # bad input is said in one line before the output folder exists
+    _writable(args.out, folder=True)
     path = report.write(paths, args.out)
     print(console.finish(paths, path))
     return 0
@@ -170,11 +190,11 @@ def cmd_compare(args):
 
 
 def cmd_all(args):
+    _writable(args.out, folder=True)
     from . import analysis, bench, console, fdcheck, report, results
 
     _check_device(args.device)
-    os.makedirs(args.out, exist_ok=True)
-    args.resume = f"every finished speed group is saved in {os.path.join(args.out, bench.RESULTS)}"
+    args.resume = "nothing of the correctness matrix is kept (its rows are written when it ends)"
     matrix_path = os.path.join(args.out, "matrix.jsonl")
     if os.path.exists(matrix_path):
         os.remove(matrix_path)
@@ -198,6 +218,7 @@ def cmd_all(args):
         os.remove(fd)
     progress = console.Progress("reference vs central differences", every_s=10)
     results.append(fd, fdcheck.rows(args.seed or 0, progress=progress))
+    args.resume = f"every finished speed group is saved in {os.path.join(args.out, bench.RESULTS)}"
     bench_args = argparse.Namespace(**{**vars(args), "grid": args.bench_grid, "layers": None, "backends": None})
     bench_args.dtype, bench_args.seed = "float32", args.seed or 0
     cmd_bench(bench_args)
@@ -221,13 +242,7 @@ def cmd_gpu_run(args):
             limits[name] = _positive_float(secs)
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"--limit {item}: {exc}") from None
-    try:
-        os.makedirs(args.out, exist_ok=True)
-        probe = os.path.join(args.out, ".write-test")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as exc:
-        raise UsageError(f"--out {args.out!r}: cannot write there ({exc.strerror or exc})") from None
+    _writable(args.out, folder=True)
     return gpurun.run(args.out, args.budget_s, args.rehearse, limits, args.steps, args.seed)
 
 
@@ -335,6 +350,14 @@ def parser():
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that it ends as Ctrl-C does."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def _error(msg):
     sys.stderr.write(f"rfbench: error: {msg}\n")
 
@@ -347,21 +370,29 @@ def main(argv=None):
 
         apply_thread_env(args.threads)
     from .machine import NotQuiet
-    from .results import ResultsError
+    from .results import OutputError, ResultsError
 
+    signal.signal(signal.SIGTERM, _terminated)  # like Ctrl-C: what is saved stays, and it is said
     try:
         return args.fn(args)
     except (UsageError, ResultsError) as exc:
         _error(str(exc))
         return 2
-    except KeyboardInterrupt:
+    except OutputError as exc:
+        _error(f"{exc.strerror or exc}; every whole group written so far is kept: free the space and rerun")
+        return 3
+    except KeyboardInterrupt as exc:
         hint = getattr(args, "resume", None)
         where = f"{hint}; rerun the same command (same --out) to measure only the rest" if hint else "nothing saved"
-        _error(f"interrupted: {where}")
-        return 130
+        term = isinstance(exc, Terminated)
+        _error(f"{'terminated (SIGTERM)' if term else 'interrupted'}: {where}")
+        return 143 if term else 130
     except NotQuiet as exc:
         _error(f"stopped before measuring: {exc}; rerun later with the same --out to resume")
         return 1
+    except BrokenPipeError:  # `rfbench backends | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

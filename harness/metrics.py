@@ -4,7 +4,7 @@ Every backend output (forward or a gradient) is compared with the float64 refere
 on the *same rounded inputs* (the backend's dtype cast back to float64), so the only error
 left is the backend's own arithmetic.  The bound, per output element, is
 
-    |a - b|  <=  (u + u64) n sum|terms|  +  n eta D C                                   (*)
+    |a - b|  <=  (u + u64) n sum|terms|  +  n m eta D+ C+                              (*)
 
 Derivation (reference/README.md section 1 states it as the project's contract).  With
 gradual underflow every floating-point operation satisfies ``fl(a op b) = (a op b)(1 + d) + e``
@@ -24,14 +24,23 @@ derivatives, Hermite factors).
    to the unit's largest tap (``impls._math.gauss_axis``), so it never exceeds the underflow
    threshold ``L`` (``exp(-L) = eta``) for a tap that is not exactly 0 (``exp_arg``).  The
    reference's own rounding adds ``u64`` per operation: hence ``u + u64``.
-2. Absolute part (underflow).  An ``eta`` committed anywhere in a product is multiplied by
-   the factors after it, at most ``D C``: ``D`` the product of the largest magnitudes of the
-   data arrays in that output's terms, ``C`` the largest magnitude of the coefficient chain
-   (``coef_bound``: normalised Gaussians and bilinear weights are <= 1, derivatives in mu and
-   sigma bring ``|t| / sigma^2`` and ``t^2 / sigma^3``, Hermite polynomials ``(2|z| + 2m)^m``).
-   ``n`` such products are summed.  This term is ~1e-45 D C n in float32 and ~5e-324 D C n in
-   float64: it only matters where the sum underflows (Gaussian tails the reference keeps at
-   1e-51 and float32 rounds to 0) or where ``sum|terms|`` is exactly 0.
+2. Absolute part (underflow).  A term is a chain of ``m`` rounded multiplications, divisions
+   and ``exp`` (``m = coef_depth + 4``: the coefficient's operations, the data factors and the
+   rounding of the result itself).  The ``i``-th of them may commit an ``eta`` (its result falls
+   below the smallest normal number), which the factors after it multiply: by at most the product
+   of their magnitudes where those exceed 1, and by at most 1 where they do not (a factor below 1
+   shrinks an error, it cannot be taken as a scale of it).  So one term errs by at most
+   ``m eta D+ C+`` with ``D+`` the product of ``max(1, largest |a|)`` over the data arrays in that
+   output's terms (``data_scale(clip=True)``) and ``C+ = max(1, C)``, ``C`` the largest magnitude of
+   the coefficient chain (``coef_bound``: normalised Gaussians and bilinear weights are <= 1,
+   derivatives in mu and sigma bring ``|t| / sigma^2`` and ``t^2 / sigma^3``, Hermite
+   polynomials ``(2|z| + 2m)^m``), and ``n`` such terms are summed (sums and differences of
+   subnormals are exact).  Clipping at 1 is what makes the floor hold whatever the data's scale:
+   with inputs scaled by 1e-20 a float32 result of 0 against a reference of 2.3e-48 is the
+   correctly rounded one, and an earlier floor ``n eta D C`` (which shrank with the data) judged
+   it 2.8e4 times its bound.  This term is ~1e-45 n m D+ C+ in float32 and ~5e-324 n m D+ C+ in
+   float64: it only matters where results underflow (Gaussian tails the reference keeps at 1e-51
+   and float32 rounds to 0, tiny inputs) or where ``sum|terms|`` is exactly 0.
 
 The ``bound_ratio`` reported is the largest ``|a - b| / bound`` (<= 1 passes).  Nothing in
 this policy is a guessed constant: change the dtype and the bound follows.
@@ -114,10 +123,13 @@ def coef_bound(case):
     return c
 
 
-def data_scale(output, arrays, dy):
-    """``D``: product of the largest magnitudes of the data arrays in ``output``'s terms."""
+def data_scale(output, arrays, dy, clip=False):
+    """``D``: product of the largest magnitudes of the data arrays in ``output``'s terms;
+    ``clip``: each magnitude taken as at least 1 (``D+`` of the underflow floor)."""
     top = {k: float(np.max(np.abs(v), initial=0.0)) for k, v in arrays.items() if v is not None}
     top["dy"] = float(np.max(np.abs(dy), initial=0.0))
+    if clip:
+        top = {k: max(1.0, v) for k, v in top.items()}
     w = top.get("weight", top.get("alpha", 0.0))
     return {
         "forward": w * top["x"],
@@ -129,10 +141,12 @@ def data_scale(output, arrays, dy):
 
 
 def floor(case, output, arrays, dy, dtype, ftz=False):
-    """The absolute part of (*): ``n eta D C`` (module docstring, item 2); ``ftz``: the backend
+    """The absolute part of (*): ``n m eta D+ C+`` (module docstring, item 2); ``ftz``: the backend
     flushes subnormals in ``dtype`` (``FTZ_EXP`` replaces ``eta``)."""
     exp = FTZ_EXP[dtype] if ftz and dtype in FTZ_EXP else ETA_EXP[dtype]
-    return math.ldexp(n_terms(case, output, dtype) * data_scale(output, arrays, dy) * coef_bound(case), exp)
+    m = coef_depth(case, dtype) + 4
+    scale = data_scale(output, arrays, dy, clip=True) * max(1.0, coef_bound(case))
+    return math.ldexp(n_terms(case, output, dtype) * m * scale, exp)
 
 
 def n_terms(case, output, dtype="float64"):

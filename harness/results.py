@@ -16,6 +16,11 @@ class ResultsError(ValueError):
     """A results file or folder that cannot be read: missing, empty, or not JSON lines."""
 
 
+class OutputError(OSError):
+    """Results could not be written (read-only folder, full disk, ...): the message names the file
+    and the cause; the file is left as it was before the write, so a rerun resumes from it."""
+
+
 def machine_name():
     """The name rows are filed under: ``RFBENCH_MACHINE`` if set, else the host name."""
     return os.environ.get("RFBENCH_MACHINE") or platform.node() or "unknown"
@@ -41,11 +46,61 @@ def append(path, rows):
         for r in rows
     )
     # One write of the whole batch, flushed to disk: a process killed around it leaves all of the
-    # batch or none of it (a torn line only where the disk fills mid-write).
-    with open(path, "a") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    # batch or none of it.  A write that fails (full disk) is cut back to the size before it, so the
+    # file holds whole batches only; a kill during the write itself can leave a torn last line,
+    # which ``load(..., torn="drop")`` and ``repair`` drop.
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    try:
+        with open(path, "a") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        try:
+            with open(path, "r+") as fh:
+                fh.truncate(size)
+        except OSError:
+            pass
+        raise OutputError(exc.errno, f"cannot write results to {path}: {exc.strerror or exc}") from None
+
+
+def writable(path, folder=False):
+    """Raise ``OutputError`` unless results can be written at ``path`` (a file, or with ``folder``
+    a folder to put files in): checked before any work, so a bad ``--out`` costs nothing."""
+    where = path if folder else (os.path.dirname(path) or ".")
+    what = "folder" if folder else "file"
+    try:
+        if folder and os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError(20, f"--out {path}: expected a folder, found a file")
+        if not folder and os.path.isdir(path):
+            raise OutputError(21, f"--out {path}: expected a results file, found a folder")
+        os.makedirs(where, exist_ok=True)
+        probe = os.path.join(where, f".rfbench-write-test-{os.getpid()}")
+        with open(probe, "w") as fh:
+            fh.write("x")
+        os.remove(probe)
+        if not folder and os.path.exists(path) and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.errno, f"--out {path}: cannot write this {what} ({exc.strerror or exc})") from None
+
+
+def repair(path, say=print):
+    """Drop a torn last line (a process killed while writing it) from the JSON-lines file ``path``,
+    saying so -> the number of bytes dropped (0: nothing to repair)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data or data.endswith(b"\n"):
+        return 0
+    cut = data.rfind(b"\n") + 1
+    with open(path, "r+b") as fh:
+        fh.truncate(cut)
+    say(f"warning: {path}: dropped a torn last line ({len(data) - cut} bytes; a process was killed while writing it)")
+    return len(data) - cut
 
 
 def files(paths):
@@ -67,24 +122,33 @@ def files(paths):
     return out
 
 
-def load(paths):
+def load(paths, say=None):
     """Rows of results files or folders (``files``) -> list of dicts (``"inf"`` strings back to floats).
     Each row gets ``machine`` (from its environment for rows written before the field existed) and
-    ``source`` (the file it came from).  Raises ``ResultsError`` naming the file and line of a bad line."""
+    ``source`` (the file it came from).  A torn last line (no newline: a process killed while
+    writing it) is skipped with a warning through ``say`` (default: stderr).  Raises
+    ``ResultsError`` naming the file and line of any other bad line."""
+    import sys
+
+    say = say or (lambda msg: sys.stderr.write(msg + "\n"))
     rows = []
     for p in files(paths):
         with open(p, errors="replace") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
+            lines = fh.readlines()
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as exc:
+                if i == len(lines) and not line.endswith("\n"):
+                    say(f"warning: {p}:{i}: torn last line skipped (a process was killed while writing it)")
                     continue
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ResultsError(f"{p}:{i}: not a JSON-lines results file ({exc.msg})") from None
-                if not isinstance(r, dict):
-                    raise ResultsError(f"{p}:{i}: expected one JSON object per line, got {type(r).__name__}")
-                r = {k: float(v) if v in ("inf", "-inf", "nan") else v for k, v in r.items()}
-                r.setdefault("machine", (r.get("env") or {}).get("machine", "unknown"))
-                r["source"] = p
-                rows.append(r)
+                raise ResultsError(f"{p}:{i}: not a JSON-lines results file ({exc.msg})") from None
+            if not isinstance(r, dict):
+                raise ResultsError(f"{p}:{i}: expected one JSON object per line, got {type(r).__name__}")
+            r = {k: float(v) if v in ("inf", "-inf", "nan") else v for k, v in r.items()}
+            r.setdefault("machine", (r.get("env") or {}).get("machine", "unknown"))
+            r["source"] = p
+            rows.append(r)
     return rows

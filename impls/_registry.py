@@ -223,7 +223,8 @@ def table():
             "backend": b.name,
             "layers": list(b.layers),
             "devices": list(b.devices),
-            "dtypes": list(b.dtypes + b.cuda_dtypes),
+            "dtypes": list(b.dtypes),
+            "cuda_dtypes": list(b.cuda_dtypes),  # accepted on CUDA only
             "passes": list(b.passes),
             "unavailable": b.unavailable(),
             "summary": b.summary,

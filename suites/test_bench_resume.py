@@ -16,7 +16,11 @@ FAKE_PEAK = {"peak_macs": 1e11, "peak_bytes": 1e10}
 @pytest.fixture(autouse=True)
 def no_probe(monkeypatch):
     """The peak probe runs in a child process (seconds): a fixed peak is enough here."""
-    monkeypatch.setattr(timing, "peaks", lambda *a, **k: FAKE_PEAK)
+
+    def peaks(device, ariths=("float32",), threads=None):
+        return dict.fromkeys(ariths, FAKE_PEAK)
+
+    monkeypatch.setattr(timing, "peaks", peaks)
 
 
 def _tiny():

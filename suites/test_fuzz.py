@@ -4,8 +4,8 @@ reference/README.md section 1).
 
 Ranges: N 0-3, channels 1-7, H and W 1-17, K 1-4, stride 1-3, displacements up to +-20
 (random, exact integers, integers +- 1e-7, or a mixture), sigma 0.3-5 (per-unit for
-``dau_gauss``), ACU position groups, N-Jet orders 0-4, both ``mu_grad`` modes, float32 and
-float64.
+``dau_gauss``), ACU position groups, N-Jet orders 0-4, both ``mu_grad`` modes, data scaled by
+1e-20 or 1e15 in one case of five, float32 and float64.
 
 Profiles:
 - default run: a short deterministic profile (``RFBENCH_FUZZ_EXAMPLES`` examples per layer
@@ -69,6 +69,8 @@ def fuzz_cases(draw, layer):
         "bias": draw(st.booleans()),
         "contiguous": draw(st.booleans()),
         "seed": draw(st.integers(0, 2**31 - 1)),
+        # data scaled into float32's subnormal range and near its top (Case.scale)
+        "scale": draw(st.sampled_from([1.0, 1.0, 1.0, 1e-20, 1e15])),
     }
     if layer == "acu":
         groups = draw(st.sampled_from([0, 1, 2, 3]))

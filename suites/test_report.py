@@ -194,3 +194,38 @@ def test_compare_flags_a_slowdown_beyond_the_noise(files, tmp_path):
     assert len(table) == len(rows) and (table["verdict"] == "REGRESSION").all()
     assert (report.compare(a, scaled("same.jsonl", 1.05))["verdict"] == "same").all()
     assert (report.compare(a, scaled("fast.jsonl", 0.5))["verdict"] == "faster").all()
+
+
+def _speed_row(case, backend, macs, up, flags=()):
+    return {
+        "kind": "speed",
+        "status": "ok",
+        "machine": "m",
+        "device": "cpu",
+        "dtype": "float32",
+        "layer": "dau",
+        "pass": "forward",
+        "case": case,
+        "backend": backend,
+        "group": case,
+        "macs_naive": macs,
+        "speedups": {"torch-naive": up, "conv2d-std": up / 2},
+        "gammas": {"torch-naive": 4.0, "conv2d-std": 2.0},
+        "paper_gamma": 2.0,
+        "flags": list(flags),
+    }
+
+
+def test_speed_verdict_reads_a_case_with_work_and_says_when_all_were_excluded():
+    import pandas as pd
+
+    from harness import verdict
+
+    rows = [_speed_row("batch0", "numba", 0, 1.0), _speed_row("odd", "numba", 1e6, 3.0)]
+    table = verdict.speed(pd.DataFrame(rows))
+    assert set(table["case"]) == {"odd"}  # not the empty batch, alphabetically first
+    line = verdict.speed_line(table)
+    assert "odd case" in line and "3.00x over torch-naive" in line
+    excluded = [_speed_row("odd", "numba", 1e6, 3.0, ["contended"])]
+    line = verdict.speed_line(verdict.speed(pd.DataFrame(excluded)))
+    assert "no group left to judge" in line and "nan" not in line
