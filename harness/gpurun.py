@@ -766,19 +766,41 @@ def step_peers(ctx):
     deform_conv2d samples tap ``t`` of output ``(i, j)`` at ``(i s + dy_t, j s - K//2 + t + dx_t)``
     and ACU at ``(i s + pos_y, j s + pos_x)`` (reference/README.md section 4), both bilinear on the
     zero-extended plane; its output is ``floor(W / s) + 1`` wide for even K, cropped to
-    ``ceil(W / s)``.  Agreement of outputs and every gradient, then speed, interleaved."""
+    ``ceil(W / s)``.  Agreement of outputs and every gradient, then speed, interleaved; TF32 off
+    (torch-naive's cuDNN conv would otherwise carry TF32 errors into the float32 agreement)."""
     try:
         import torchvision.ops  # noqa: F401
     except Exception as exc:  # torchvision missing, or a build that does not match torch
         ctx.note("peers", "deform_conv2d", f"torchvision not usable here: {type(exc).__name__}: {str(exc)[:200]}")
         return
-    import torch
-
-    from . import cases, results, runner, timing
+    from . import cases, precision, results
 
     case = next(c for c in cases.grid("paper") if c.layer == "acu" and c.name == "paper")
     if ctx.rehearse:
         case = _small(case)
+    with precision.exact_fp32(), precision.cudnn_benchmark(ctx.device == "cuda"):
+        base = {
+            "kind": "peer",
+            "peer": "torchvision.ops.deform_conv2d",
+            "layer": "acu",
+            "case": case.name,
+            "device": ctx.device,
+            "status": "ok",
+            "precision": precision.state(),
+        }
+        results.append(ctx.path("extra"), [{**base, **r} for r in _peer_agreement(ctx, case)])
+        for pass_ in ("forward", "forward+backward"):
+            rows = _peer_speed(ctx, case, pass_)
+            results.append(ctx.path("extra"), [{**base, **r} for r in rows])
+            print(f"peers {pass_}: " + ", ".join(f"{r['backend']} {r['median_s'] * 1e6:.1f} us" for r in rows))
+
+
+def _peer_agreement(ctx, case):
+    """Outputs and every gradient of each backend against deform_conv2d, float64 and float32 -> rows."""
+    import torch
+
+    from . import runner
+
     rows = []
     for dtype in ("float64", "float32"):
         t = runner.tensors(case, case.arrays(ctx.seed), dtype, ctx.device)
@@ -789,55 +811,47 @@ def step_peers(ctx):
         for b in ctx.backends():
             y = runner.call(case, b, t)
             g = torch.autograd.grad(y, [t[k] for k in names], dy)
-            grad_rel = max(_agree(a, r) for a, r in zip(g, gref))
             rows.append(
                 {
-                    "kind": "peer",
-                    "peer": "torchvision.ops.deform_conv2d",
                     "backend": b,
                     "dtype": dtype,
-                    "layer": "acu",
-                    "case": case.name,
-                    "status": "ok",
                     "forward_rel": _agree(y, ref),
-                    "grad_rel": grad_rel,
-                    "device": ctx.device,
+                    "grad_rel": max(_agree(a, r) for a, r in zip(g, gref)),
                 }
             )
-    results.append(ctx.path("extra"), rows)
+    return rows
+
+
+def _peer_speed(ctx, case, pass_):
+    """``pass_`` of each backend and of deform_conv2d, float32, interleaved -> rows with medians and speed-ups."""
+    import torch
+
+    from . import runner, timing
+
     tm = timing.timer(ctx.device)
     t = runner.tensors(case, case.arrays(ctx.seed), "float32", ctx.device)
     leaves = [v for v in t.values() if v is not None]
     dy = torch.randn(case.out_shape(), device=ctx.device)
-    for pass_ in ("forward", "forward+backward"):
-        fns = {}
-        for b in ctx.backends() + ["deform_conv2d"]:
-            call = (lambda b=b: _deform(case, t)) if b == "deform_conv2d" else (lambda b=b: runner.call(case, b, t))
-            if pass_ == "forward":
-                fns[b] = (lambda _, call=call: _nograd(call), None)
-            else:
-                fns[b] = (lambda _, call=call: torch.autograd.grad(call(), leaves, dy), None)
-        stats = timing.interleaved(tm, fns, reps=5 if ctx.rehearse else 20, budget_s=3.0)
-        med = {b: s.summary()["median_s"] for b, s in stats.items()}
-        out = [
-            {
-                "kind": "peer",
-                "peer": "torchvision.ops.deform_conv2d",
-                "backend": b,
-                "dtype": "float32",
-                "layer": "acu",
-                "case": case.name,
-                "status": "ok",
-                "pass": pass_,
-                "median_s": m,
-                "speedup": med["deform_conv2d"] / m if m else None,
-                "device": ctx.device,
-                "timer": tm.method,
-            }
-            for b, m in med.items()
-        ]
-        results.append(ctx.path("extra"), out)
-        print(f"peers {pass_}: " + ", ".join(f"{b} {m * 1e6:.1f} us" for b, m in med.items()))
+    fns = {}
+    for b in ctx.backends() + ["deform_conv2d"]:
+        call = (lambda: _deform(case, t)) if b == "deform_conv2d" else (lambda b=b: runner.call(case, b, t))
+        if pass_ == "forward":
+            fns[b] = (lambda _, call=call: _nograd(call), None)
+        else:
+            fns[b] = (lambda _, call=call: torch.autograd.grad(call(), leaves, dy), None)
+    stats = timing.interleaved(tm, fns, reps=5 if ctx.rehearse else 20, budget_s=3.0)
+    med = {b: s.summary()["median_s"] for b, s in stats.items()}
+    return [
+        {
+            "backend": b,
+            "dtype": "float32",
+            "pass": pass_,
+            "median_s": m,
+            "timer": tm.method,
+            "speedup": med["deform_conv2d"] / m if m else None,
+        }
+        for b, m in med.items()
+    ]
 
 
 def _nograd(call):
