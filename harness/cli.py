@@ -4,7 +4,7 @@ rfbench backends                       the registry: what each backend runs, why
 rfbench matrix [--grid smoke] ...      correctness matrix vs the float64 reference
 rfbench bench [--grid paper] ...       speed sweep: interleaved timing, speed-up, gamma
 rfbench report RESULTS... [--out DIR]  report.md, report.html (figures embedded), summary.csv
-rfbench compare A B                    two results files side by side, regressions flagged
+rfbench compare A B [--fail-above 5%]  two runs of one machine kind side by side, regressions tested
 rfbench all [--out DIR]                matrix + central differences + DAU studies + paper benchmark + report
 rfbench gpu-run --out DIR --budget-s S  a short GPU loan -> the GPU results, step by step (--rehearse: on the CPU)
 
@@ -171,22 +171,32 @@ def cmd_report(args):
 
 
 def cmd_compare(args):
-    import pandas
+    from . import compare
 
-    from . import report, results
-
-    results.load([args.a, args.b])  # a missing or malformed file is a usage error, said in one line
-    table = report.compare(args.a, args.b)
-    if table.empty:
-        print("no speed rows in common")
+    if args.json and args.json != "-":
+        _writable(args.json)
+    try:
+        res = compare.compare(args.a, args.b, args.fail_above, args.force)
+    except compare.NotComparable as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        compare.write_json(res, args.json)
+    if args.json != "-":
+        print(compare.text(res))
+    if not res["rows"]:
+        _error("no speed rows in common")
         return 1
-    cols = ["layer", "case", "pass", "backend", "device", "median_s_a", "median_s_b", "ratio_b_over_a"]
-    cols += ["threshold", "verdict"]
-    with pandas.option_context("display.width", 200, "display.max_rows", None):
-        print(table[[c for c in cols if c in table]].to_string(index=False))
-    regressions = int((table["verdict"] == "REGRESSION").sum())
-    print(f"{regressions} regression(s) beyond the measured noise, {len(table)} rows compared")
-    return 1 if regressions else 0
+    return 1 if res["regressions"] else 0
+
+
+def _percent(text):
+    try:
+        v = float(text.rstrip("%")) / 100
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage such as 5%, got {text!r}") from None
+    if not 0 <= v < 10:
+        raise argparse.ArgumentTypeError(f"expected a percentage in 0%..1000%, got {text}")
+    return v
 
 
 def cmd_all(args):
@@ -323,9 +333,20 @@ def parser():
     r.add_argument("results", nargs="+", help="results files, or folders of them (e.g. one per machine)")
     r.add_argument("--out", default="report")
     r.set_defaults(fn=cmd_report)
-    c = sub.add_parser("compare", help="compare the speed rows of two results files")
-    c.add_argument("a")
-    c.add_argument("b")
+    c = sub.add_parser(
+        "compare", help="compare the speed rows of two runs (like with like: same CPU/ISA/GPU and threads)"
+    )
+    c.add_argument("a", help="results file or folder of the earlier run")
+    c.add_argument("b", help="results file or folder of the later run")
+    c.add_argument(
+        "--fail-above",
+        type=_percent,
+        default=0.05,
+        metavar="PCT",
+        help="slower by more than this is a regression (5%%)",
+    )
+    c.add_argument("--json", metavar="PATH", help="also write the comparison as JSON (- for standard output only)")
+    c.add_argument("--force", action="store_true", help="compare runs of different machines or thread counts")
     c.set_defaults(fn=cmd_compare)
     a = sub.add_parser("all", help="matrix + paper benchmark + DAU studies + report (the main job)")
     a.add_argument("--out", default="results/all", help="folder of the results files and the report")

@@ -33,6 +33,20 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _cpu_isa():
+    """The widest x86 vector ISA this CPU has (``avx512`` / ``avx2`` / ``avx`` / ``sse``), or the
+    architecture's name elsewhere: what a CPU kernel's speed depends on first."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), [])
+    except OSError:
+        flags = []
+    for isa, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"), ("sse", "sse2")):
+        if flag in flags:
+            return isa
+    return platform.machine()
+
+
 def _git_commit():
     """``git rev-parse HEAD`` (+dirty), or ``RFBENCH_COMMIT`` where the tree is a copy without its
     git folder (a GPU machine gets the working tree only)."""
@@ -63,6 +77,8 @@ def _environment():
     env = {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_isa": _cpu_isa(),
+        "torch_cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -515,25 +515,3 @@ def write(paths, out_dir):
     )
     summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
     return os.path.join(out_dir, "report.md")
-
-
-def compare(path_a, path_b):
-    """Speed rows of two results files side by side: ratio B / A of the medians per row,
-    a regression flagged when B is slower by more than the noise measured in both files
-    (IQR / median of A plus that of B). -> DataFrame"""
-    key = ["layer", "case", "pass", "backend", "device", "dtype"]
-    a, b = speed_table(frame([path_a])), speed_table(frame([path_b]))
-    if a.empty or b.empty:
-        return pd.DataFrame()
-    noise = lambda t: (t["p90_s"] - t["p10_s"]) / t["median_s"] / 2  # noqa: E731
-    a = a.assign(noise=noise(a))[key + ["median_s", "noise"]]
-    b = b.assign(noise=noise(b))[key + ["median_s", "noise"]]
-    m = a.merge(b, on=key, suffixes=("_a", "_b"))
-    m["ratio_b_over_a"] = m["median_s_b"] / m["median_s_a"]
-    m["threshold"] = 1 + m["noise_a"] + m["noise_b"]
-    m["verdict"] = np.where(
-        m["ratio_b_over_a"] > m["threshold"],
-        "REGRESSION",
-        np.where(m["ratio_b_over_a"] < 1 / m["threshold"], "faster", "same"),
-    )
-    return m

@@ -108,8 +108,9 @@ def test_step_killed_midway_keeps_what_it_wrote(tmp_path):
     assert steps["bench-paper"]["status"] == "timeout", steps["bench-paper"]
     assert steps["determinism"]["status"] == "ok"
     assert res.returncode == 1
-    groups = {}
-    for r in _jsonl(tmp_path / "bench.jsonl"):
+    groups = {}  # whatever groups finished before the kill (none on a loaded machine) are whole
+    bench_rows = _jsonl(tmp_path / "bench.jsonl") if (tmp_path / "bench.jsonl").exists() else []
+    for r in bench_rows:
         groups.setdefault(r["group"], set()).add(r["backend"])
     assert all(len(b) >= 2 for b in groups.values())  # no group cut in half
     rep = _cli("report", str(tmp_path), "--out", str(tmp_path / "rep"))
