@@ -168,3 +168,35 @@ def test_an_unknown_case_name_is_a_usage_error(tmp_path, capsys):
     code, _, err = _run(["bench", "--grid", "paper", "--cases", "paper", "nope", "--out", str(tmp_path)], capsys)
     assert code == 2 and "--cases: nope not in grid paper" in err and err.count("\n") == 1
     assert not os.path.exists(tmp_path / bench.RESULTS)
+
+
+def test_bad_output_paths_are_refused_before_any_work(tmp_path):
+    """An --out that cannot be written is one line and exit 2, before torch is imported (a user
+    waits for nothing), and ``report`` leaves no empty folder behind when its input is bad."""
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    (tmp_path / "a-file").write_text("x")
+    cases_ = [
+        (["matrix", "--out", "/proc/x.jsonl"], "--out /proc/x.jsonl: cannot write this file"),
+        (["bench", "--out", "/proc/x"], "--out /proc/x: cannot write this folder"),
+        (["all", "--out", str(tmp_path / "a-file")], "expected a folder, found a file"),
+        (["report", os.path.join(ROOT, "reports", "cpu"), "--out", "/dev/null/x"], "cannot write this folder"),
+        (["gpu-run", "--rehearse", "--out", "/proc/y"], "cannot write this folder"),
+    ]
+    probe = "import sys, runpy; sys.argv = ['rfbench'] + sys.argv[1:]; "
+    probe += "from harness import cli; code = cli.main(sys.argv[1:]); "
+    probe += "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(code)"
+    for argv, msg in cases_:
+        res = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert res.returncode == 2 and msg in res.stderr and res.stderr.count("\n") == 1, (argv, res.stderr)
+        if argv[0] != "report":
+            assert "no torch" in res.stdout, argv
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    res = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "report", str(bad), "--out", str(tmp_path / "rep")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and not (tmp_path / "rep").exists(), res.stderr
