@@ -560,7 +560,7 @@ def _check_numba_cuda(ctx):
 def _check_cupy(ctx):
     import torch
 
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     if ctx.rehearse or not torch.cuda.is_available():
         try:

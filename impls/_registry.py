@@ -99,7 +99,7 @@ BACKENDS = {
     for b in (
         Backend(
             "reference",
-            "impls.reference_backend",
+            "impls.backends.reference",
             LAYERS,
             ("cpu",),
             ("float64",),
@@ -108,7 +108,7 @@ BACKENDS = {
         ),
         Backend(
             "torch-naive",
-            "impls.torch_naive",
+            "impls.backends.torch_naive",
             LAYERS,
             ("cpu", "cuda"),
             F32_64,
@@ -118,7 +118,7 @@ BACKENDS = {
         ),
         Backend(
             "torch-fast",
-            "impls.torch_fast",
+            "impls.backends.torch_fast",
             LAYERS,
             ("cpu", "cuda"),
             F32_64,
@@ -126,7 +126,7 @@ BACKENDS = {
         ),
         Backend(
             "numba",
-            "impls.numba_cpu",
+            "impls.backends.numba.kernels",
             LAYERS,
             ("cpu",),
             F32_64,
@@ -135,7 +135,7 @@ BACKENDS = {
         ),
         Backend(
             "numba-cuda",
-            "impls.numba_cuda",
+            "impls.backends.cuda.numba_prims",
             LAYERS,
             ("cuda",),
             F32_64,
@@ -144,7 +144,7 @@ BACKENDS = {
         ),
         Backend(
             "cupy",
-            "impls.cupy_cuda",
+            "impls.backends.cuda.cupy_prims",
             LAYERS,
             ("cuda",),
             F32_64,

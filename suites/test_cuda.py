@@ -22,7 +22,7 @@ import torch
 import impls
 import reference
 
-CUDA_DIR = Path(__file__).resolve().parents[1] / "impls" / "cuda"
+CUDA_DIR = Path(__file__).resolve().parents[1] / "impls" / "backends" / "cuda"
 N, S, F, K, H, W = 1, 2, 2, 2, 5, 4
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}  # relative norm error
 
@@ -33,7 +33,7 @@ def _sim():
 
     if not config.ENABLE_CUDASIM:
         pytest.skip("numba CUDA simulator not enabled (NUMBA_ENABLE_CUDASIM=1; set by conftest without a GPU)")
-    from impls import numba_cuda
+    from impls.backends.cuda import numba_prims as numba_cuda
 
     return numba_cuda
 
@@ -514,7 +514,7 @@ def _emu_launch(lib, cupy_cuda):
 def cc(emu_lib, monkeypatch, seed):
     """``impls.cupy_cuda`` launching into the CPU build of its kernels, blocks in the session
     seed's shuffled order; 64-thread element-wise blocks (fewer emulated threads)."""
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     emu_lib.emu_set_seed(seed % 2**31)
     monkeypatch.setattr(cupy_cuda, "_launch", _emu_launch(emu_lib, cupy_cuda))
@@ -618,7 +618,7 @@ def test_kernels_cropped_to_the_image(request, where, layer):
 
 
 def test_floors_clamped():
-    from impls import _cuda_ops
+    from impls.backends.cuda import layers as _cuda_ops
 
     fl = torch.tensor([-(2**40), -9, -8, -7, 0, 9, 10, 11, 2**40])
     # n_in 10, n_out 4, stride 2: reachable floors -8 .. 10 (rows i st + p0 + {0, 1})
@@ -679,7 +679,7 @@ def test_emu_grid_large_batch(cc, emu_lib, monkeypatch):
 
 
 def test_argv_needs_contiguous():
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     t = torch.zeros(4, 6)
     (p, k) = cupy_cuda._argv([t, np.int32(3)])
@@ -693,7 +693,7 @@ def test_reduction_block_size_is_compile_time():
     multiple of 32 when compiled; the host launches the reduction kernels with ``kRed``."""
     import re
 
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     src = (CUDA_DIR / "common.cu").read_text()
     assert int(re.search(r"constexpr int kRed = (\d+);", src).group(1)) == cupy_cuda.RED_THREADS
@@ -757,7 +757,7 @@ def _fwd_units(g, f_, s_, k_, spreads):
     """Floors ``[F,S,K]`` whose groups of ``FWD_FB`` output channels have the displacement spreads
     ``spreads`` (one per group: 6, 14 fit the buckets 8, 16; 60 leaves stages that do not fit
     32), and random corner weights."""
-    from impls.cupy_cuda import FWD_FB
+    from impls.backends.cuda.cupy_prims import FWD_FB
 
     fy = torch.zeros(f_, s_, k_, dtype=torch.int64)
     fx = torch.zeros_like(fy)
@@ -808,7 +808,7 @@ def test_emu_fwd_buckets(cc, st, dtype, seed):
 
 def test_emu_fwd_table():
     """The prepare pass: buckets by the largest spread of a group, stage-wise fit, relative floors."""
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     g = torch.Generator().manual_seed(0)
     fb = cupy_cuda.FWD_FB
@@ -823,7 +823,7 @@ def test_emu_fwd_table():
 def test_fwd_geom(emu_lib):
     """The host's tile geometry is the kernel's (FwdGeom), and two stages of every dau_fwd /
     dau_tapsum instantiation fit the opt-in shared-memory limit of sm_80 (163 KB)."""
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     for esize in (4, 8):
         for st in (1, 2):
@@ -845,7 +845,7 @@ def test_emu_fwd_paper(cc, seed):
 def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
     """The cupy DAU primitives never read a tensor's values on the host (on a GPU each read is a
     device sync): every host read of a tensor raises here while they run under emulation."""
-    from impls import _cuda_ops
+    from impls.backends.cuda import layers as _cuda_ops
 
     # Device tensors: the glue skips the host-side blur crop (_cuda_ops.blur_reach), which reads values.
     monkeypatch.setattr(_cuda_ops, "blur_reach", lambda x, mu_x, mu_y, stride, rb: rb)
@@ -872,7 +872,7 @@ if hasattr(np, "row_stack"):
 import numba
 import numba.cuda.dispatcher as dispatcher
 import torch
-import impls.numba_cuda as nc
+import impls.backends.cuda.numba_prims as nc
 
 # Record every launch as the layers make it: (kernel, argument types), no device needed.
 seen = {}

@@ -187,12 +187,12 @@ def test_std_variants_only_on_cuda_float32():
 
 def test_cupy_source_pastes_includes(tmp_path):
     """CuPy's disk cache keys a module on its source text: an edit of an included file must change it."""
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     for name in cupy_cuda.MODULES:
         text = cupy_cuda.source(name)
         assert '#include "' not in text and "RF_COMMON_CU" in text
-    src = Path(cupy_cuda.__file__).parent / "cuda"
+    src = Path(cupy_cuda.__file__).parent
     for f in src.glob("*.cu"):
         (tmp_path / f.name).write_text(f.read_text())
     before = cupy_cuda.source("dau", tmp_path)
@@ -205,7 +205,7 @@ def test_cupy_modules_compile_with_nvrtc(name):
     """Each module compiles with NVRTC exactly as CuPy compiles it on a GPU (its -ftz=true and
     every name expression included), for sm_90, without a device."""
     pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="cupy is not installed (the gpu extra)")
-    from impls import cupy_cuda
+    from impls.backends.cuda import cupy_prims as cupy_cuda
 
     try:
         cupy_cuda.nvrtc_compile(name)

@@ -11,7 +11,8 @@ import torch
 
 import impls
 from harness import cases, metrics, runner
-from impls import _math, torch_naive
+from impls import _math
+from impls.backends import torch_naive
 
 CPU = ["reference", "torch-naive", "torch-fast", "numba"]
 FAST = ["torch-naive", "torch-fast", "numba"]
@@ -368,7 +369,7 @@ def test_cuda_floors_do_not_wrap_into_the_image(far):
 
     if not config.ENABLE_CUDASIM:
         pytest.skip("needs Numba's CUDA simulator (conftest enables it on a machine without a GPU)")
-    from impls import numba_cuda
+    from impls.backends.cuda import numba_prims as numba_cuda
 
     x = torch.randn(1, 1, 4, 5)
     y = numba_cuda.acu(x, torch.ones(1, 1, 1), torch.tensor([far]), torch.tensor([0.25]), None, stride=1)

@@ -228,7 +228,7 @@ def test_one_element_sigma():
 @pytest.mark.parametrize("budget", [1, 2000])
 def test_chunks(monkeypatch, budget):
     """Tiny buffer budgets: chunks over groups and units (dau), over synapses (acu)."""
-    import impls.torch_fast as tf
+    import impls.backends.torch_fast as tf
 
     monkeypatch.setattr(tf, "_BUDGET", budget)
     g = _gen(10)

@@ -9,7 +9,7 @@ import torch
 
 import reference
 
-from . import _autograd
+from .. import _autograd
 
 _BACKWARD_ONLY = ("mu_grad",)  # hyper-parameters the forward does not take
 

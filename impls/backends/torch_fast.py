@@ -13,7 +13,7 @@ A "gather" or "scatter" pass over ``U`` units costs ``4 P U`` MACs (four bilinea
 import torch
 import torch.nn.functional as tnf
 
-from . import _autograd, _math
+from .. import _autograd, _math
 
 _BUDGET = 2**21  # elements of the window buffer: one per call, reused across chunks, small enough to stay in cache
 

@@ -12,7 +12,7 @@ kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``kernel_side`` reports
 import torch
 import torch.nn.functional as tnf
 
-from . import _math
+from .. import _math
 
 
 def conv(x, kern, rows, cols, stride):

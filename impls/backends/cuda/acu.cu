@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kRed) sample_sums(const T* __restrict__ e, con
 
 #ifndef __CUDACC_RTC__
 // Offline compilation (nvcc checks) instantiates every kernel here; NVRTC instantiates them
-// through the name expressions of impls/cupy_cuda.py.
+// through the name expressions of impls/backends/cuda/cupy_prims.py.
 void* rf_acu_kernels[] = {
     reinterpret_cast<void*>(&rf::sample<float>),
     reinterpret_cast<void*>(&rf::sample<double>),

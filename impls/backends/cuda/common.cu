@@ -41,7 +41,7 @@ struct Walk {
 };
 
 // Threads per block of every reduction kernel (tapsum, dtaps, sample_sums); the host's
-// RED_THREADS (impls/cupy_cuda.py) launches exactly this many.
+// RED_THREADS (impls/backends/cuda/cupy_prims.py) launches exactly this many.
 inline constexpr int kRed = 256;
 
 // Sum of v over a block of NT threads: warp shuffles, then one value per warp through shared

@@ -1,5 +1,5 @@
-"""Backend ``cupy``: the efficient algorithms as CUDA C kernels (``impls/cuda/*.cu``) loaded with
-``cupy.RawModule``; the layers are the shared glue of ``impls._cuda_ops`` (MAC counts there and
+"""Backend ``cupy``: the efficient algorithms as CUDA C kernels (``impls/backends/cuda/*.cu``) loaded with
+``cupy.RawModule``; the layers are the shared glue of ``impls.backends.cuda.layers`` (MAC counts there and
 next to each kernel).
 
 Kernels are templates on the dtype (``float``, ``double``), instantiated through NVRTC name
@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _cuda_ops
+from . import layers
 
-_DIR = Path(__file__).parent / "cuda"
+_DIR = Path(__file__).parent
 _T = ("float", "double")
 _NAMES = {
     "passes": [f"rf::{k}<{t}, {b}>" for k in ("cpass", "tpass", "dtaps") for t in _T for b in ("true", "false")],
@@ -104,7 +104,7 @@ _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILI
 
 
 def source(name, where=None):
-    """The text of ``impls/cuda/<name>.cu`` with its local ``#include "..."`` files pasted in (each once).
+    """The text of ``impls/backends/cuda/<name>.cu`` with its local ``#include "..."`` files pasted in (each once).
 
     CuPy's disk cache keys a compiled module on the source text it is given: with the includes
     pasted in, an edit of ``common.cu`` changes the key (an ``-I`` include would not, and a machine
@@ -225,7 +225,7 @@ def _c(t):
 
 
 class Prims:
-    """The primitives of ``impls._cuda_ops`` as CUDA C kernels (mixing as cuBLAS GEMMs)."""
+    """The primitives of ``impls.backends.cuda.layers`` as CUDA C kernels (mixing as cuBLAS GEMMs)."""
 
     @staticmethod
     def cpass(inp, taps, cin, fil, st, off, rows, n_out):
@@ -324,10 +324,10 @@ class Prims:
         ry, rx = gy - y0[:, None, :, None, None], gx - x0[:, None, :, None, None]
         rel = torch.where(fits[:, None, :, None, None], ry * 65536 + rx, 0).reshape(-1, gy.shape[2] * cs, k_)
         return (
-            _cuda_ops._i32(rel[:f_, :s_]),
-            _cuda_ops._i32(torch.stack([y0, x0], -1)),
-            _cuda_ops._i32(fits),
-            _cuda_ops._i32(bucket),
+            layers._i32(rel[:f_, :s_]),
+            layers._i32(torch.stack([y0, x0], -1)),
+            layers._i32(fits),
+            layers._i32(bucket),
         )
 
     @classmethod
@@ -453,7 +453,7 @@ class Prims:
         return torch.einsum("ngfl,ngml->gfm", dy.view(n, g_, f_ // g_, l_), bm).reshape(f_, m)
 
 
-_BACKEND = _cuda_ops.Backend(Prims())
+_BACKEND = layers.Backend(Prims())
 dau = _BACKEND.dau
 dau_gauss = _BACKEND.dau_gauss
 acu = _BACKEND.acu

@@ -125,7 +125,7 @@ __global__ void scatter(const T* __restrict__ dy, const T* __restrict__ a4, cons
 
 #ifndef __CUDACC_RTC__
 // Offline compilation (nvcc checks) instantiates every kernel here; NVRTC instantiates them
-// through the name expressions of impls/cupy_cuda.py.
+// through the name expressions of impls/backends/cuda/cupy_prims.py.
 void* rf_dau_kernels[] = {
     reinterpret_cast<void*>(&rf::shift<float>),
     reinterpret_cast<void*>(&rf::shift<double>),

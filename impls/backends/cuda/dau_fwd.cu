@@ -25,12 +25,12 @@
 // of 8 words and skew(r) = (r / (4 STRIDE)) % 4: the 32 lanes of a stride-1 load then hit 32
 // different banks (4-byte words).
 //
-// A prepare pass on the host side (impls/cupy_cuda.py fwd_table, torch ops, no sync) builds, per
+// A prepare pass on the host side (impls/backends/cuda/cupy_prims.py fwd_table, torch ops, no sync) builds, per
 // group fg and stage sc, the window origin box[fg, sc] = (min fy, min fx) and fits[fg, sc]
 // (spread at most 32), per unit rel[u] = (fy - min fy) << 16 | (fx - min fx), and per group the
 // spread bucket (0: <= 8, 1: <= 16, 2: larger).  The host launches SPREAD = 8, 16, 32; a block
 // whose group is in another bucket returns at once.  Stages that do not fit (spread > 32) read
-// the canvas directly (exact for any displacement, slow).  impls/cuda/dau.cu keeps the kernels
+// the canvas directly (exact for any displacement, slow).  dau.cu keeps the kernels
 // for other strides.  MACs 4 P F S K each.
 #include "common.cu"
 
@@ -43,7 +43,7 @@ constexpr int kStageBytes = 56 * 1024;  // one stage of the SPREAD 32 geometry a
 
 // Tile geometry of dau_fwd<T, STRIDE, SPREAD>: rows, cols, pitch and plane in elements, CS
 // channels per stage (the same for every SPREAD of a (T, STRIDE), so one prepared table serves
-// all three), and the dynamic shared memory of the two stages in bytes.  impls/cupy_cuda.py
+// all three), and the dynamic shared memory of the two stages in bytes.  impls/backends/cuda/cupy_prims.py
 // mirrors it (fwd_geom).
 template <typename T, int STRIDE, int SPREAD>
 struct FwdGeom {
@@ -355,7 +355,7 @@ __global__ void __launch_bounds__(kFwdThreads, sizeof(T) == 4 && STRIDE == 1 ? 0
 
 #ifndef __CUDACC_RTC__
 // Offline compilation (nvcc checks) instantiates every kernel here; NVRTC instantiates them
-// through the name expressions of impls/cupy_cuda.py.
+// through the name expressions of impls/backends/cuda/cupy_prims.py.
 // float: the three spread buckets; double (correctness more than speed): SPREAD 32 serves all.
 #define RF_K(K, T, ST, SP) reinterpret_cast<void*>(&rf::K<T, ST, SP>)
 void* rf_dau_fwd_kernels[] = {

@@ -45,7 +45,7 @@ MACs (reference/README.md section 8), ``P = N Ho Wo``, ``b = 2 rb + 1``, ``Hc = 
 
 import torch
 
-from . import _autograd, _math
+from ... import _autograd, _math
 
 DAU_NAMES = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
 

@@ -8,7 +8,7 @@ Two layers:
    CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) with NumPy inputs.
 2. ``Prims``: the same operations on torch tensors (zero-copy through
    ``__cuda_array_interface__``, launched on torch's current stream), and the layer callables
-   ``dau``, ``dau_gauss``, ``acu``, ``njet`` built on them by ``impls._cuda_ops`` (which also
+   ``dau``, ``dau_gauss``, ``acu``, ``njet`` built on them by ``impls.backends.cuda.layers`` (which also
    lists the MAC counts of every pass).
 
 Design: one thread per output element, written once (``=``), no atomics.  Every gather
@@ -33,7 +33,7 @@ if not hasattr(np, "row_stack"):
 
 from numba import config, cuda  # noqa: E402 (after the alias above)
 
-from . import _cuda_ops
+from . import layers
 
 THREADS = 128  # threads per block
 PER_LANE = 64  # elements a reduction thread sums at least (when there are enough units)
@@ -462,7 +462,7 @@ def _arr(t):
 
 
 class Prims:
-    """The primitives of ``impls._cuda_ops`` on torch tensors (see there for the shapes)."""
+    """The primitives of ``impls.backends.cuda.layers`` on torch tensors (see there for the shapes)."""
 
     def __init__(self, per_lane=PER_LANE, max_threads=MAX_THREADS):
         self.per_lane, self.max_threads = per_lane, max_threads
@@ -529,7 +529,7 @@ class Prims:
         return self._run(mix_dw, dy, (dy.shape[1], bm.shape[2], lanes), dy, bm, grp).sum(-1)
 
 
-_BACKEND = _cuda_ops.Backend(Prims())
+_BACKEND = layers.Backend(Prims())
 dau = _BACKEND.dau
 dau_gauss = _BACKEND.dau_gauss
 acu = _BACKEND.acu

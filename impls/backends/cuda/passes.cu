@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kRed) dtaps(const T* __restrict__ dout, const 
 
 #ifndef __CUDACC_RTC__
 // Offline compilation (nvcc checks) instantiates every kernel here; NVRTC instantiates them
-// through the name expressions of impls/cupy_cuda.py.
+// through the name expressions of impls/backends/cuda/cupy_prims.py.
 void* rf_passes_kernels[] = {
     reinterpret_cast<void*>(&rf::cpass<float, true>),
     reinterpret_cast<void*>(&rf::cpass<float, false>),

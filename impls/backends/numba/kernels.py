@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from numba import njit, prange
 
-from . import _autograd, _math
+from ... import _autograd, _math
 
 _JIT = {"parallel": True, "fastmath": False, "cache": True}
 

@@ -1,0 +1,1 @@
+"""The backends: one module (or folder) per backend of the registry (``impls._registry``)."""

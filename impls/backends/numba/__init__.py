@@ -1,0 +1,1 @@
+"""Backend ``numba``: CPU kernels (``kernels``)."""
