@@ -126,7 +126,7 @@ BACKENDS = {
         ),
         Backend(
             "numba",
-            "impls.backends.numba.kernels",
+            "impls.backends.numba.layers",
             LAYERS,
             ("cpu",),
             F32_64,

@@ -6,7 +6,7 @@ import torch
 import impls
 
 pytest.importorskip("numba")
-from impls.backends.numba import kernels as numba_cpu  # noqa: E402
+from impls.backends.numba import layers as numba_cpu  # noqa: E402
 
 
 N, S, F, K, H, W = 2, 3, 4, 3, 7, 6

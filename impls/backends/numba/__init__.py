@@ -1,1 +1,1 @@
-"""Backend ``numba``: CPU kernels (``kernels``)."""
+"""Backend ``numba``: CPU kernels (``kernels``) and the layers over them (``layers``)."""

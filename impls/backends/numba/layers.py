@@ -1,0 +1,467 @@
+"""Backend ``numba``: the papers' efficient algorithms, as layers over the CPU kernels of ``kernels``.
+
+Tensors go to NumPy views and back (no copy for contiguous ones).  The channel mixing of ``acu``
+and ``njet`` is a matrix product done by BLAS (``torch.matmul`` on contiguous views),
+bit-identical run to run at a fixed thread count; the kernels are bit-identical at any.
+
+MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
+``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
+``R2 = (2R + 1)^2`` (dau_gauss); ``v = pw / Wo`` the wide-row waste (1.25 at the paper case):
+
+- dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v``.
+  backward: weight and exact mu share one tap-sum pass ``4 P F S K v`` (+ the blur again);
+  gauss mu: ``2 x 4 P F S K v`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
+  x: a gather over ``dy`` at the rotated displacements ``4 N F S K Hb Wb v`` (``Hb, Wb = H, W + 2 rb``)
+  + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then two blurs and one dot product.
+  With every gradient (exact): ``8 P F S K v`` + ``O(N S Hb Wb b)``.  Per-row path: the same counts, ``v = 1``.
+- acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K`` (GEMM).
+  backward: ``P F S K`` (dL/d shifted maps, GEMM) + ``P F S K`` (weight, GEMM) + ``4 P S K G`` (x, adjoint
+  of the shift) + ``4 P S K G`` (position corner sums, fused with it) + ``4 P S K G`` (re-interpolate, weight only).
+- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J`` (GEMM).
+  backward: alpha ``P F S J`` (GEMM, + the two basis passes again); dL/dbasis ``P F S J`` (GEMM);
+  x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
+- dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
+
+Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
+``dy`` into the zero-padded wide layouts (``P F v`` elements, twice); ``acu`` pads ``x`` by one
+pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
+Intermediates (recomputed in the backward, nothing saved): dau window ``N S hp pw``; acu shifted maps of one chunk of
+synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
+"""
+
+import numpy as np
+import torch
+
+from ... import _autograd, _math
+from .kernels import (
+    _blur_win,
+    _blur_win_t,
+    _canvas,
+    _corr,
+    _corr_dk,
+    _corr_dx,
+    _hblur,
+    _hblur_dg,
+    _hblur_t,
+    _jet_cols,
+    _jet_cols_t,
+    _jet_dd,
+    _jet_rows,
+    _jet_rows_t,
+    _plane_dots,
+    _sample,
+    _sample_back,
+    _scatter,
+    _shift,
+    _tapsums,
+    _vblur,
+    _vblur_dg,
+    _vblur_t,
+    _wide_shift,
+    _wide_taps,
+)
+
+
+def _np(t):
+    """Tensor -> NumPy view (a copy only when ``t`` is not contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
+def _t(a):
+    return torch.from_numpy(a)
+
+
+def _bilinear(my, mx, pad):
+    """Floors (+ ``pad``, int64 NumPy) and 1-D weights ``wy, wx [..., 2]`` of displacements."""
+    fy, wy = _math.bilinear(my.detach())
+    fx, wx = _math.bilinear(mx.detach())
+    return _np(fy + pad), _np(fx + pad), wy, wx
+
+
+def _taps4(wy, wx):
+    """Stencil weights ``[..., 4]``, index ``2 da + db``."""
+    return (wy[..., :, None] * wx[..., None, :]).flatten(-2)
+
+
+def _add_bias(y, bias):
+    if bias is not None:
+        y += bias.detach()[None, :, None, None]
+    return y
+
+
+_BUDGET = 2**21  # elements of one chunk of shifted maps (acu): bounds the memory whatever the groups
+
+
+def _shape_out(x, st):
+    return _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
+
+
+_WASTE = 1.5  # widest window pitch, relative to the output row, that the wide-row kernels take
+
+
+def _paste(dst, src, top, left):
+    """``dst[..., top + i, left + j] = src[..., i, j]`` where that lies inside ``dst``.
+
+    The input gradient's padded ``dy`` (``_Dau._backward_wide``) only spans what the rotated
+    gather reads for the blurred image's support; entries of ``dy`` outside it are joined to
+    canvas points beyond that support (zeros), so they are terms of nothing and are dropped.
+    """
+    (hs, ws), (hd, wd) = src.shape[-2:], dst.shape[-2:]
+    i0, j0 = max(0, -top), max(0, -left)
+    i1, j1 = min(hs, hd - top), min(ws, wd - left)
+    if i1 > i0 and j1 > j0:
+        dst[..., top + i0 : top + i1, left + j0 : left + j1] = src[..., i0:i1, j0:j1]
+
+
+def _wide_window(fy, fx, h, w, ho, wo, rb, st):
+    """Window of the wide-row kernels for units with floors ``fy, fx [F,S,K]``, or None.
+
+    None for stride > 1 and when the units' column spread would waste more than ``_WASTE``
+    (the per-row kernels run instead).  -> ``(active, y0, y1, x0, x1)``: units whose reads
+    meet the blurred image's support ``[-rb, H-1+rb]``, and the range of their floor rows
+    ``[y0, y1)`` (``y1`` = largest floor + 1, the lower tap) and columns.
+    """
+    if st != 1:
+        return None
+    act = (fy <= h - 1 + rb) & (fy + ho >= -rb) & (fx <= w - 1 + rb) & (fx + wo >= -rb)
+    if not act.any():
+        return act, 0, 1, 0, 1
+    y0, y1, x0, x1 = fy[act].min(), fy[act].max() + 1, fx[act].min(), fx[act].max() + 1
+    if wo + x1 - x0 > _WASTE * wo:
+        return None
+    return act, int(y0), int(y1), int(x0), int(x1)
+
+
+class _Dau:
+    """``dau``: blur each input channel once, then shift per unit (DAU IJCV Eq. 13-14).
+
+    Stride 1 runs the wide-row kernels: the forward reads a blurred window of pitch
+    ``pw = Wo + x1 - x0``; the input gradient is the same gather over ``dy`` zero-padded to
+    pitch ``Wb + x1 - x0`` at the rotated displacements (taps flipped), ``Wb = W + 2 rb``.
+    """
+
+    def _setup(self, t, hp):
+        sig = t["sigma"].detach().reshape(())
+        r = hp["blur_radius"]
+        fy, fx, wy, wx = _bilinear(t["mu_y"], t["mu_x"], 0)
+        a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))  # [F,S,K,4]
+        return sig, r, fy, fx, wy, wx, a
+
+    def forward(self, t, hp):
+        x, st = _np(t["x"]), hp["stride"]
+        sig, r, fy, fx, wy, wx, a = self._setup(t, hp)
+        g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
+        (ho, wo), (h, w) = _shape_out(x, st), x.shape[2:]
+        # Both paths skip samples that read only zeros (outside the canvas or an inactive unit),
+        # dropping weight * 0 terms: a non-finite weight makes its whole output channel
+        # non-finite (reference/README.md section 7), so those terms are added back per channel.
+        nonfinite = (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
+        win = _wide_window(fy, fx, h, w, ho, wo, r, st)
+        if win is None:
+            y = _t(_shift(_canvas(x, g, g, r + 1), a, fy + r + 1, fx + r + 1, st, ho, wo))
+            return _add_bias(y + nonfinite, t["bias"]), {}
+        act, y0, y1, x0, x1 = win
+        pw = wo + x1 - x0
+        c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)
+        off = np.where(act, (fy - y0) * pw + fx - x0, -1)
+        bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
+        return _t(_wide_shift(c, a, off, ho, wo, bias)) + nonfinite, {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
+        sig, r, fy, fx, wy, wx, a = self._setup(t, hp)
+        w = t["weight"].detach()
+        g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
+        (ho, wo), (h, wd) = dy.shape[2:], x.shape[2:]
+        win = _wide_window(fy, fx, h, wd, ho, wo, r, st)
+        if win is None:
+            out = self._backward_rows(x, dyn, sig, r, fy + r + 1, fx + r + 1, wy, wx, a, g, w, hp, needs)
+        else:
+            out = self._backward_wide(x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win)
+        if "sigma" in out:
+            out["sigma"] = out["sigma"].reshape(t["sigma"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+    @staticmethod
+    def _sampled(c, wy, wx):
+        """``sum_m taps[m] c[..., m]``: a sample's sum against ``dy`` from corner sums ``c [F,S,K,4]``."""
+        return (c * _taps4(wy, wx)).sum(-1)
+
+    @staticmethod
+    def _exact_mu(c, wy, wx, w, out):
+        """Bilinear derivative rule, floor fixed (reference/README.md section 1)."""
+        out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
+        out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
+
+    def _backward_wide(self, x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win):
+        act, y0, y1, x0, x1 = win
+        n_, f_, ho, wo = dyn.shape
+        h, wd = x.shape[2:]
+        pw = wo + x1 - x0
+        off = np.where(act, (fy - y0) * pw + fx - x0, -1)
+        out = {}
+        if needs & {"weight", "mu_x", "mu_y"}:
+            d = np.zeros((n_, f_, ho, pw), x.dtype)
+            d[..., :wo] = dyn
+            d, m = d.reshape(n_, f_, ho * pw), (ho - 1) * pw + wo  # dy at the window pitch
+            c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)  # recomputed: ~1% of the pass, nothing saved
+            cw = _t(_wide_taps(c, d, off, m))
+            out["weight"] = self._sampled(cw, wy, wx)
+            if hp["mu_grad"] == "exact":
+                self._exact_mu(cw, wy, wx, w, out)
+            else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
+                gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
+                for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
+                    if name in needs:
+                        cn = _wide_taps(_blur_win(x, gr, gc, y0, x0, ho + y1 - y0, pw), d, off, m)
+                        out[name] = w * self._sampled(_t(cn), wy, wx)
+        if needs & {"x", "sigma"}:
+            hb, wb = h + 2 * r, wd + 2 * r  # the blurred image's support, coordinates -r ...
+            wq = wb + x1 - x0
+            dyp = np.zeros((n_, f_, hb + y1 - y0, wq), x.dtype)
+            _paste(dyp, dyn, r + y1, r + x1)
+            offb = np.ascontiguousarray(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1).transpose(1, 0, 2))
+            ab = np.ascontiguousarray(a[..., ::-1].transpose(1, 0, 2, 3))  # tap (da, db) -> (1 - da, 1 - db)
+            back = _wide_shift(dyp, ab, offb, hb, wb, np.zeros(x.shape[1], x.dtype))
+            if "x" in needs:
+                out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
+            if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
+                dg = _math.gauss1d_dsigma(sig, hp["gauss_radius"], r).numpy()
+                parts = _plane_dots(back, _blur_win(x, dg, g, -r, -r, hb, wb))
+                parts += _plane_dots(back, _blur_win(x, g, dg, -r, -r, hb, wb))
+                out["sigma"] = _t(parts).sum()
+        return out
+
+    def _backward_rows(self, x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs):
+        """Stride > 1 or wide spreads: the per-row kernels on the canvas with a ``r + 1`` border."""
+        st, pad = hp["stride"], r + 1
+        out = {}
+        h = _hblur(x, g, pad) if needs & {"weight", "mu_x", "mu_y", "sigma"} else None
+        if needs & {"weight", "mu_x", "mu_y"}:
+            c = _t(_tapsums(_vblur(h, g, pad), dyn, fy, fx, st))  # [F,S,K,4]
+            out["weight"] = self._sampled(c, wy, wx)
+            if hp["mu_grad"] == "exact":
+                self._exact_mu(c, wy, wx, w, out)
+            else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
+                gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
+                if "mu_x" in needs:
+                    out["mu_x"] = w * self._sampled(_t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st)), wy, wx)
+                if "mu_y" in needs:
+                    out["mu_y"] = w * self._sampled(_t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st)), wy, wx)
+        if needs & {"x", "sigma"}:
+            back = _scatter(dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
+            back_h = _vblur_t(back, g, pad, x.shape[2])  # dL/d(column-blurred x)
+            if "x" in needs:
+                out["x"] = _t(_hblur_t(back_h, g, pad, x.shape[3]))
+            if "sigma" in needs:  # dL/dg through both blur passes, then the quotient rule in g
+                dg = _vblur_dg(back, h, r, pad).sum(0) + _hblur_dg(back_h, x, r, pad).sum(0)
+                out["sigma"] = (_t(dg) * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum()
+        return out
+
+
+class _Acu:
+    """``acu``: per position group and chunk of synapses, one bilinear shift of the input (shared by
+    the group's channels), then the 1x1 products as one batched GEMM (BLAS through torch).
+
+    The shifted maps of one chunk, ``[N, Kc, S, Ho, Wo]`` with ``Kc`` set by ``_BUDGET``, are the
+    only intermediate: memory does not grow with the number of position groups.
+    """
+
+    def _setup(self, t):
+        k_ = t["weight"].shape[2]
+        fy, fx, wy, wx = _bilinear(t["pos_y"].reshape(-1, k_), t["pos_x"].reshape(-1, k_), 1)
+        xp = _np(torch.nn.functional.pad(t["x"].detach(), (1, 1, 1, 1)))  # copy: one zero border
+        return xp, fy, fx, wy, wx, _np(_taps4(wy, wx))
+
+    @staticmethod
+    def _chunks(n_, s_, f_, k_, g_, l_):
+        """``(g, channels of g, chunk of synapses)``; a chunk's shifted maps hold at most ``_BUDGET`` elements."""
+        kc, fg = max(1, min(k_, _BUDGET // max(1, n_ * s_ * l_))), f_ // g_
+        for g in range(g_):
+            for k0 in range(0, k_, kc):
+                yield g, slice(g * fg, (g + 1) * fg), slice(k0, min(k0 + kc, k_))
+
+    @staticmethod
+    def _weights(weight, fs, ks):
+        """``weight[fs, :, ks]`` ordered as the shifted maps' rows ``(k, s)`` -> ``[Fg, Kc S]`` (small copy)."""
+        return weight[fs, :, ks].transpose(1, 2).reshape(fs.stop - fs.start, -1)
+
+    def forward(self, t, hp):
+        st, weight = hp["stride"], t["weight"].detach()
+        xp, fy, fx, wy, wx, a = self._setup(t)
+        (n_, s_), (f_, _, k_) = xp.shape[:2], weight.shape
+        ho, wo = _shape_out(t["x"], st)
+        y = weight.new_zeros(n_, f_, ho * wo)
+        if t["bias"] is not None:
+            y += t["bias"].detach()[None, :, None]
+        buf = None
+        for g, fs, ks in self._chunks(n_, s_, f_, k_, fy.shape[0], ho * wo):
+            kc = ks.stop - ks.start
+            if buf is None:  # the first chunk is the largest
+                buf = np.empty(n_ * kc * s_ * ho * wo, xp.dtype)
+            xs = buf[: n_ * kc * s_ * ho * wo].reshape(n_, kc, s_, ho, wo)
+            _sample(xp, a[g, ks], fy[g, ks], fx[g, ks], st, xs)
+            wk = self._weights(weight, fs, ks)
+            y[:, fs].baddbmm_(wk.expand(n_, -1, -1), _t(xs).view(n_, kc * s_, ho * wo))
+        return y.view(n_, f_, ho, wo), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        st, weight = hp["stride"], t["weight"].detach()
+        xp, fy, fx, wy, wx, a = self._setup(t)
+        (n_, s_), (f_, _, k_) = xp.shape[:2], weight.shape
+        g_, (ho, wo) = fy.shape[0], dy.shape[2:]
+        dyv = dy.view(n_, f_, ho * wo)
+        pos = bool(needs & {"pos_x", "pos_y"})
+        gxp = np.zeros(xp.shape if "x" in needs else (0, 0, 0, 0), xp.dtype)
+        gw = weight.new_zeros(weight.shape)
+        sums = weight.new_zeros(g_, k_, 4)
+        buf = None
+        for g, fs, ks in self._chunks(n_, s_, f_, k_, g_, ho * wo):
+            kc, dyg = ks.stop - ks.start, dyv[:, fs]
+            if buf is None:
+                buf = np.empty(n_ * kc * s_ * ho * wo, xp.dtype)
+            xs = buf[: n_ * kc * s_ * ho * wo].reshape(n_, kc, s_, ho, wo)
+            if "weight" in needs:  # sum_n dy_n xs_n^T: batched GEMM, then a fixed-order sum over n
+                _sample(xp, a[g, ks], fy[g, ks], fx[g, ks], st, xs)
+                gwk = torch.matmul(dyg, _t(xs).view(n_, kc * s_, ho * wo).transpose(1, 2)).sum(0)
+                gw[fs, :, ks] = gwk.view(-1, kc, s_).transpose(1, 2)
+            if "x" in needs or pos:  # dL/d(shifted maps) = weight^T dy, then the shift's adjoint
+                torch.matmul(self._weights(weight, fs, ks).t(), dyg, out=_t(xs).view(n_, kc * s_, ho * wo))
+                part = _sample_back(xp, xs, a[g, ks], fy[g, ks], fx[g, ks], st, gxp, "x" in needs)
+                sums[g, ks] = _t(part.sum(0))
+        out = {"weight": gw}
+        if "x" in needs:
+            out["x"] = _t(gxp)[:, :, 1:-1, 1:-1].contiguous()  # copy: crop the border
+        if pos:
+            c = sums
+            gpx = wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2])
+            gpy = wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1])
+            out["pos_x"], out["pos_y"] = gpx.reshape(t["pos_x"].shape), gpy.reshape(t["pos_y"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+class _Njet:
+    """``njet``: separable Gaussian-derivative basis (rows then columns, strided), then mixing."""
+
+    def _basis(self, x, d, pairs, st):
+        hx = _jet_rows(x, d, st, _math.out_size(x.shape[3], st))
+        return hx, _jet_cols(hx, d, pairs, st, _math.out_size(x.shape[2], st))
+
+    def _setup(self, t, hp):
+        sig = t["sigma"].detach().reshape(())
+        d = _math.gauss_derivs1d(sig, hp["gauss_radius"], hp["order"], hp["radius"])
+        pairs = np.array(_math.njet_pairs(hp["order"]), dtype=np.int64).reshape(-1, 2)
+        return sig, d, pairs
+
+    def forward(self, t, hp):
+        x, st = _np(t["x"]), hp["stride"]
+        _, d, pairs = self._setup(t, hp)
+        _, b = self._basis(x, _np(d), pairs, st)
+        n_, s_, j_, ho, wo = b.shape
+        alpha = t["alpha"].detach()
+        y = torch.matmul(alpha.reshape(alpha.shape[0], -1), _t(b).view(n_, s_ * j_, ho * wo))  # BLAS
+        return _add_bias(y.view(n_, alpha.shape[0], ho, wo), t["bias"]), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        x, st = _np(t["x"]), hp["stride"]
+        sig, d, pairs = self._setup(t, hp)
+        dn = _np(d)
+        alpha = t["alpha"].detach()
+        f_, s_, j_ = alpha.shape
+        n_, _, ho, wo = dy.shape
+        dyv = dy.view(n_, f_, ho * wo)
+        out = {}
+        hx = b = None
+        if needs & {"alpha", "sigma"}:
+            hx, b = self._basis(x, dn, pairs, st)
+        if "alpha" in needs:
+            # sum_n dy_n B_n^T: batched GEMM, then a fixed-order sum over n
+            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, ho * wo).transpose(1, 2)).sum(0).view(f_, s_, j_)
+        if needs & {"x", "sigma"}:
+            db = torch.matmul(alpha.reshape(f_, -1).t(), dyv).numpy().reshape(n_, s_, j_, ho, wo)
+            dh = _jet_cols_t(db, dn, pairs, st, x.shape[2], d.shape[0])
+            if "x" in needs:
+                out["x"] = _t(_jet_rows_t(dh, dn, st, x.shape[3]))
+            if "sigma" in needs:  # dL/d(filter taps) in numba, then autograd through the tiny 1-D filters
+                dd = _t(_jet_dd(x, hx, db, dh, pairs, st, d.shape[1]).sum(0))
+                s = sig.clone().requires_grad_(True)
+                with torch.enable_grad():
+                    dg = _math.gauss_derivs1d(s, hp["gauss_radius"], hp["order"], hp["radius"])
+                    (gs,) = torch.autograd.grad(dg, s, dd)
+                out["sigma"] = gs.reshape(t["sigma"].shape)
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+class _DauGauss:
+    """``dau_gauss``: dense kernel built in torch, direct correlation in numba."""
+
+    def _kernel(self, t, hp):
+        w, mx, my, sg = t["weight"], t["mu_x"], t["mu_y"], t["sigma"]
+        sig = sg if sg.dim() == 3 else sg.reshape(()).expand(w.shape)
+        keep = (-hp["keep"], hp["keep"])  # the centre that reaches the image (_math.centred_reach)
+        return torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"], keep, keep))
+
+    def forward(self, t, hp):
+        x, st = _np(t["x"]), hp["stride"]
+        kern = _np(self._kernel({k: v.detach() for k, v in t.items() if v is not None}, hp))
+        return _add_bias(_t(_corr(x, kern, st, *_shape_out(x, st))), t["bias"]), {}
+
+    def backward(self, t, saved, dy, hp, needs):
+        x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
+        names = ("weight", "mu_x", "mu_y", "sigma")
+        out = {}
+        if "x" in needs:
+            kern = _np(self._kernel({k: t[k].detach() for k in names}, hp))
+            out["x"] = _t(_corr_dx(dyn, kern, st, x.shape[2], x.shape[3]))
+        want = [k for k in names if k in needs]
+        if want:  # dL/dkernel in numba, then autograd through the kernel construction
+            dk = _t(_corr_dk(x, dyn, hp["keep"], st))
+            leaves = {k: t[k].detach().requires_grad_(k in want) for k in names}
+            with torch.enable_grad():
+                grads = torch.autograd.grad(self._kernel(leaves, hp), [leaves[k] for k in want], dk)
+            out.update(zip(want, grads))
+        if "bias" in needs:
+            out["bias"] = dy.sum((0, 2, 3))
+        return out
+
+
+_DAU, _DAU_GAUSS, _ACU, _NJET = _Dau(), _DauGauss(), _Acu(), _Njet()
+_UNIT_NAMES = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
+
+
+def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
+    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
+    # blur_radius below: the taps that join a sample to a pixel (_math.blur_reach); the Gaussian
+    # is normalised over all 2 rb + 1 taps of "gauss_radius".
+    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
+    rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
+    hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
+    return _autograd.apply(_DAU, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
+
+
+def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
+    """As ``dau``; ``sigma`` scalar or ``[F,S,K]``; kernel side ``2 radius + 1``."""
+    hp = {"radius": radius, "stride": stride, "keep": _math.centred_reach(x.shape[2:], stride, radius)}
+    return _autograd.apply(_DAU_GAUSS, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
+
+
+def acu(x, weight, pos_x, pos_y, bias, *, stride):
+    """``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
+    return _autograd.apply(
+        _ACU, {"stride": stride}, ("x", "weight", "pos_x", "pos_y", "bias"), (x, weight, pos_x, pos_y, bias)
+    )
+
+
+def njet(x, alpha, sigma, bias, *, order, radius, stride):
+    """``alpha [F,S,J]``, scalar ``sigma`` -> ``[N,F,Ho,Wo]``."""
+    # "radius": the taps that reach a pixel (_math.centred_reach); the basis keeps the
+    # normalisation over all 2 radius + 1 taps of "gauss_radius".
+    keep = _math.centred_reach(x.shape[2:], stride, radius)
+    hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
+    return _autograd.apply(_NJET, hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))
