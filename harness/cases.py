@@ -5,10 +5,11 @@ draws its float64 tensors deterministically from its seed (``arrays``), so a fai
 is re-run exactly from its printed fields.
 """
 
-import math
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+
+from reference import LAYERS
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,14 @@ class Case:
         return out
 
     def resolved_radius(self):
-        """The radius the layer will use (reference/README.md defaults from ``sigma``)."""
+        """The radius the layer will use: the case's, else the default rule of the layer's table for ``sigma``."""
         if self.radius is not None:
             return self.radius
-        if self.layer == "dau":
-            return math.ceil(3.0 * self.sigma)
-        if self.layer == "njet":
-            return math.ceil(2.0 * self.sigma)
-        raise ValueError(f"case {self.id}: dau_gauss needs an explicit radius")
+        layer = LAYERS[self.layer]
+        rule = layer.param(layer.radius) if layer.radius else None
+        if rule is None or rule.factor is None:
+            raise ValueError(f"case {self.id}: {self.layer} has no default radius")
+        return rule.radius_from(self.sigma, layer.defaults())
 
     def out_shape(self):
         return (self.n, self.f, -(-self.h // self.stride), -(-self.w // self.stride))
@@ -112,22 +113,22 @@ class Case:
                     a[k] = a[k] * self.scale
         return a
 
-    def hparams(self):
-        """Keyword hyper-parameters of the public API (and of ``reference``)."""
-        hp = {"stride": self.stride}
-        if self.layer == "dau":
-            hp["blur_radius"] = self.resolved_radius()
-        elif self.layer == "dau_gauss":
-            hp["radius"] = self.resolved_radius()
-        elif self.layer == "njet":
-            hp.update(order=self.order, radius=self.resolved_radius())
+    def hparams(self, backward=False):
+        """Keyword hyper-parameters of the forward (``backward``: also those only the backward reads), as the
+        public API and the reference take them: the layer's table's parameters that the case sets (a field
+        of the parameter's name; ``radius`` for the layer's radius, resolved)."""
+        layer = LAYERS[self.layer]
+        hp = {}
+        for p in layer.params:
+            if p.name == layer.radius:
+                hp[p.name] = self.resolved_radius()
+            elif hasattr(self, p.name) and (p.forward or backward):
+                hp[p.name] = getattr(self, p.name)
         return hp
 
     def backward_hparams(self):
-        hp = self.hparams()
-        if self.layer == "dau":
-            hp["mu_grad"] = self.mu_grad
-        return hp
+        """Every hyper-parameter the case sets (``hparams(backward=True)``)."""
+        return self.hparams(backward=True)
 
 
 def _awkward(layer, **base):

@@ -58,7 +58,7 @@ def check(case, seed=0, h=H):
     n_y = metrics.n_terms(case, "forward") + y_abs.size
     loss_err = n_y * U64 * float(np.sum(np.abs(dy) * y_abs))
     out = {}
-    for name in layer.args:
+    for name in layer.tensors:
         if arrays.get(name) is None:
             continue
         fd = reference.central_diff(fwd, arrays, name, dy, h)

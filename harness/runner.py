@@ -36,13 +36,6 @@ ROW_FIELDS = (
     "precision",
 )
 
-PUBLIC = {
-    "dau": impls.dau_conv2d,
-    "dau_gauss": impls.dau_gauss_conv2d,
-    "acu": impls.acu_conv2d,
-    "njet": impls.njet_conv2d,
-}
-
 
 def rounded(arrays, dtype):
     """The float64 values the backend actually sees after casting to ``dtype``."""
@@ -88,11 +81,9 @@ def tensors(case, arrays, dtype, device):
 
 
 def call(case, backend, t):
-    """Run ``case``'s layer through the public API on tensors ``t``."""
-    hp = case.hparams()
-    if case.layer == "dau":
-        hp["mu_grad"] = case.mu_grad
-    return PUBLIC[case.layer](**t, **hp, backend=backend)
+    """Run ``case``'s layer through the public API (its table's ``function``) on tensors ``t``."""
+    public = getattr(impls, reference.LAYERS[case.layer].function)
+    return public(**t, **case.hparams(backward=True), backend=backend)
 
 
 def _row(case, backend, device, dtype, output, status, reason="", seed=0, **m):

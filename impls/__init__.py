@@ -44,10 +44,8 @@ def dau_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius
     Returns:
         ``[N, F, Ho, Wo]``.
     """
-    from . import _ops, _validate
+    from . import _ops
 
-    x, weight, mu_x, mu_y, sigma, bias = _ops.autocast_args(x, weight, mu_x, mu_y, sigma, bias)
-    sigma, stride, blur_radius = _validate.dau(x, weight, mu_x, mu_y, sigma, bias, stride, blur_radius, mu_grad)
     hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
     return _ops.call("dau", backend, (x, weight, mu_x, mu_y, sigma, bias), hp)
 
@@ -58,10 +56,8 @@ def dau_gauss_conv2d(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=
     ``x [N,S,H,W]``; ``weight, mu_x, mu_y [F,S,K]``; ``sigma`` a positive scalar or ``[F,S,K]``;
     ``bias [F]`` optional. Returns ``[N, F, Ho, Wo]``.
     """
-    from . import _ops, _validate
+    from . import _ops
 
-    x, weight, mu_x, mu_y, sigma, bias = _ops.autocast_args(x, weight, mu_x, mu_y, sigma, bias)
-    sigma, radius, stride = _validate.dau_gauss(x, weight, mu_x, mu_y, sigma, bias, radius, stride)
     return _ops.call("dau_gauss", backend, (x, weight, mu_x, mu_y, sigma, bias), {"radius": radius, "stride": stride})
 
 
@@ -72,10 +68,8 @@ def acu_conv2d(x, weight, pos_x, pos_y, bias=None, *, stride=1, backend="auto"):
     ``[P,K]`` (channel ``f`` uses group ``f // (F/P)``); ``bias [F]`` optional.
     Returns ``[N, F, Ho, Wo]``.
     """
-    from . import _ops, _validate
+    from . import _ops
 
-    x, weight, pos_x, pos_y, bias = _ops.autocast_args(x, weight, pos_x, pos_y, bias)
-    stride = _validate.acu(x, weight, pos_x, pos_y, bias, stride)
     return _ops.call("acu", backend, (x, weight, pos_x, pos_y, bias), {"stride": stride})
 
 
@@ -86,10 +80,8 @@ def njet_conv2d(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, s
     scalar; ``radius`` default ``ceil(extent * sigma)``; ``bias [F]`` optional.
     Returns ``[N, F, Ho, Wo]``.
     """
-    from . import _ops, _validate
+    from . import _ops
 
-    x, alpha, sigma, bias = _ops.autocast_args(x, alpha, sigma, bias)
-    sigma, order, extent, radius, stride = _validate.njet(x, alpha, sigma, bias, order, extent, radius, stride)
     hp = {"order": order, "extent": extent, "radius": radius, "stride": stride}
     return _ops.call("njet", backend, (x, alpha, sigma, bias), hp)
 

@@ -1,17 +1,19 @@
-"""One bridge from a backend's hand-written forward/backward to torch autograd.
+"""One bridge from a backend's op to torch autograd (the op interface: ``impls.backends``).
 
-A backend op is any object with
+An op with a hand-written backward is any object with
 
     forward(t: dict[str, Tensor | None], hp: dict) -> (y, saved: dict[str, Tensor])
     backward(t, saved, dy, hp, needs: set[str]) -> dict[str, Tensor]
     resave(t, hp) -> saved          (optional: rebuilds ``saved`` from the inputs)
 
 where ``t`` maps the layer's argument names (``x``, ``weight``, ...) to tensors, ``hp`` holds
-the validated hyper-parameters and ``needs`` names the arguments whose gradient is wanted.
-``backward`` returns a gradient of each needed argument's shape and dtype.
+the normalised hyper-parameters (``impls._ops.backend_hp``) and ``needs`` names the arguments
+whose gradient is wanted.  ``backward`` returns a gradient of each needed argument's shape and
+dtype.  An op written in differentiable torch code is a ``Differentiable``: its forward alone,
+differentiated by torch autograd (to any order).
 
-Backends call ``apply(op, hp, names, tensors)``.  What it does depends on who called the
-backend (``impls._ops``):
+``apply(op, hp, names, tensors)`` runs an op.  What it does depends on who called it
+(``impls._ops``):
 
 - eager (the default): a ``torch.autograd.Function`` runs ``op.forward`` and, in the backward,
   ``op.backward`` with the tensors ``forward`` saved.  The gradient is computed once: a second
@@ -22,7 +24,9 @@ backend (``impls._ops``):
   ``saved`` rebuilt by ``op.resave`` (or, for an op without one, by running ``op.forward`` again
   when ``backward`` first reads ``saved``), since a compiled graph keeps only the op's inputs.
 
-Backward passes run with autocast disabled, as the forward does (see ``impls._ops``).
+A ``Differentiable`` returns its forward's ``y`` in every case (still attached to the graph of
+its inputs: the custom operator's backward differentiates it).  Backward passes run with
+autocast disabled, as the forward does (see ``impls._ops``).
 """
 
 import contextlib
@@ -153,8 +157,18 @@ class _Bridge(torch.autograd.Function):
         return (None, None, None, None, *out)
 
 
+class Differentiable:
+    """An op written in differentiable torch code: ``forward(t, hp) -> y``, and torch autograd
+    differentiates it (to any order: the backends whose passes list ``"double_backward"``)."""
+
+    def __init__(self, forward):
+        self.forward = forward
+
+
 def apply(op, hp, names, tensors):
     """Run ``op`` on ``tensors`` (ordered as ``names``). -> ``y`` (or the gradients, see the module doc)"""
+    if isinstance(op, Differentiable):
+        return op.forward(dict(zip(names, tensors)), hp)
     direct = getattr(_state, "direct", None)
     if direct is None:
         return _Bridge.apply(op, hp, tuple(names), _label(), *tensors)

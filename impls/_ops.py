@@ -1,6 +1,8 @@
-"""The layers as PyTorch custom operators, and the one function that runs a validated call.
+"""The layers as PyTorch custom operators, the one function that runs a validated call, and the
+hyper-parameters every backend receives.
 
-Every public call ends in ``call(layer, backend, tensors, hp)``:
+Every public call ends in ``call(layer, backend, tensors, hp)``: autocast's rule (below), the
+checks of reference/README.md section 7 (``impls._validate``), then
 
 - plain eager tensors (no ``torch.compile`` tracing, no meta or fake tensors, no dispatch mode):
   ``run`` at once, with the backend's own autograd (``impls._autograd``, or torch autograd
@@ -11,11 +13,14 @@ Every public call ends in ``call(layer, backend, tensors, hp)``:
   without computing, for meta and fake tensors; its real implementation is ``run``. The gradient is
   the op ``rfbench::<layer>_backward`` (also opaque), which runs the backend's backward: the
   hand-written one, or ``torch.autograd.grad`` through ``torch-naive``'s forward (recomputed).
+  Both schemas are written from the layer's table (``reference/layers.py``).
 
-A radius left as None (``blur_radius`` of ``dau``, ``radius`` of ``njet``) is an op argument left
-as None and resolved inside ``run`` from ``sigma``'s value, on the real tensor: no output shape
-depends on it, so a compiled graph does not change (or recompile) when a learned sigma changes
-the radius.
+``run`` checks the values (section 7), normalises the hyper-parameters once (``backend_hp``: the
+vocabulary of the backend interface, ``impls.backends``), picks the backend's op from the registry
+and runs it with autocast off.  A radius left as None (``blur_radius`` of ``dau``, ``radius`` of
+``njet``) is an op argument left as None and resolved inside ``run`` from ``sigma``'s value, on the
+real tensor: no output shape depends on it, so a compiled graph does not change (or recompile)
+when a learned sigma changes the radius.
 
 Autocast (one rule for every backend): the layers are in autocast's float32 list. Under
 ``torch.autocast`` on ``x``'s device type, float16/bfloat16 arguments are cast to float32
@@ -34,23 +39,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from . import _autograd, _validate
+from reference.layers import LAYERS
+
+from . import _autograd, _math, _validate
 from ._registry import resolve, select
 
-# Tensor arguments (in call order, the last is the optional bias) and hyper-parameters (schema types).
-TENSORS = {
-    "dau": ("x", "weight", "mu_x", "mu_y", "sigma", "bias"),
-    "dau_gauss": ("x", "weight", "mu_x", "mu_y", "sigma", "bias"),
-    "acu": ("x", "weight", "pos_x", "pos_y", "bias"),
-    "njet": ("x", "alpha", "sigma", "bias"),
-}
-HP = {
-    "dau": (("stride", "int"), ("blur_radius", "int?"), ("mu_grad", "str")),
-    "dau_gauss": (("radius", "int"), ("stride", "int")),
-    "acu": (("stride", "int"),),
-    "njet": (("order", "int"), ("extent", "float"), ("radius", "int?"), ("stride", "int")),
-}
-FN = {"dau": "dau_conv2d", "dau_gauss": "dau_gauss_conv2d", "acu": "acu_conv2d", "njet": "njet_conv2d"}
 _REDUCED = (torch.float16, torch.bfloat16)
 
 
@@ -62,44 +55,63 @@ def autocast_args(x, *args):
     return tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype in _REDUCED else a for a in (x, *args))
 
 
-def _check_values(layer, t):
-    """``_validate.values`` for ``layer``'s displacements, positions and scales (``t`` by name)."""
-    fn = FN[layer]
-    if layer == "acu":
-        _validate.values(fn, [("pos_x", t["pos_x"]), ("pos_y", t["pos_y"])])
-    elif layer == "njet":
-        _validate.values(fn, positive_args=[("sigma", t["sigma"])])
-    else:
-        _validate.values(fn, [("mu_x", t["mu_x"]), ("mu_y", t["mu_y"])], [("sigma", t["sigma"])])
+def backend_hp(layer, t, hp):
+    """The hyper-parameters a backend's op receives (``impls.backends``): the layer's own, with its
+    radius resolved (a None one from ``sigma``'s value by the table's rule, ``_validate.radius_from``),
+    and for a layer with a radius ``keep``: the centre taps ``|t| <= keep`` of that radius that can join
+    an output to a pixel.  The radius is the API's (the Gaussian is normalised over its ``2 r + 1``
+    taps); a backend may drop the taps beyond ``keep`` without changing any output or gradient.
 
-
-def _backend_hp(layer, t, hp):
-    """The backend's keyword arguments: a None radius resolved from ``sigma`` (``_validate.radius_from``)."""
+    ``keep`` of ``dau`` depends on the displacements (``_math.blur_reach``), so it is found on the host
+    only where reading them is free (``_validate.free_to_read``); on a device it is the whole radius (no
+    synchronisation).  For ``dau_gauss`` and ``njet`` it comes from the shapes (``_math.centred_reach``).
+    ``layer``: a ``reference.layers.Layer``; ``t``: tensors by name. -> dict
+    """
     hp = dict(hp)
-    if layer == "dau" and hp["blur_radius"] is None:
-        hp["blur_radius"] = _validate.radius_from(FN[layer], t["sigma"], 3.0)
-    if layer == "njet":
-        extent = hp.pop("extent")
-        if hp["radius"] is None:
-            hp["radius"] = _validate.radius_from(FN[layer], t["sigma"], extent)
+    if layer.radius is None:
+        return hp
+    r = hp[layer.radius]
+    if r is None:
+        r = hp[layer.radius] = _validate.radius_from(layer, hp, t["sigma"])
+    x = t["x"]
+    if layer.name != "dau":
+        hp["keep"] = _math.centred_reach(x.shape[2:], hp["stride"], r)
+    elif _validate.free_to_read(x):
+        fl = [_math.bilinear(t[m].detach())[0] for m in ("mu_y", "mu_x")]
+        hp["keep"] = _math.blur_reach(*fl, hp["stride"], x.shape[2:], r)
+    else:
+        hp["keep"] = r
     return hp
 
 
 def run(layer, backend, tensors, hp, direct=None):
-    """Value checks, radii, backend selection, then the backend's ``layer`` with autocast off.
+    """Value checks, the backend's hyper-parameters, backend selection, then the backend's op.
 
-    ``tensors`` in ``TENSORS[layer]`` order, validated; ``hp`` by name as ``HP[layer]``. ``direct``: see
+    ``tensors`` in the table's order (``LAYERS[layer].tensors``), validated; ``hp`` by name. ``direct``: see
     ``impls._autograd.calling``. -> ``[N, F, Ho, Wo]`` (or the gradients for a backward ``direct``)
     """
-    t = dict(zip(TENSORS[layer], tensors))
-    _check_values(layer, t)
-    kw = _backend_hp(layer, t, hp)
+    spec = LAYERS[layer]
+    t = dict(zip(spec.tensors, tensors))
+    _validate.values(spec.function, [(n, t[n]) for n in spec.finite], [(n, t[n]) for n in spec.positive])
+    kw = backend_hp(spec, t, hp)
+    name, op = select(backend, layer, t["x"])
+    return _apply(op, spec, tensors, kw, f"backend '{name}', layer '{layer}'", direct)
+
+
+def apply(op, layer, tensors, hp):
+    """Run one backend op outside the registry (a backend under a simulator or an emulation, in the tests): the
+    same hyper-parameters as ``run`` (defaults filled in, ``backend_hp``), no checks."""
+    spec = LAYERS[layer]
+    kw = backend_hp(spec, dict(zip(spec.tensors, tensors)), {**spec.defaults(), **hp})
+    return _apply(op, spec, tensors, kw, f"layer '{layer}'")
+
+
+def _apply(op, spec, tensors, kw, label, direct=None):
     x = tensors[0]
-    name, mod = select(backend, layer, x)
     threads = torch.get_num_threads()
     try:
-        with _autograd.calling(f"backend '{name}', layer '{layer}'", direct), _autograd.no_autocast(x.device):
-            return getattr(mod, layer)(*tensors, **kw)
+        with _autograd.calling(label, direct), _autograd.no_autocast(x.device):
+            return _autograd.apply(op, kw, spec.tensors, tensors)
     finally:
         if torch.get_num_threads() != threads:  # numba's OpenMP layer resets it on its first parallel run
             torch.set_num_threads(threads)
@@ -113,9 +125,12 @@ def _symbolic(tensors):
 
 
 def call(layer, backend, tensors, hp):
-    """Run a validated call: eagerly, or through the custom operator when traced or without data (module doc)."""
+    """A public call: autocast's rule, the checks of section 7, then eagerly or through the custom operator when
+    traced or without data (module doc).  ``tensors`` in the table's order, ``hp`` by name."""
+    spec = LAYERS[layer]
+    tensors, hp = _validate.check(spec, autocast_args(*tensors), hp)
     if _symbolic(tensors):
-        return getattr(torch.ops.rfbench, layer)(*tensors, backend, *(hp[k] for k, _ in HP[layer]))
+        return getattr(torch.ops.rfbench, layer)(*tensors, backend, *(hp[p.name] for p in spec.params))
     return run(layer, backend, tensors, hp)
 
 
@@ -124,13 +139,15 @@ def call(layer, backend, tensors, hp):
 
 def _split(layer, args):
     """Op arguments -> ``(tensors, backend, hp by name)``."""
-    k = len(TENSORS[layer])
-    return args[:k], args[k], {name: v for (name, _), v in zip(HP[layer], args[k + 1 :])}
+    spec = LAYERS[layer]
+    k = len(spec.tensors)
+    return args[:k], args[k], {p.name: v for p, v in zip(spec.params, args[k + 1 :])}
 
 
 def _schema(layer, backward=False):
-    tensors = [f"Tensor{'?' if n == 'bias' else ''} {n}" for n in TENSORS[layer]]
-    hp = [f"{typ} {name}" for name, typ in HP[layer]]
+    spec = LAYERS[layer]
+    tensors = [f"Tensor{'?' if n == 'bias' else ''} {n}" for n in spec.tensors]
+    hp = [f"{p.schema} {p.name}" for p in spec.params]
     if backward:
         return "(" + ", ".join(["Tensor dy", *tensors, "str backend", *hp, "bool[] needs"]) + ") -> Tensor[]"
     return "(" + ", ".join([*tensors, "str backend", *hp]) + ") -> Tensor"
@@ -165,7 +182,7 @@ def _forward_op(layer):
 
 
 def _backward_op(layer):
-    names = TENSORS[layer]
+    names = LAYERS[layer].tensors
 
     def impl(dy, *args):
         *args, needs = args
@@ -209,7 +226,7 @@ def _grad(g, t):
 
 
 def _register_autograd(layer, fwd, bwd):
-    k = len(TENSORS[layer])
+    k = len(LAYERS[layer].tensors)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs[:k])
@@ -225,6 +242,6 @@ def _register_autograd(layer, fwd, bwd):
 
 
 OPS = {}
-for _layer in TENSORS:
+for _layer in LAYERS:
     OPS[_layer] = _forward_op(_layer)
     _register_autograd(_layer, OPS[_layer], _backward_op(_layer))

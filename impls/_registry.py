@@ -1,9 +1,10 @@
 """The backend registry: what each backend can run, and why it cannot when it cannot.
 
-One record per backend (name, module, layers, devices, dtypes, passes); ``select`` turns a
-request (backend name, layer, input tensor) into the backend module that runs it, or
-raises ``BackendUnavailable`` naming the backend and the reason.  ``"auto"`` takes the
-first backend of ``AUTO_ORDER`` that accepts the request.
+One record per backend (name, module, devices, dtypes, layers, passes, requirements); ``select``
+turns a request (backend name, layer, input tensor) into the backend's op for that layer (its
+module's ``OPS[layer]``, the interface of ``impls.backends``), or raises ``BackendUnavailable``
+naming the backend and the reason.  ``"auto"`` takes the first backend of ``AUTO_ORDER`` that
+accepts the request.  Adding a backend: its module under ``impls/backends/`` and one record here.
 """
 
 import functools
@@ -13,8 +14,10 @@ import importlib.util
 import shutil
 from dataclasses import dataclass, field
 
+from reference.layers import LAYERS as _LAYERS
+
 # No torch import here: ``rfbench backends`` reads this table in well under a second.
-LAYERS = ("dau", "dau_gauss", "acu", "njet")
+LAYERS = tuple(_LAYERS)  # the contract's layers (reference/layers.py)
 F16 = ("float16", "bfloat16")
 F32_64 = ("float32", "float64")
 
@@ -41,10 +44,10 @@ class BackendUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Backend:
     name: str
-    module: str  # import path of the module holding one callable per layer
-    layers: tuple
+    module: str  # import path of the module whose ``OPS`` maps each layer to its op (impls.backends)
     devices: tuple  # torch device types: "cpu", "cuda"
     dtypes: tuple  # names: "float32", ...
+    layers: tuple = LAYERS
     passes: tuple = ("forward", "backward")
     requires: tuple = ()  # importable Python modules it needs
     summary: str = ""
@@ -76,10 +79,15 @@ class Backend:
         return device.type == "cuda" and dtype_name(dtype) in self.ftz_cuda
 
     def load(self):
+        """The backend's module (imported on first use)."""
         reason = self.unavailable()
         if reason:
             raise BackendUnavailable(f"backend '{self.name}' is unavailable: {reason}")
         return importlib.import_module(self.module)
+
+    def ops(self):
+        """The backend's ops by layer: its module's ``OPS`` (the interface of ``impls.backends``)."""
+        return self.load().OPS
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,7 +108,6 @@ BACKENDS = {
         Backend(
             "reference",
             "impls.backends.reference",
-            LAYERS,
             ("cpu",),
             ("float64",),
             requires=("scipy",),
@@ -109,7 +116,6 @@ BACKENDS = {
         Backend(
             "torch-naive",
             "impls.backends.torch_naive",
-            LAYERS,
             ("cpu", "cuda"),
             F32_64,
             passes=("forward", "backward", "double_backward"),
@@ -119,7 +125,6 @@ BACKENDS = {
         Backend(
             "torch-fast",
             "impls.backends.torch_fast",
-            LAYERS,
             ("cpu", "cuda"),
             F32_64,
             summary="the papers' efficient algorithms in torch ops; hand-written backward",
@@ -127,7 +132,6 @@ BACKENDS = {
         Backend(
             "numba",
             "impls.backends.numba.layers",
-            LAYERS,
             ("cpu",),
             F32_64,
             requires=("numba",),
@@ -136,7 +140,6 @@ BACKENDS = {
         Backend(
             "numba-cuda",
             "impls.backends.cuda.numba_prims",
-            LAYERS,
             ("cuda",),
             F32_64,
             requires=("numba",),
@@ -145,7 +148,6 @@ BACKENDS = {
         Backend(
             "cupy",
             "impls.backends.cuda.cupy_prims",
-            LAYERS,
             ("cuda",),
             F32_64,
             requires=("cupy",),
@@ -201,9 +203,9 @@ def resolve(name, layer, device, dtype):
 
 
 def select(name, layer, x):
-    """Backend module that runs ``layer`` on ``x``'s device and dtype. -> ``(name, module)``"""
+    """The op that runs ``layer`` on ``x``'s device and dtype. -> ``(backend name, op)``"""
     name = resolve(name, layer, x.device, x.dtype)
-    return name, BACKENDS[name].load()
+    return name, BACKENDS[name].ops()[layer]
 
 
 def twice_differentiable():

@@ -4,7 +4,8 @@ Every failure names the function, the argument, what was expected and what came.
 
 Two kinds of check, because only one of them can run without the data:
 
-- Structure (types, shapes, dtypes, devices, integers): ``dau``, ``dau_gauss``, ``acu``, ``njet``.
+- Structure (types, shapes, dtypes, devices, hyper-parameters): ``check``, with the hyper-parameters
+  checked against the layer's table (``hparams``) and the tensors by the layer's own shape rules.
   They read only metadata, so they also run on meta and fake tensors and while ``torch.compile``
   traces, and they never synchronise a device.
 - Values (NaN/inf in displacements, positions and ``sigma``; ``sigma > 0``): ``values``. They read
@@ -64,9 +65,16 @@ def set_device_value_checks(enabled):
     return old
 
 
+def free_to_read(t):
+    """Whether reading ``t``'s values on the host costs nothing: CPU tensors.  On any other device a read
+    is a host-device synchronisation; the one rule for every value read outside a backend (these checks,
+    and the blur reach of ``impls._ops.backend_hp``)."""
+    return t.device.type == "cpu"
+
+
 def _readable(t):
     """Whether ``values`` reads ``t``: CPU data always, other devices only when asked; never meta."""
-    return t.device.type == "cpu" or (_DEVICE_VALUES[0] and t.device.type != "meta")
+    return free_to_read(t) or (_DEVICE_VALUES[0] and t.device.type != "meta")
 
 
 def finite(fn, name, t):
@@ -92,13 +100,14 @@ def values(fn, finite_args=(), positive_args=()):
             positive(fn, name, t)
 
 
-def radius_from(fn, sigma, factor):
-    """Default radius ``ceil(factor * sigma)`` from ``sigma``'s value, read on the host (one synchronisation on a
-    device: pass the radius explicitly to avoid it); ``sigma`` is checked finite and positive there."""
+def radius_from(layer, hp, sigma):
+    """``layer``'s default radius (its table's rule, ``ceil(factor * sigma)``) from ``sigma``'s value, read on
+    the host (one synchronisation on a device: pass the radius explicitly to avoid it); ``sigma`` is
+    checked finite and positive there."""
     s = float(sigma.detach().reshape(()))
     if not (math.isfinite(s) and s > 0):
-        _fail(ValueError, fn, "sigma", "a finite value > 0", f"{s:g}")
-    return int(math.ceil(factor * s))
+        _fail(ValueError, layer.function, "sigma", "a finite value > 0", f"{s:g}")
+    return layer.param(layer.radius).radius_from(s, hp)
 
 
 def scalar(fn, name, value, x):
@@ -157,33 +166,54 @@ def bias(fn, b, x, f_):
         tensor(fn, "bias", b, x, (f_,), f"shape ({f_},) (F of the weights)")
 
 
-def dau(x, weight, mu_x, mu_y, sigma, b, stride, blur_radius, mu_grad, fn="dau_conv2d"):
-    """-> ``(sigma as a tensor, stride, blur_radius)``; a None radius is resolved later (``radius_from``)."""
-    input_x(fn, x)
-    units(fn, x, weight, ("mu_x", "mu_y"), mu_x, mu_y)
-    sigma = scalar(fn, "sigma", sigma, x)
-    bias(fn, b, x, weight.shape[0])
-    stride = integer(fn, "stride", stride, 1)
-    blur_radius = integer(fn, "blur_radius", blur_radius, 0, allow_none=True)
-    choice(fn, "mu_grad", mu_grad, ("exact", "gauss"))
-    return sigma, stride, blur_radius
+def hparams(layer, hp):
+    """The hyper-parameters ``hp`` of ``layer`` checked by its table (``reference.layers``): every one
+    given, of its type and within its bounds (a radius may be None: resolved later from ``sigma``,
+    ``radius_from``) -> the same dict, in the table's order, ints and floats as Python numbers."""
+    fn, out = layer.function, {}
+    for p in layer.params:
+        v = hp[p.name]
+        if p.type is int:
+            out[p.name] = integer(fn, p.name, v, p.low, allow_none=p.default is None)
+        elif p.type is float:
+            out[p.name] = real(fn, p.name, v)
+        else:
+            out[p.name] = choice(fn, p.name, v, p.choices)
+    return out
 
 
-def dau_gauss(x, weight, mu_x, mu_y, sigma, b, radius, stride, fn="dau_gauss_conv2d"):
-    """-> ``(sigma as a tensor, radius, stride)``; ``sigma`` is a scalar or ``[F,S,K]``."""
+def check(layer, tensors, hp):
+    """Every structure check of ``layer`` (a ``reference.layers.Layer``): hyper-parameters, then the
+    tensors' types, shapes, dtypes and devices -> ``(tensors, hp)`` with ``sigma`` as a tensor."""
+    hp = hparams(layer, hp)
+    t = dict(zip(layer.tensors, tensors))
+    _STRUCTURE[layer.name](layer.function, t, hp)
+    return tuple(t.values()), hp
+
+
+def _dau(fn, t, hp):
+    x, weight = t["x"], t["weight"]
     input_x(fn, x)
-    units(fn, x, weight, ("mu_x", "mu_y"), mu_x, mu_y)
+    units(fn, x, weight, ("mu_x", "mu_y"), t["mu_x"], t["mu_y"])
+    t["sigma"] = scalar(fn, "sigma", t["sigma"], x)
+    bias(fn, t["bias"], x, weight.shape[0])
+
+
+def _dau_gauss(fn, t, hp):
+    """``sigma`` a scalar or ``[F,S,K]``."""
+    x, weight, sigma = t["x"], t["weight"], t["sigma"]
+    input_x(fn, x)
+    units(fn, x, weight, ("mu_x", "mu_y"), t["mu_x"], t["mu_y"])
     if isinstance(sigma, torch.Tensor) and sigma.dim() == 3:
         tensor(fn, "sigma", sigma, x, weight.shape, f"a scalar or shape {tuple(weight.shape)} (that of weight)")
     else:
-        sigma = scalar(fn, "sigma", sigma, x)
-    bias(fn, b, x, weight.shape[0])
-    radius = integer(fn, "radius", radius, 0)
-    return sigma, radius, integer(fn, "stride", stride, 1)
+        t["sigma"] = scalar(fn, "sigma", sigma, x)
+    bias(fn, t["bias"], x, weight.shape[0])
 
 
-def acu(x, weight, pos_x, pos_y, b, stride, fn="acu_conv2d"):
-    """Positions ``[K]`` or ``[P,K]`` with ``F`` divisible by ``P`` -> ``stride``."""
+def _acu(fn, t, hp):
+    """Positions ``[K]`` or ``[P,K]`` with ``F`` divisible by ``P``."""
+    x, weight, pos_x, pos_y = t["x"], t["weight"], t["pos_x"], t["pos_y"]
     input_x(fn, x)
     unit_weights(fn, "weight", weight, x)
     f_, _, k_ = weight.shape
@@ -195,14 +225,14 @@ def acu(x, weight, pos_x, pos_y, b, stride, fn="acu_conv2d"):
             )
     if pos_x.shape != pos_y.shape:
         _fail(ValueError, fn, "pos_y", f"shape {tuple(pos_x.shape)} (that of pos_x)", f"shape {tuple(pos_y.shape)}")
-    bias(fn, b, x, f_)
-    return integer(fn, "stride", stride, 1)
+    bias(fn, t["bias"], x, f_)
 
 
-def njet(x, alpha, sigma, b, order, extent, radius, stride, fn="njet_conv2d"):
-    """-> ``(sigma as a tensor, order, extent, radius, stride)``; a None radius is resolved later."""
+def _njet(fn, t, hp):
+    """``alpha [F,S,J]`` with ``J`` of ``order``."""
+    x, alpha = t["x"], t["alpha"]
     input_x(fn, x)
-    order = integer(fn, "order", order, 0)
+    order = hp["order"]
     j_ = (order + 1) * (order + 2) // 2
     tensor(fn, "alpha", alpha, x)
     s_ = x.shape[1]
@@ -214,8 +244,8 @@ def njet(x, alpha, sigma, b, order, extent, radius, stride, fn="njet_conv2d"):
             f"shape [F, {s_}, {j_}] (S = x.shape[1], J for order {order})",
             f"shape {tuple(alpha.shape)}",
         )
-    sigma = scalar(fn, "sigma", sigma, x)
-    bias(fn, b, x, alpha.shape[0])
-    extent = real(fn, "extent", extent)
-    radius = integer(fn, "radius", radius, 0, allow_none=True)
-    return sigma, order, extent, radius, integer(fn, "stride", stride, 1)
+    t["sigma"] = scalar(fn, "sigma", t["sigma"], x)
+    bias(fn, t["bias"], x, alpha.shape[0])
+
+
+_STRUCTURE = {"dau": _dau, "dau_gauss": _dau_gauss, "acu": _acu, "njet": _njet}

@@ -1,28 +1,27 @@
 """SciPy/NumPy float64 reference of every layer of reference/README.md: the ground truth of rfbench.
 
-``LAYERS[name]`` gives the forward, the analytic backward and the names of the tensor
-arguments in the order of the public API.  Nothing here imports ``impls``.
+``LAYERS[name]`` (``reference.layers``) is the table of the layers: for each, its public name,
+tensor arguments, hyper-parameters with their defaults and radius rules, and its forward and
+analytic backward here (``dau`` holds ``dau`` and ``dau_gauss``, then ``acu``, ``njet``; central
+differences in ``finite_diff``).  Nothing here imports ``impls``.
+
+The NumPy modules load when first used (``reference.dau``, ``LAYERS["dau"].forward``), so that
+the table alone is read without NumPy (the CLI's ``--help`` and ``backends``).
 """
 
-from dataclasses import dataclass
-from typing import Callable
+import importlib
 
-from . import acu, dau, njet
-from .finite_diff import central_diff
+from .layers import LAYERS, REQUIRED, Layer, Param
 
-
-@dataclass(frozen=True)
-class Layer:
-    forward: Callable
-    backward: Callable
-    args: tuple  # tensor arguments, in call order; the first is x, the last bias
+_LAZY = ("acu", "dau", "njet", "finite_diff", "_ops")
 
 
-LAYERS = {
-    "dau": Layer(dau.forward, dau.backward, ("x", "weight", "mu_x", "mu_y", "sigma", "bias")),
-    "dau_gauss": Layer(dau.gauss_forward, dau.gauss_backward, ("x", "weight", "mu_x", "mu_y", "sigma", "bias")),
-    "acu": Layer(acu.forward, acu.backward, ("x", "weight", "pos_x", "pos_y", "bias")),
-    "njet": Layer(njet.forward, njet.backward, ("x", "alpha", "sigma", "bias")),
-}
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name == "central_diff":
+        return importlib.import_module(f"{__name__}.finite_diff").central_diff
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["LAYERS", "Layer", "central_diff", "acu", "dau", "njet"]
+
+__all__ = ["LAYERS", "REQUIRED", "Layer", "Param", "central_diff", "acu", "dau", "njet"]

@@ -3,11 +3,10 @@
 Written to be read, not to be fast: one loop iteration per (n, s, f, k).
 """
 
-import math
-
 import numpy as np
 
 from . import _ops
+from .layers import LAYERS
 
 
 def _absolute(*arrays):
@@ -15,8 +14,8 @@ def _absolute(*arrays):
 
 
 def default_blur_radius(sigma):
-    """``ceil(3 sigma)`` (reference/README.md section 2)."""
-    return int(math.ceil(3.0 * _ops.scalar(sigma)))
+    """``ceil(3 sigma)`` (reference/README.md section 2; the rule of ``LAYERS["dau"]``)."""
+    return LAYERS["dau"].param("blur_radius").radius_from(_ops.scalar(sigma), {})
 
 
 def _window(mu_y, mu_x, stride, shape, hw, r):

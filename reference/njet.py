@@ -1,10 +1,9 @@
 """Float64 reference of the N-Jet layer (reference/README.md section 5)."""
 
-import math
-
 import numpy as np
 
 from . import _ops
+from .layers import LAYERS
 
 
 def n_basis(order):
@@ -13,8 +12,8 @@ def n_basis(order):
 
 
 def default_radius(sigma, extent=2.0):
-    """``ceil(k sigma)`` (N-Jet section III-C)."""
-    return int(math.ceil(extent * _ops.scalar(sigma)))
+    """``ceil(k sigma)`` (N-Jet section III-C; the rule of ``LAYERS["njet"]``)."""
+    return LAYERS["njet"].param("radius").radius_from(_ops.scalar(sigma), {"extent": extent})
 
 
 def _full(radius):

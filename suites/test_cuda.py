@@ -42,7 +42,7 @@ def _sim():
 def nc(monkeypatch):
     mod = _sim()
     monkeypatch.setattr(mod, "THREADS", 32)
-    monkeypatch.setattr(mod._BACKEND.ops["dau"].P, "per_lane", 4)  # several lanes even on tiny shapes
+    monkeypatch.setattr(mod.OPS["dau"].P, "per_lane", 4)  # several lanes even on tiny shapes
     return mod
 
 
@@ -81,6 +81,14 @@ def _case(layer, stride, seed=0, groups=1, sigma_units=False, order=2):
     return [x, alpha, torch.tensor(0.9, dtype=torch.float64), bias], {"order": order, "radius": 2, "stride": stride}
 
 
+def _layer(mod, layer):
+    """The backend module ``mod``'s op for ``layer`` as a function of the public call's arguments, run
+    outside the registry (CPU tensors under the simulator or the emulation): ``impls._ops.apply``."""
+    from impls import _ops
+
+    return lambda *ts, **hp: _ops.apply(mod.OPS[layer], layer, ts, hp)
+
+
 def _rel(a, b):
     a, b = a.detach().double(), torch.as_tensor(np.asarray(b), dtype=torch.float64).reshape(a.shape)
     den = b.norm()
@@ -97,11 +105,11 @@ def _errors(fn, layer, args, hp, dtype, device="cpu"):
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     g_ref = spec.backward(*[None if a is None else a.numpy() for a in args], dy=dy.numpy(), **hp)
     grads = torch.autograd.grad(y, [t for t in ts if t is not None], dy.to(device, dtype))
-    names = [n for n, t in zip(spec.args, ts) if t is not None]
+    names = [n for n, t in zip(spec.tensors, ts) if t is not None]
     assert y.dtype == dtype and tuple(y.shape) == y_ref.shape
     errs = {"y": _rel(y.cpu(), y_ref)}
     for n, gr in zip(names, grads):
-        assert gr.shape == ts[spec.args.index(n)].shape, n
+        assert gr.shape == ts[spec.tensors.index(n)].shape, n
         errs[n] = _rel(gr.cpu(), g_ref[n])
     return errs
 
@@ -128,7 +136,7 @@ def _check_float64(backend, layer, stride, extra):
     """Forward and every gradient of ``backend``'s ``layer`` within the float64 tolerance of the reference."""
     kw, more = _split(extra)
     args, hp = _case(layer, stride, **kw)
-    errs = _errors(getattr(backend, layer), layer, args, {**hp, **more}, torch.float64)
+    errs = _errors(_layer(backend, layer), layer, args, {**hp, **more}, torch.float64)
     bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
     assert not bad, errs
 
@@ -148,7 +156,7 @@ def test_sim_float32(nc, layer):
     args, hp = _case(layer, 2 if layer == "acu" else 1, seed=3)
     if layer == "dau":
         hp["mu_grad"] = "exact"
-    errs = _errors(getattr(nc, layer), layer, args, hp, torch.float32)
+    errs = _errors(_layer(nc, layer), layer, args, hp, torch.float32)
     bad = {k: e for k, e in errs.items() if not e < TOL[torch.float32]}
     assert not bad, errs
 
@@ -157,7 +165,7 @@ def test_sim_empty_batch(nc):
     args, hp = _case("dau", 1)
     args[0] = args[0][:0]
     ts = [a.clone().requires_grad_() for a in args]
-    y = nc.dau(*ts, **hp, mu_grad="exact")
+    y = _layer(nc, "dau")(*ts, **hp, mu_grad="exact")
     assert y.shape == (0, F, H, W)
     y.sum().backward()
     assert ts[0].grad.shape == ts[0].shape and float(ts[1].grad.abs().sum()) == 0.0
@@ -534,7 +542,7 @@ def test_emu_float32(cc, layer):
     args, hp = _case(layer, 2, seed=3)
     if layer == "dau":
         hp["mu_grad"] = "exact"
-    errs = _errors(getattr(cc, layer), layer, args, hp, torch.float32)
+    errs = _errors(_layer(cc, layer), layer, args, hp, torch.float32)
     bad = {k: e for k, e in errs.items() if not e < TOL[torch.float32]}
     assert not bad, errs
 
@@ -550,7 +558,7 @@ def test_empty_batch_every_layer(request, where, layer):
     ts = [None if a is None else a.clone().requires_grad_() for a in args]
     if layer == "dau":
         hp["mu_grad"] = "exact"
-    y = getattr(mod, layer)(*ts, **hp)
+    y = _layer(mod, layer)(*ts, **hp)
     assert y.shape == (0, F, H, W)
     y.sum().backward()
     assert ts[0].grad.shape == ts[0].shape
@@ -570,7 +578,7 @@ def test_emu_tiles(cc, monkeypatch, smem):
         ("njet", {"order": 1}, {}, 1),
     ):
         args, base = _case(layer, st, **kw)
-        errs = _errors(getattr(cc, layer), layer, args, {**base, **hp}, torch.float64)
+        errs = _errors(_layer(cc, layer), layer, args, {**base, **hp}, torch.float64)
         assert max(errs.values()) < TOL[torch.float64], errs
 
 
@@ -594,8 +602,8 @@ def test_far_displacement_is_zero(request, where, layer):
     mod = request.getfixturevalue("cc" if where == "emu" else "nc")
     args, hp = _far_case(layer)
     ts = [None if a is None else a.clone() for a in args]
-    assert float(getattr(mod, layer)(*ts, **hp).abs().max()) == 0.0
-    errs = _errors(getattr(mod, layer), layer, args, hp, torch.float64)
+    assert float(_layer(mod, layer)(*ts, **hp).abs().max()) == 0.0
+    errs = _errors(_layer(mod, layer), layer, args, hp, torch.float64)
     assert max(errs.values()) < TOL[torch.float64], errs
 
 
@@ -613,7 +621,7 @@ def test_kernels_cropped_to_the_image(request, where, layer):
     else:
         hp["radius"] = 9000
         args[4 if layer == "dau_gauss" else 2] = torch.tensor(3000.0, dtype=torch.float64)  # sigma
-    errs = _errors(getattr(mod, layer), layer, args, hp, torch.float64)
+    errs = _errors(_layer(mod, layer), layer, args, hp, torch.float64)
     assert max(errs.values()) < TOL[torch.float64], errs
 
 
@@ -627,7 +635,7 @@ def test_floors_clamped():
 
 def _grads(mod, layer, args, hp):
     ts = [None if a is None else a.clone().requires_grad_() for a in args]
-    y = getattr(mod, layer)(*ts, **hp)
+    y = _layer(mod, layer)(*ts, **hp)
     dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
     return [y] + list(torch.autograd.grad(y, [t for t in ts if t is not None], dy))
 
@@ -845,10 +853,10 @@ def test_emu_fwd_paper(cc, seed):
 def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
     """The cupy DAU primitives never read a tensor's values on the host (on a GPU each read is a
     device sync): every host read of a tensor raises here while they run under emulation."""
-    from impls.backends.cuda import layers as _cuda_ops
+    from impls import _validate
 
-    # Device tensors: the glue skips the host-side blur crop (_cuda_ops.blur_reach), which reads values.
-    monkeypatch.setattr(_cuda_ops, "blur_reach", lambda x, mu_x, mu_y, stride, rb: rb)
+    # Device tensors: no host-side blur reach (impls._ops.backend_hp reads the displacements only where free).
+    monkeypatch.setattr(_validate, "free_to_read", lambda t: False)
     args, hp = _case("dau", 1)
     for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
 
@@ -857,7 +865,7 @@ def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, read)
     ts = [a.clone().requires_grad_() for a in args]
-    y = cc.dau(*ts, **hp, mu_grad="exact")
+    y = _layer(cc, "dau")(*ts, **hp, mu_grad="exact")
     torch.autograd.backward(y, torch.ones_like(y))
 
 
@@ -873,6 +881,7 @@ import numba
 import numba.cuda.dispatcher as dispatcher
 import torch
 import impls.backends.cuda.numba_prims as nc
+from impls import _ops
 
 # Record every launch as the layers make it: (kernel, argument types), no device needed.
 seen = {}
@@ -898,13 +907,14 @@ def drive(dtype):
     sc = lambda v: torch.tensor(v, dtype=dtype, requires_grad=True)
     n, s, f, k, h, w = 1, 2, 3, 2, 6, 5
     x = r(n, s, h, w)
-    ys = [
-        nc.dau(x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.6), r(f), stride=1, blur_radius=2, mu_grad="exact"),
-        nc.dau(x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.6), r(f), stride=2, blur_radius=2, mu_grad="gauss"),
-        nc.dau_gauss(x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.8), r(f), radius=2, stride=1),
-        nc.acu(x, r(f, s, 5), r(5), r(5), r(f), stride=1),
-        nc.njet(x, r(f, s, 6), sc(1.0), r(f), order=2, radius=2, stride=1),
+    calls = [
+        ("dau", (x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.6), r(f)), {"blur_radius": 2, "mu_grad": "exact"}),
+        ("dau", (x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.6), r(f)), {"stride": 2, "blur_radius": 2, "mu_grad": "gauss"}),
+        ("dau_gauss", (x, r(f, s, k), r(f, s, k), r(f, s, k), sc(0.8), r(f)), {"radius": 2}),
+        ("acu", (x, r(f, s, 5), r(5), r(5), r(f)), {}),
+        ("njet", (x, r(f, s, 6), sc(1.0), r(f)), {"order": 2, "radius": 2}),
     ]
+    ys = [_ops.apply(nc.OPS[layer], layer, args, hp) for layer, args, hp in calls]
     for y in ys:
         y.sum().backward()
 

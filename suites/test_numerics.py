@@ -369,14 +369,15 @@ def test_cuda_floors_do_not_wrap_into_the_image(far):
 
     if not config.ENABLE_CUDASIM:
         pytest.skip("needs Numba's CUDA simulator (conftest enables it on a machine without a GPU)")
+    from impls import _ops
     from impls.backends.cuda import numba_prims as numba_cuda
 
     x = torch.randn(1, 1, 4, 5)
-    y = numba_cuda.acu(x, torch.ones(1, 1, 1), torch.tensor([far]), torch.tensor([0.25]), None, stride=1)
+    acu = (x, torch.ones(1, 1, 1), torch.tensor([far]), torch.tensor([0.25]), None)
+    y = _ops.apply(numba_cuda.OPS["acu"], "acu", acu, {"stride": 1})
     mu, q = torch.tensor([[[far]]]), torch.tensor([[[0.25]]])
-    y2 = numba_cuda.dau(
-        x, torch.ones(1, 1, 1), mu, q, torch.tensor(0.7), None, stride=1, blur_radius=3, mu_grad="exact"
-    )
+    dau = (x, torch.ones(1, 1, 1), mu, q, torch.tensor(0.7), None)
+    y2 = _ops.apply(numba_cuda.OPS["dau"], "dau", dau, {"stride": 1, "blur_radius": 3})
     assert float(y.abs().max()) == 0.0 and float(y2.abs().max()) == 0.0
 
 

@@ -20,6 +20,7 @@ from torch._subclasses import FakeTensorMode
 import impls
 from impls import _ops, _validate
 from impls import nn as rn
+from reference.layers import LAYERS as TABLE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,10 +181,11 @@ def test_validation_reads_no_values_of_meta_tensors():
     x = torch.empty(2, 3, 5, 5, **m)
     u = torch.empty(4, 3, 2, **m)
     s = torch.empty((), **m)
-    _validate.dau(x, u, u, u, s, None, 1, None, "exact")
-    _validate.dau_gauss(x, u, u, u, u, None, 2, 1)
-    _validate.acu(x, u, torch.empty(2, 2, **m), torch.empty(2, 2, **m), None, 1)
-    _validate.njet(x, torch.empty(4, 3, 6, **m), s, None, 2, 2.0, None, 1)
+    _validate.check(TABLE["dau"], (x, u, u, u, s, None), {"stride": 1, "blur_radius": None, "mu_grad": "exact"})
+    _validate.check(TABLE["dau_gauss"], (x, u, u, u, u, None), {"radius": 2, "stride": 1})
+    _validate.check(TABLE["acu"], (x, u, torch.empty(2, 2, **m), torch.empty(2, 2, **m), None), {"stride": 1})
+    njet_hp = {"order": 2, "extent": 2.0, "radius": None, "stride": 1}
+    _validate.check(TABLE["njet"], (x, torch.empty(4, 3, 6, **m), s, None), njet_hp)
     _validate.values("f", [("mu_x", u)], [("sigma", s)])
     old = impls.set_device_value_checks(True)  # opted in: meta still has nothing to read
     try:
@@ -202,10 +204,11 @@ def test_validation_does_not_synchronise_cuda():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _validate.dau(x, u, u, u, s, None, 1, 2, "exact")
-        _validate.dau_gauss(x, u, u, u, u.abs() + 0.1, None, 2, 1)
-        _validate.acu(x, u, torch.randn(2, 2, **c), torch.randn(2, 2, **c), None, 1)
-        _validate.njet(x, torch.randn(4, 3, 6, **c), s, None, 2, 2.0, 3, 1)
+        _validate.check(TABLE["dau"], (x, u, u, u, s, None), {"stride": 1, "blur_radius": 2, "mu_grad": "exact"})
+        _validate.check(TABLE["dau_gauss"], (x, u, u, u, u.abs() + 0.1, None), {"radius": 2, "stride": 1})
+        _validate.check(TABLE["acu"], (x, u, torch.randn(2, 2, **c), torch.randn(2, 2, **c), None), {"stride": 1})
+        njet_hp = {"order": 2, "extent": 2.0, "radius": 3, "stride": 1}
+        _validate.check(TABLE["njet"], (x, torch.randn(4, 3, 6, **c), s, None), njet_hp)
         _validate.values("f", [("mu_x", u)], [("sigma", s)])
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -1,17 +1,13 @@
 """Backend ``reference``: the float64 SciPy reference behind the public API (CPU, float64).
 
-Tensors go to NumPy and back; gradients come from the reference's analytic backward
-through the autograd bridge.
+Tensors go to NumPy and back; each layer's forward and analytic backward are those of its
+table (``reference.LAYERS``), its gradients reach torch autograd through the bridge.
 """
 
 import numpy as np
 import torch
 
-import reference
-
-from .. import _autograd
-
-_BACKWARD_ONLY = ("mu_grad",)  # hyper-parameters the forward does not take
+from reference import LAYERS
 
 
 def _np(t):
@@ -19,37 +15,21 @@ def _np(t):
 
 
 class _Op:
+    """One layer of the reference: its table's forward and backward, on the hyper-parameters they take."""
+
     def __init__(self, layer):
-        self.layer = reference.LAYERS[layer]
+        self.layer = layer
+
+    def _hp(self, hp, forward):
+        return self.layer.forward_params(hp) if forward else {p.name: hp[p.name] for p in self.layer.params}
 
     def forward(self, t, hp):
-        fwd_hp = {k: v for k, v in hp.items() if k not in _BACKWARD_ONLY}
-        return torch.from_numpy(np.ascontiguousarray(self.layer.forward(**_np(t), **fwd_hp))), {}
+        y = self.layer.forward(**_np(t), **self._hp(hp, True))
+        return torch.from_numpy(np.ascontiguousarray(y)), {}
 
     def backward(self, t, saved, dy, hp, needs):
-        grads = self.layer.backward(**_np(t), dy=dy.numpy(), **hp)
+        grads = self.layer.backward(**_np(t), dy=dy.numpy(), **self._hp(hp, False))
         return {n: torch.from_numpy(np.ascontiguousarray(grads[n])).reshape(t[n].shape) for n in needs}
 
 
-_OPS = {name: _Op(name) for name in reference.LAYERS}
-
-
-def _run(layer, tensors, hp):
-    return _autograd.apply(_OPS[layer], hp, reference.LAYERS[layer].args, tensors)
-
-
-def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
-    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
-    return _run("dau", (x, weight, mu_x, mu_y, sigma, bias), hp)
-
-
-def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
-    return _run("dau_gauss", (x, weight, mu_x, mu_y, sigma, bias), {"radius": radius, "stride": stride})
-
-
-def acu(x, weight, pos_x, pos_y, bias, *, stride):
-    return _run("acu", (x, weight, pos_x, pos_y, bias), {"stride": stride})
-
-
-def njet(x, alpha, sigma, bias, *, order, radius, stride):
-    return _run("njet", (x, alpha, sigma, bias), {"order": order, "radius": radius, "stride": stride})
+OPS = {name: _Op(layer) for name, layer in LAYERS.items()}

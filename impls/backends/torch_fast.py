@@ -13,7 +13,7 @@ A "gather" or "scatter" pass over ``U`` units costs ``4 P U`` MACs (four bilinea
 import torch
 import torch.nn.functional as tnf
 
-from .. import _autograd, _math
+from .. import _math
 
 _BUDGET = 2**21  # elements of the window buffer: one per call, reused across chunks, small enough to stay in cache
 
@@ -193,15 +193,15 @@ class _Dau:
         fx, ax = _math.bilinear(t["mu_x"].detach())
         f_, s_, k_ = fy.shape
         plane = torch.arange(s_, device=fy.device)[:, None].expand(f_, s_, k_).reshape(f_, s_ * k_)
-        r = hp["blur_radius"]
+        r = hp["keep"]
         return ay, ax, plane, (fy + r).reshape(f_, -1), (fx + r).reshape(f_, -1)
 
     @staticmethod
     def forward(t, hp):
         x, weight = t["x"], t["weight"]
-        r, st = hp["blur_radius"], hp["stride"]
+        r, st = hp["keep"], hp["stride"]
         ho, wo = _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
-        g = _math.gauss1d(t["sigma"].reshape(()), hp["gauss_radius"], r)
+        g = _math.gauss1d(t["sigma"].reshape(()), hp["blur_radius"], r)
         canvas = _planes(_blur(x, g, g))
         ay, ax, plane, r0, c0 = _Dau.units(t, hp)
         coef = (weight[..., None, None] * _corners(ay, ax)).reshape(r0.shape + (2, 2))
@@ -212,10 +212,10 @@ class _Dau:
     def backward(t, saved, dy, hp, needs):
         x, weight, sigma = t["x"], t["weight"], t["sigma"]
         sig = sigma.reshape(())
-        r, st = hp["blur_radius"], hp["stride"]
+        r, st = hp["keep"], hp["stride"]
         f_, s_, k_ = weight.shape
         ho, wo = dy.shape[2:]
-        g = _math.gauss1d(sig, hp["gauss_radius"], r)
+        g = _math.gauss1d(sig, hp["blur_radius"], r)
         ay, ax, plane, r0, c0 = _Dau.units(t, hp)
         wc = _corners(ay, ax)
         dyp = _planes(dy)  # [F,Ho,Wo,N]
@@ -231,7 +231,7 @@ class _Dau:
                 out["mu_x"], out["mu_y"] = weight * gx, weight * gy
         # Eq. 16: the same reads of x * Dx and x * Dy, Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u).
         if mus and gauss:
-            gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r)
+            gd = _math.gauss_dx1d(sig, hp["blur_radius"], r)
             for name, c in (("mu_x", _blur(x, g, gd)), ("mu_y", _blur(x, gd, g))):
                 tc = _Windows(_planes(c), plane, r0, c0, ho, wo, st).dot(dyp).view(f_, s_, k_, 2, 2)
                 out[name] = weight * (tc * wc).sum((-2, -1))
@@ -249,23 +249,12 @@ class _Dau:
             if "x" in needs:
                 out["x"] = _blur_adjoint(back, g).contiguous()
             if "sigma" in needs:
-                dg = _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)
+                dg = _math.gauss1d_dsigma(sig, hp["blur_radius"], r)
                 cs = _blur(x, dg, g) + _blur(x, g, dg)  # x * dG/dsigma, dG = outer(dg, g) + outer(g, dg)
                 out["sigma"] = (back * cs).sum().reshape(sigma.shape)
         if "bias" in needs:
             out["bias"] = dy.sum((0, 2, 3))
         return out
-
-
-def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
-    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, one-element ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    # blur_radius below: the taps that join a sample to a pixel (_math.blur_reach); the Gaussian
-    # is normalised over all 2 rb + 1 taps of "gauss_radius".
-    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
-    rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
-    hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
-    names = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
-    return _autograd.apply(_Dau, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
 
 # ---------------------------------------------------------------- dau_gauss (reference/README.md section 3)
@@ -323,13 +312,6 @@ class _DauGauss:
         if "bias" in needs:
             out["bias"] = dy.sum((0, 2, 3))
         return out
-
-
-def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
-    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, ``sigma`` scalar or ``[F,S,K]`` -> ``[N,F,Ho,Wo]``."""
-    names = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
-    hp = {"radius": radius, "stride": stride, "keep": _math.centred_reach(x.shape[2:], stride, radius)}
-    return _autograd.apply(_DauGauss, hp, names, (x, weight, mu_x, mu_y, sigma, bias))
 
 
 # ---------------------------------------------------------------- acu (reference/README.md section 4)
@@ -472,12 +454,6 @@ class _Acu:
         return {k: v for k, v in out.items() if k in needs}
 
 
-def acu(x, weight, pos_x, pos_y, bias, *, stride):
-    """``x [N,S,H,W]``, ``weight [F,S,K]``, positions ``[K]`` or ``[Pg,K]``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    names = ("x", "weight", "pos_x", "pos_y", "bias")
-    return _autograd.apply(_Acu, {"stride": stride}, names, (x, weight, pos_x, pos_y, bias))
-
-
 # ---------------------------------------------------------------- njet (reference/README.md section 5)
 #
 # Separable basis responses: the M = order+1 1-D derivative filters d_m along x (columns,
@@ -539,7 +515,7 @@ class _Njet:
     @staticmethod
     def basis(x, d, hp):
         """``A [N,S,M,H,Wo]`` (with its row ``_Taps``) and ``B [N,S,J,Ho,Wo]``."""
-        r, st, order = hp["radius"], hp["stride"], hp["order"]
+        r, st, order = hp["keep"], hp["stride"], hp["order"]
         h, w = x.shape[2:]
         cols = _Taps(x, -1, r, st, _math.out_size(w, st))
         a = torch.stack([cols.apply(d[i]) for i in range(order + 1)], 2)
@@ -552,7 +528,7 @@ class _Njet:
         x, alpha = t["x"].contiguous(), t["alpha"]  # copy only for a strided x (channels_last)
         n, s_ = x.shape[:2]
         f_, _, j_ = alpha.shape
-        d = _math.gauss_derivs1d(t["sigma"].reshape(()), hp["gauss_radius"], hp["order"], hp["radius"])
+        d = _math.gauss_derivs1d(t["sigma"].reshape(()), hp["radius"], hp["order"], hp["keep"])
         b = _Njet.basis(x, d, hp)[2]
         ho, wo = b.shape[3:]
         y = torch.matmul(alpha.reshape(f_, s_ * j_), b.reshape(n, s_ * j_, ho * wo))
@@ -564,10 +540,10 @@ class _Njet:
         n, s_ = x.shape[:2]
         f_, _, j_ = alpha.shape
         ho, wo = dy.shape[2:]
-        r, order = hp["radius"], hp["order"]
+        r, order = hp["keep"], hp["order"]
         sig = sigma.detach().reshape(()).requires_grad_("sigma" in needs)
         with torch.enable_grad():
-            d_graph = _math.gauss_derivs1d(sig, hp["gauss_radius"], order, r)
+            d_graph = _math.gauss_derivs1d(sig, hp["radius"], order, r)
         d = d_graph.detach()
         dyv = dy.view(n, f_, ho * wo)
         cols, rows, b = _Njet.basis(x, d, hp)
@@ -599,10 +575,4 @@ class _Njet:
         return out
 
 
-def njet(x, alpha, sigma, bias, *, order, radius, stride):
-    """``x [N,S,H,W]``, ``alpha [F,S,J]``, one-element ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    # "radius": the taps that reach a pixel (_math.centred_reach); the basis keeps the
-    # normalisation over all 2 radius + 1 taps of "gauss_radius".
-    keep = _math.centred_reach(x.shape[2:], stride, radius)
-    hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
-    return _autograd.apply(_Njet, hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))
+OPS = {"dau": _Dau, "dau_gauss": _DauGauss, "acu": _Acu, "njet": _Njet}

@@ -12,7 +12,7 @@ kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``kernel_side`` reports
 import torch
 import torch.nn.functional as tnf
 
-from .. import _math
+from .. import _autograd, _math
 
 
 def conv(x, kern, rows, cols, stride):
@@ -90,9 +90,11 @@ class _GaussMuGrad(torch.autograd.Function):
         return out[0], out[1], None, None, None, None, None
 
 
-def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
+def dau(t, hp):
     """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, 0-d ``sigma`` -> ``[N,F,Ho,Wo]``."""
-    sig = sigma.reshape(())
+    x, weight, mu_x, mu_y, bias = t["x"], t["weight"], t["mu_x"], t["mu_y"], t["bias"]
+    stride, blur_radius, mu_grad = hp["stride"], hp["blur_radius"], hp["mu_grad"]
+    sig = t["sigma"].reshape(())
     if mu_grad == "gauss":
         mx, my = mu_x.detach(), mu_y.detach()
     else:
@@ -104,8 +106,10 @@ def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
     return _add_bias(y, bias)
 
 
-def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
+def dau_gauss(t, hp):
     """Dense ``sum_k weight Gk`` of side ``2R+1`` (reference/README.md section 3) -> ``[N,F,Ho,Wo]``."""
+    x, weight, sigma, bias, radius, stride = t["x"], t["weight"], t["sigma"], t["bias"], hp["radius"], hp["stride"]
+    mu_x, mu_y = t["mu_x"], t["mu_y"]
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
     rows, cols = _crop(x, radius, stride)
     kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius, rows, cols))
@@ -126,17 +130,28 @@ def acu_kernel(weight, pos_x, pos_y, hw, stride):
     return _math.stencil_kernel(weight, fy, fx, wy, wx, one, one, rows, cols), rows, cols
 
 
-def acu(x, weight, pos_x, pos_y, bias, *, stride):
+def acu(t, hp):
     """``weight [F,S,K]``, positions ``[K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
-    kern, rows, cols = acu_kernel(weight, pos_x, pos_y, x.shape[2:], stride)
-    return _add_bias(conv(x, kern, rows, cols, stride), bias)
+    x, stride = t["x"], hp["stride"]
+    kern, rows, cols = acu_kernel(t["weight"], t["pos_x"], t["pos_y"], x.shape[2:], stride)
+    return _add_bias(conv(x, kern, rows, cols, stride), t["bias"])
 
 
-def njet(x, alpha, sigma, bias, *, order, radius, stride):
+def njet(t, hp):
     """Dense ``sum_j alpha_j B_j`` of side ``2r+1`` -> ``[N,F,Ho,Wo]``."""
+    x, alpha, bias, order, radius, stride = t["x"], t["alpha"], t["bias"], hp["order"], hp["radius"], hp["stride"]
     rows, cols = _crop(x, radius, stride)
-    d = _math.gauss_derivs1d(sigma.reshape(()), radius, order)
+    d = _math.gauss_derivs1d(t["sigma"].reshape(()), radius, order)
     dr, dc = d[:, rows[0] + radius : rows[1] + radius + 1], d[:, cols[0] + radius : cols[1] + radius + 1]
     basis = torch.stack([torch.outer(dr[b], dc[a]) for a, b in _math.njet_pairs(order)])
     kern = torch.einsum("fsj,jtu->fstu", alpha, basis)
     return _add_bias(conv(x, kern, rows, cols, stride), bias)
+
+
+# Every layer in differentiable torch code: torch autograd gives the gradients, to any order.
+OPS = {
+    "dau": _autograd.Differentiable(dau),
+    "dau_gauss": _autograd.Differentiable(dau_gauss),
+    "acu": _autograd.Differentiable(acu),
+    "njet": _autograd.Differentiable(njet),
+}

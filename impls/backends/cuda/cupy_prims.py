@@ -453,8 +453,4 @@ class Prims:
         return torch.einsum("ngfl,ngml->gfm", dy.view(n, g_, f_ // g_, l_), bm).reshape(f_, m)
 
 
-_BACKEND = layers.Backend(Prims())
-dau = _BACKEND.dau
-dau_gauss = _BACKEND.dau_gauss
-acu = _BACKEND.acu
-njet = _BACKEND.njet
+OPS = layers.ops(Prims())

@@ -1,8 +1,9 @@
 """Layer glue shared by the CUDA backends (``numba-cuda``, ``cupy``): the efficient algorithms
 of reference/README.md sections 2-5 written once over a small set of kernel primitives.
 
-A backend passes an object ``P`` whose methods take and return torch tensors (outputs are
-allocated by the primitive, integer index tensors are int32 on the data's device):
+A CUDA backend is a primitives file whose ``OPS = ops(Prims())`` (the backend interface of
+``impls.backends``): ``Prims`` is an object ``P`` whose methods take and return torch tensors
+(outputs are allocated by the primitive, integer index tensors are int32 on the data's device):
 
     cpass(inp [B,Ci,Hi,Wi], taps [nf,T], cin [Co], fil [Co], st, off, rows, n_out) -> [B,Co,..]
         1-D correlation along rows (``rows=True``) or columns: output ``o`` of channel ``c``
@@ -45,9 +46,7 @@ MACs (reference/README.md section 8), ``P = N Ho Wo``, ``b = 2 rb + 1``, ``Hc = 
 
 import torch
 
-from ... import _autograd, _math
-
-DAU_NAMES = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
+from ... import _math
 
 
 def _i32(a):
@@ -108,9 +107,9 @@ class Dau:
         return floors(fy + r, h + 2 * r, ho, st), floors(fx + r, w + 2 * r, wo, st), ay, ax
 
     def forward(self, t, hp):
-        x, r, st = t["x"].contiguous(), hp["blur_radius"], hp["stride"]
+        x, r, st = t["x"].contiguous(), hp["keep"], hp["stride"]
         h, w = x.shape[2:]
-        g = _math.gauss1d(t["sigma"].detach().reshape(()), hp["gauss_radius"], r)
+        g = _math.gauss1d(t["sigma"].detach().reshape(()), hp["blur_radius"], r)
         fy, fx, ay, ax = self._geom(t, r, st)
         c, _ = _blur(self.P, x, g, g, r)
         a4 = (t["weight"][..., None] * corner_weights(ay, ax)).contiguous()
@@ -118,10 +117,10 @@ class Dau:
         return _add_bias(y, t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
-        P, x, weight, r, st = self.P, t["x"].contiguous(), t["weight"], hp["blur_radius"], hp["stride"]
+        P, x, weight, r, st = self.P, t["x"].contiguous(), t["weight"], hp["keep"], hp["stride"]
         n, s_, h, w = x.shape
         sig = t["sigma"].detach().reshape(())
-        g = _math.gauss1d(sig, hp["gauss_radius"], r)
+        g = _math.gauss1d(sig, hp["blur_radius"], r)
         fy, fx, ay, ax = self._geom(t, r, st)
         wc = corner_weights(ay, ax)
         gauss = hp["mu_grad"] == "gauss"
@@ -136,7 +135,7 @@ class Dau:
                 gx, gy = pos_grads(tc, ay, ax)
                 out["mu_x"], out["mu_y"] = weight * gx, weight * gy
         if mus and gauss:  # Dx(t,u) = g(t) gd(u), Dy(t,u) = gd(t) g(u)  (reference/README.md section 2)
-            gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r)
+            gd = _math.gauss_dx1d(sig, hp["blur_radius"], r)
             for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                 cd, _ = _blur(P, x, gr, gc, r)
                 out[name] = weight * (P.tapsum(cd, dy, fy, fx, st) * wc).sum(-1)
@@ -151,7 +150,7 @@ class Dau:
             if "sigma" in needs:  # dL/dg through both passes, then the quotient rule
                 dg = P.dtaps(back, hx, one, 2 * r + 1, 1, -2 * r, True)[0]
                 dg = dg + P.dtaps(dh, x.view(n * s_, 1, h, w), one, 2 * r + 1, 1, -2 * r, False)[0]
-                out["sigma"] = (dg * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum().reshape(t["sigma"].shape)
+                out["sigma"] = (dg * _math.gauss1d_dsigma(sig, hp["blur_radius"], r)).sum().reshape(t["sigma"].shape)
         if "bias" in needs:
             out["bias"] = dy.sum((0, 2, 3))
         return out
@@ -166,8 +165,8 @@ class DauGauss:
     @staticmethod
     def _kernel(t, hp):
         sig = t["sigma"] if t["sigma"].dim() == 3 else t["sigma"].reshape(()).expand(t["weight"].shape)
-        keep = (-hp["radius"], hp["radius"])  # the centre that reaches the image (_math.centred_reach)
-        gk = _math.unit_gaussians(t["mu_x"], t["mu_y"], sig, hp["gauss_radius"], keep, keep)
+        keep = (-hp["keep"], hp["keep"])  # the centre that reaches the image (_math.centred_reach)
+        gk = _math.unit_gaussians(t["mu_x"], t["mu_y"], sig, hp["radius"], keep, keep)
         return torch.einsum("fsk,fsktu->fstu", t["weight"], gk)
 
     @staticmethod
@@ -182,14 +181,14 @@ class DauGauss:
         return a4, _i32(fy), _i32(fx)
 
     def forward(self, t, hp):
-        x, r, st = t["x"].contiguous(), hp["radius"], hp["stride"]
+        x, r, st = t["x"].contiguous(), hp["keep"], hp["stride"]
         h, w = x.shape[2:]
         a4, fy, fx = self._units(self._kernel(t, hp), r)
         y = self.P.shift(x, a4, fy, fx, st, _math.out_size(h, st), _math.out_size(w, st))
         return _add_bias(y, t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
-        x, r, st = t["x"].contiguous(), hp["radius"], hp["stride"]
+        x, r, st = t["x"].contiguous(), hp["keep"], hp["stride"]
         s_, h, w = x.shape[1:]
         params = ("weight", "mu_x", "mu_y", "sigma")
         leaves = {k: t[k].detach().requires_grad_(k in needs) for k in params}
@@ -288,10 +287,10 @@ class Njet:
         return a, self.P.cpass(a, d, *rows, st, -r, True, _math.out_size(h, st))
 
     def forward(self, t, hp):
-        x, alpha, r, st, order = t["x"].contiguous(), t["alpha"], hp["radius"], hp["stride"], hp["order"]
+        x, alpha, r, st, order = t["x"].contiguous(), t["alpha"], hp["keep"], hp["stride"], hp["order"]
         n, s_, h, w = x.shape
         f_, _, j_ = alpha.shape
-        d = _math.gauss_derivs1d(t["sigma"].detach().reshape(()), hp["gauss_radius"], order, r).contiguous()
+        d = _math.gauss_derivs1d(t["sigma"].detach().reshape(()), hp["radius"], order, r).contiguous()
         cols, rows = self._maps(order, x.device)
         _, b = self._basis(x.view(n * s_, 1, h, w), d, cols, rows, r, st)
         ho, wo = b.shape[2:]
@@ -301,13 +300,13 @@ class Njet:
 
     def backward(self, t, saved, dy, hp, needs):
         P, x, alpha, sigma = self.P, t["x"].contiguous(), t["alpha"], t["sigma"]
-        r, st, order = hp["radius"], hp["stride"], hp["order"]
+        r, st, order = hp["keep"], hp["stride"], hp["order"]
         n, s_, h, w = x.shape
         f_, _, j_ = alpha.shape
         ho, wo = dy.shape[2:]
         sig = sigma.detach().reshape(()).requires_grad_("sigma" in needs)
         with torch.enable_grad():
-            d_graph = _math.gauss_derivs1d(sig, hp["gauss_radius"], order, r)
+            d_graph = _math.gauss_derivs1d(sig, hp["radius"], order, r)
         d = d_graph.detach().contiguous()
         cols, rows = self._maps(order, x.device)
         x2 = x.view(n * s_, 1, h, w)
@@ -334,43 +333,6 @@ class Njet:
         return out
 
 
-def blur_reach(x, mu_x, mu_y, stride, rb):
-    """``_math.blur_reach`` for host tensors; ``rb`` on a device.  Finding the reach reads the
-    displacements' extent on the host, so on a device (where that read is a synchronisation) the
-    canvas keeps the full ``(H + 2 rb) x (W + 2 rb)``."""
-    if mu_x.device.type != "cpu":
-        return rb
-    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
-    return _math.blur_reach(*fl, stride, x.shape[2:], rb)
-
-
-class Backend:
-    """The four layer callables of the backend interface over primitives ``prims``."""
-
-    def __init__(self, prims):
-        self.ops = {"dau": Dau(prims), "dau_gauss": DauGauss(prims), "acu": Acu(prims), "njet": Njet(prims)}
-
-    def dau(self, x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
-        """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, one-element ``sigma`` -> ``[N,F,Ho,Wo]``."""
-        # "blur_radius": the blur taps that join a sample to a pixel, the Gaussian still
-        # normalised over all 2 rb + 1 taps of "gauss_radius".
-        rg = blur_reach(x, mu_x, mu_y, stride, blur_radius)
-        hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
-        return _autograd.apply(self.ops["dau"], hp, DAU_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
-
-    def dau_gauss(self, x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
-        """As ``dau``; ``sigma`` one-element or ``[F,S,K]``; kernel side ``2 radius + 1``."""
-        # "radius": the kernel's centre that reaches the image (_math.centred_reach; shapes only).
-        hp = {"radius": _math.centred_reach(x.shape[2:], stride, radius), "gauss_radius": radius, "stride": stride}
-        return _autograd.apply(self.ops["dau_gauss"], hp, DAU_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
-
-    def acu(self, x, weight, pos_x, pos_y, bias, *, stride):
-        """``weight [F,S,K]``, positions ``[K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
-        names = ("x", "weight", "pos_x", "pos_y", "bias")
-        return _autograd.apply(self.ops["acu"], {"stride": stride}, names, (x, weight, pos_x, pos_y, bias))
-
-    def njet(self, x, alpha, sigma, bias, *, order, radius, stride):
-        """``alpha [F,S,J]``, one-element ``sigma`` -> ``[N,F,Ho,Wo]``."""
-        keep = _math.centred_reach(x.shape[2:], stride, radius)  # the taps that reach the image
-        hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
-        return _autograd.apply(self.ops["njet"], hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))
+def ops(prims):
+    """The backend interface (``impls.backends``) over the primitives ``prims``: ``OPS`` of a CUDA backend."""
+    return {"dau": Dau(prims), "dau_gauss": DauGauss(prims), "acu": Acu(prims), "njet": Njet(prims)}

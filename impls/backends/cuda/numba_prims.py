@@ -7,9 +7,9 @@ Two layers:
    Numba device arrays: output arrays are passed in and fully written.  They run under Numba's
    CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) with NumPy inputs.
 2. ``Prims``: the same operations on torch tensors (zero-copy through
-   ``__cuda_array_interface__``, launched on torch's current stream), and the layer callables
-   ``dau``, ``dau_gauss``, ``acu``, ``njet`` built on them by ``impls.backends.cuda.layers`` (which also
-   lists the MAC counts of every pass).
+   ``__cuda_array_interface__``, launched on torch's current stream), and ``OPS``, the layer ops
+   built on them by ``layers`` (the backend interface of ``impls.backends``; ``layers`` also lists
+   the MAC counts of every pass).
 
 Design: one thread per output element, written once (``=``), no atomics.  Every gather
 reads the zero-extended plane through ``_at``.  Adjoint (scatter) passes are written as
@@ -529,8 +529,4 @@ class Prims:
         return self._run(mix_dw, dy, (dy.shape[1], bm.shape[2], lanes), dy, bm, grp).sum(-1)
 
 
-_BACKEND = layers.Backend(Prims())
-dau = _BACKEND.dau
-dau_gauss = _BACKEND.dau_gauss
-acu = _BACKEND.acu
-njet = _BACKEND.njet
+OPS = layers.ops(Prims())

@@ -32,7 +32,7 @@ synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S
 import numpy as np
 import torch
 
-from ... import _autograd, _math
+from ... import _math
 from .kernels import (
     _blur_win,
     _blur_win_t,
@@ -142,7 +142,7 @@ class _Dau:
 
     def _setup(self, t, hp):
         sig = t["sigma"].detach().reshape(())
-        r = hp["blur_radius"]
+        r = hp["keep"]
         fy, fx, wy, wx = _bilinear(t["mu_y"], t["mu_x"], 0)
         a = _np(t["weight"].detach()[..., None] * _taps4(wy, wx))  # [F,S,K,4]
         return sig, r, fy, fx, wy, wx, a
@@ -150,7 +150,7 @@ class _Dau:
     def forward(self, t, hp):
         x, st = _np(t["x"]), hp["stride"]
         sig, r, fy, fx, wy, wx, a = self._setup(t, hp)
-        g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
+        g = _math.gauss1d(sig, hp["blur_radius"], r).numpy()
         (ho, wo), (h, w) = _shape_out(x, st), x.shape[2:]
         # Both paths skip samples that read only zeros (outside the canvas or an inactive unit),
         # dropping weight * 0 terms: a non-finite weight makes its whole output channel
@@ -171,7 +171,7 @@ class _Dau:
         x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
         sig, r, fy, fx, wy, wx, a = self._setup(t, hp)
         w = t["weight"].detach()
-        g = _math.gauss1d(sig, hp["gauss_radius"], r).numpy()
+        g = _math.gauss1d(sig, hp["blur_radius"], r).numpy()
         (ho, wo), (h, wd) = dy.shape[2:], x.shape[2:]
         win = _wide_window(fy, fx, h, wd, ho, wo, r, st)
         if win is None:
@@ -212,7 +212,7 @@ class _Dau:
             if hp["mu_grad"] == "exact":
                 self._exact_mu(cw, wy, wx, w, out)
             else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
-                gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
+                gd = _math.gauss_dx1d(sig, hp["blur_radius"], r).numpy()
                 for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                     if name in needs:
                         cn = _wide_taps(_blur_win(x, gr, gc, y0, x0, ho + y1 - y0, pw), d, off, m)
@@ -228,7 +228,7 @@ class _Dau:
             if "x" in needs:
                 out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
             if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
-                dg = _math.gauss1d_dsigma(sig, hp["gauss_radius"], r).numpy()
+                dg = _math.gauss1d_dsigma(sig, hp["blur_radius"], r).numpy()
                 parts = _plane_dots(back, _blur_win(x, dg, g, -r, -r, hb, wb))
                 parts += _plane_dots(back, _blur_win(x, g, dg, -r, -r, hb, wb))
                 out["sigma"] = _t(parts).sum()
@@ -245,7 +245,7 @@ class _Dau:
             if hp["mu_grad"] == "exact":
                 self._exact_mu(c, wy, wx, w, out)
             else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
-                gd = _math.gauss_dx1d(sig, hp["gauss_radius"], r).numpy()
+                gd = _math.gauss_dx1d(sig, hp["blur_radius"], r).numpy()
                 if "mu_x" in needs:
                     out["mu_x"] = w * self._sampled(_t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st)), wy, wx)
                 if "mu_y" in needs:
@@ -257,7 +257,7 @@ class _Dau:
                 out["x"] = _t(_hblur_t(back_h, g, pad, x.shape[3]))
             if "sigma" in needs:  # dL/dg through both blur passes, then the quotient rule in g
                 dg = _vblur_dg(back, h, r, pad).sum(0) + _hblur_dg(back_h, x, r, pad).sum(0)
-                out["sigma"] = (_t(dg) * _math.gauss1d_dsigma(sig, hp["gauss_radius"], r)).sum()
+                out["sigma"] = (_t(dg) * _math.gauss1d_dsigma(sig, hp["blur_radius"], r)).sum()
         return out
 
 
@@ -353,7 +353,7 @@ class _Njet:
 
     def _setup(self, t, hp):
         sig = t["sigma"].detach().reshape(())
-        d = _math.gauss_derivs1d(sig, hp["gauss_radius"], hp["order"], hp["radius"])
+        d = _math.gauss_derivs1d(sig, hp["radius"], hp["order"], hp["keep"])
         pairs = np.array(_math.njet_pairs(hp["order"]), dtype=np.int64).reshape(-1, 2)
         return sig, d, pairs
 
@@ -390,7 +390,7 @@ class _Njet:
                 dd = _t(_jet_dd(x, hx, db, dh, pairs, st, d.shape[1]).sum(0))
                 s = sig.clone().requires_grad_(True)
                 with torch.enable_grad():
-                    dg = _math.gauss_derivs1d(s, hp["gauss_radius"], hp["order"], hp["radius"])
+                    dg = _math.gauss_derivs1d(s, hp["radius"], hp["order"], hp["keep"])
                     (gs,) = torch.autograd.grad(dg, s, dd)
                 out["sigma"] = gs.reshape(t["sigma"].shape)
         if "bias" in needs:
@@ -431,37 +431,4 @@ class _DauGauss:
         return out
 
 
-_DAU, _DAU_GAUSS, _ACU, _NJET = _Dau(), _DauGauss(), _Acu(), _Njet()
-_UNIT_NAMES = ("x", "weight", "mu_x", "mu_y", "sigma", "bias")
-
-
-def dau(x, weight, mu_x, mu_y, sigma, bias, *, stride, blur_radius, mu_grad):
-    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``."""
-    # blur_radius below: the taps that join a sample to a pixel (_math.blur_reach); the Gaussian
-    # is normalised over all 2 rb + 1 taps of "gauss_radius".
-    fl = [_math.bilinear(m.detach())[0] for m in (mu_y, mu_x)]
-    rg = _math.blur_reach(*fl, stride, x.shape[2:], blur_radius)
-    hp = {"stride": stride, "blur_radius": rg, "gauss_radius": blur_radius, "mu_grad": mu_grad}
-    return _autograd.apply(_DAU, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
-
-
-def dau_gauss(x, weight, mu_x, mu_y, sigma, bias, *, radius, stride):
-    """As ``dau``; ``sigma`` scalar or ``[F,S,K]``; kernel side ``2 radius + 1``."""
-    hp = {"radius": radius, "stride": stride, "keep": _math.centred_reach(x.shape[2:], stride, radius)}
-    return _autograd.apply(_DAU_GAUSS, hp, _UNIT_NAMES, (x, weight, mu_x, mu_y, sigma, bias))
-
-
-def acu(x, weight, pos_x, pos_y, bias, *, stride):
-    """``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]`` -> ``[N,F,Ho,Wo]``."""
-    return _autograd.apply(
-        _ACU, {"stride": stride}, ("x", "weight", "pos_x", "pos_y", "bias"), (x, weight, pos_x, pos_y, bias)
-    )
-
-
-def njet(x, alpha, sigma, bias, *, order, radius, stride):
-    """``alpha [F,S,J]``, scalar ``sigma`` -> ``[N,F,Ho,Wo]``."""
-    # "radius": the taps that reach a pixel (_math.centred_reach); the basis keeps the
-    # normalisation over all 2 radius + 1 taps of "gauss_radius".
-    keep = _math.centred_reach(x.shape[2:], stride, radius)
-    hp = {"order": order, "radius": keep, "gauss_radius": radius, "stride": stride}
-    return _autograd.apply(_NJET, hp, ("x", "alpha", "sigma", "bias"), (x, alpha, sigma, bias))
+OPS = {"dau": _Dau(), "dau_gauss": _DauGauss(), "acu": _Acu(), "njet": _Njet()}
