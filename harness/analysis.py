@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-import reference
+from .. import reference
 
 SIGMAS = (0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 FRACS = tuple(np.round(np.arange(0.0, 1.0, 0.125), 3))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-import impls
+from .. import impls
 
 from . import baselines, costmodel, machine, precision, results, runner, timing
 

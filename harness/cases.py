@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from reference import LAYERS
+from ..reference import LAYERS
 
 
 @dataclass(frozen=True)

@@ -36,32 +36,16 @@ class UsageError(Exception):
 
 def _check_device(device):
     if device == "cuda":
-        from impls._registry import cuda_available
+        from ..impls._registry import cuda_available
 
         if not cuda_available():
             raise UsageError("--device cuda: no CUDA device is available on this machine (torch sees none)")
 
 
-def _registry():
-    """``impls._registry`` without running ``impls/__init__`` (which may load torch: seconds).  The
-    backend table needs only the registry, which imports no torch (suites/test_cli.py checks);
-    registered under its own name, so a later ``import impls`` binds this same module."""
-    if "impls" in sys.modules:
-        from impls import _registry
-
-        return _registry
-    import importlib.util
-
-    where = importlib.util.find_spec("impls").submodule_search_locations[0]
-    spec = importlib.util.spec_from_file_location("impls._registry", os.path.join(where, "_registry.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["impls._registry"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def cmd_backends(args):
-    for b in _registry().table():
+    from .. import impls  # the registry: no torch
+
+    for b in impls.backend_table():
         state = "available" if b["unavailable"] is None else f"unavailable: {b['unavailable']}"
         print(f"{b['backend']:<12} {state}")
         print(
@@ -87,8 +71,7 @@ def _writable(path, folder=False):
 def cmd_matrix(args):
     if args.out:
         _writable(args.out)
-    import impls
-
+    from .. import impls
     from . import cases, console, results, runner
 
     if args.device != "all":
@@ -117,8 +100,7 @@ def cmd_matrix(args):
 
 def cmd_bench(args):
     _writable(args.out, folder=True)
-    import impls
-
+    from .. import impls
     from . import bench, cases, console
 
     _check_device(args.device)
@@ -416,5 +398,7 @@ def main(argv=None):
         return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # -m rfbench.harness.cli, or -m harness.cli in a checkout: the package module
+    from rfbench.harness.cli import main as _main
+
+    sys.exit(_main())

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from impls import _math
+from ..impls import _math
 
 PASSES = ("forward", "backward", "forward+backward")
 

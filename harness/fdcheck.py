@@ -9,7 +9,7 @@ the step, and the rounding of the step itself; ``bound_ratio <= 1`` passes.
 
 import numpy as np
 
-import reference
+from .. import reference
 
 from . import cases, metrics, runner
 

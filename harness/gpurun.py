@@ -135,13 +135,14 @@ def _cap_log(path):
 
 def _child(step, out, device, rehearse, deadline, skip, seed, timeout, log):
     """Run one step in its own process group -> (status, rc, seconds)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "-m", "harness.gpurun", "--child", step.name, "--out", out, "--device", device]
+    from .machine import child_env, package_root
+
+    root = package_root()
+    cmd = [sys.executable, "-m", f"{__package__}.gpurun", "--child", step.name, "--out", out, "--device", device]
     cmd += ["--deadline", repr(deadline), "--seed", str(seed), "--skip", ",".join(skip) or "-"]
     if rehearse:
         cmd.append("--rehearse")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env = child_env({**os.environ, "PYTHONUNBUFFERED": "1"})
     t0 = time.monotonic()
     with open(log, "ab") as fh:
         fh.write(f"\n===== step {step.name}: {step.what} (limit {timeout:.0f} s) =====\n".encode())
@@ -451,7 +452,7 @@ class Ctx:
 def _dtypes(backend, layer, device):
     import torch
 
-    import impls
+    from .. import impls
 
     from . import runner
 
@@ -549,7 +550,7 @@ def _check_numba_cuda(ctx):
             "skipped: no CUDA device (the PTX compile of every kernel: "
             "suites/test_cuda.py::test_numba_cuda_kernels_compile_to_ptx)"
         )
-    import impls
+    from .. import impls
 
     args = _tiny_dau("cuda", torch.float64)
     y = impls.dau_conv2d(*args, stride=1, blur_radius=3, backend="numba-cuda")
@@ -560,7 +561,7 @@ def _check_numba_cuda(ctx):
 def _check_cupy(ctx):
     import torch
 
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from ..impls.backends.cuda import cupy_prims as cupy_cuda
 
     if ctx.rehearse or not torch.cuda.is_available():
         try:
@@ -573,7 +574,7 @@ def _check_cupy(ctx):
             cupy_cuda.nvrtc_compile(m)
             times.append(f"{m} {time.monotonic() - t0:.1f} s")
         return "no CUDA device: NVRTC compile only (sm_90): " + ", ".join(times)
-    import impls
+    from .. import impls
 
     times = []
     for m in cupy_cuda.MODULES:
@@ -914,7 +915,9 @@ def step_determinism(ctx):
 
 
 def step_pytest(ctx):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from .machine import package_root
+
+    root = package_root()  # a checkout: its suites/
     target = ["suites/test_cuda.py"] if ctx.rehearse else ["suites"]
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *target]
     cmd += [f"--junitxml={os.path.abspath(ctx.path('junit'))}"]
@@ -950,7 +953,7 @@ NCU_METRICS = (
 NCU_SCRIPT = """
 import sys
 import torch
-from harness import cases, costmodel, precision, runner
+from rfbench.harness import cases, costmodel, precision, runner
 
 backends = sys.argv[1].split(",")
 case = next(c for c in cases.grid("paper") if c.layer == "dau" and c.name == "paper")
@@ -992,10 +995,11 @@ def step_ncu(ctx):
         ctx.note("ncu", "Nsight Compute", why)
         return
     from . import results
+    from .machine import child_env, package_root
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = package_root()
     backends = [b for b in ctx.backends() if b == "cupy"]  # the redesigned kernels (ncu is slow per launch)
-    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = child_env()
     # The full metric set first; a metric this ncu does not know fails the whole run: then the basic
     # set.  ncu's messages go to the log as they come, its CSV to a file of its own, parsed after.
     csv_path = os.path.join(root, ".ncu.csv")
@@ -1069,7 +1073,7 @@ STEP_FNS = {
 
 
 def child(argv=None):
-    p = argparse.ArgumentParser(prog="python -m harness.gpurun")
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}.gpurun")
     p.add_argument("--child", required=True, choices=NAMES)
     p.add_argument("--out", required=True)
     p.add_argument("--device", required=True)
@@ -1086,5 +1090,7 @@ def child(argv=None):
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(child())
+if __name__ == "__main__":  # -m rfbench.harness.gpurun, or -m harness.gpurun in a checkout: the package module
+    from rfbench.harness.gpurun import child as _child
+
+    sys.exit(_child())

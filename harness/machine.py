@@ -29,6 +29,20 @@ class NotQuiet(RuntimeError):
     """A quiet machine was required and it stayed busy."""
 
 
+def package_root():
+    """The folder that holds the ``rfbench`` package (a checkout's root, or site-packages): a child Python
+    started there with it on ``PYTHONPATH`` imports the same code as this process."""
+    top = sys.modules[__name__.partition(".")[0]]
+    return os.path.dirname(os.path.dirname(os.path.abspath(top.__file__)))
+
+
+def child_env(env=None):
+    """``env`` (default ``os.environ``) with ``package_root`` first on ``PYTHONPATH``."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = package_root() + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def cores():
     """CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):

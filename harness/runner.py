@@ -10,8 +10,7 @@ import traceback
 import numpy as np
 import torch
 
-import impls
-import reference
+from .. import impls, reference
 
 from . import metrics, precision
 

@@ -13,7 +13,6 @@ the spread ``max / min - 1`` of the speed-ups.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
@@ -42,7 +41,7 @@ def _child(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m harness.stability", description=__doc__)
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}.stability", description=__doc__)
     p.add_argument("--case", default="dau-paper", help="case id (layer-name) of the full grid")
     p.add_argument("--pass", dest="pass_", default="forward", choices=["forward", "backward", "forward+backward"])
     p.add_argument("--runs", type=int, default=5)
@@ -55,13 +54,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.child:
         return _child(args)
-    env = dict(os.environ)
+    env = machine.child_env()
     if not args.raw:
         env.update(machine.thread_env(args.threads))
     env.update(kv.split("=", 1) for kv in args.env)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "harness.stability", "--child", "--case", args.case, "--pass", args.pass_]
+    root = machine.package_root()
+    cmd = [sys.executable, "-m", f"{__package__}.stability", "--child", "--case", args.case, "--pass", args.pass_]
     cmd += ["--reps", str(args.reps), "--threads", str(args.threads), "--backends", *args.backends]
     cmd += ["--raw"] if args.raw else []
     ups, cpu_ups = {}, {}
@@ -94,5 +92,7 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # -m rfbench.harness.stability, or -m harness.stability in a checkout: the package module
+    from rfbench.harness.stability import main as _main
+
+    sys.exit(_main())

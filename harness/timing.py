@@ -211,17 +211,11 @@ def peaks(device, ariths=("float32",), threads=None):
     -> ``{arith: {"peak_macs": ..., "peak_bytes": ...}}``"""
     names = [str(a).rsplit(".", 1)[-1] for a in ariths]
     code = (
-        f"import json, torch; from harness.timing import _measure_peaks; "
+        f"import json, torch; from {__package__}.timing import _measure_peaks; "
         f"print(json.dumps({{a: _measure_peaks({str(device)!r}, a, {threads!r}) for a in {names!r}}}))"
     )
-    env = {**os.environ, **(machine.thread_env(threads) if threads else {})}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = machine.child_env({**os.environ, **(machine.thread_env(threads) if threads else {})})
     out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=root,
-        env={**env, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=machine.package_root(), env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])

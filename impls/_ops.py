@@ -39,8 +39,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from reference.layers import LAYERS
-
+from ..reference.layers import LAYERS
 from . import _autograd, _math, _validate
 from ._registry import resolve, select
 

@@ -14,7 +14,7 @@ import importlib.util
 import shutil
 from dataclasses import dataclass, field
 
-from reference.layers import LAYERS as _LAYERS
+from ..reference.layers import LAYERS as _LAYERS
 
 # No torch import here: ``rfbench backends`` reads this table in well under a second.
 LAYERS = tuple(_LAYERS)  # the contract's layers (reference/layers.py)
@@ -44,7 +44,7 @@ class BackendUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Backend:
     name: str
-    module: str  # import path of the module whose ``OPS`` maps each layer to its op (impls.backends)
+    module: str  # the module whose ``OPS`` maps each layer to its op, relative to impls (impls.backends)
     devices: tuple  # torch device types: "cpu", "cuda"
     dtypes: tuple  # names: "float32", ...
     layers: tuple = LAYERS
@@ -83,7 +83,7 @@ class Backend:
         reason = self.unavailable()
         if reason:
             raise BackendUnavailable(f"backend '{self.name}' is unavailable: {reason}")
-        return importlib.import_module(self.module)
+        return importlib.import_module(self.module, __package__)
 
     def ops(self):
         """The backend's ops by layer: its module's ``OPS`` (the interface of ``impls.backends``)."""
@@ -97,7 +97,7 @@ def _unavailable(b):
             return f"{mod} not installed"
     if b.devices == ("cuda",) and not cuda_available():
         return "no CUDA device"
-    if importlib.util.find_spec(b.module) is None:
+    if importlib.util.find_spec(b.module, __package__) is None:
         return f"module {b.module} missing"
     return None
 
@@ -107,7 +107,7 @@ BACKENDS = {
     for b in (
         Backend(
             "reference",
-            "impls.backends.reference",
+            ".backends.reference",
             ("cpu",),
             ("float64",),
             requires=("scipy",),
@@ -115,7 +115,7 @@ BACKENDS = {
         ),
         Backend(
             "torch-naive",
-            "impls.backends.torch_naive",
+            ".backends.torch_naive",
             ("cpu", "cuda"),
             F32_64,
             passes=("forward", "backward", "double_backward"),
@@ -124,14 +124,14 @@ BACKENDS = {
         ),
         Backend(
             "torch-fast",
-            "impls.backends.torch_fast",
+            ".backends.torch_fast",
             ("cpu", "cuda"),
             F32_64,
             summary="the papers' efficient algorithms in torch ops; hand-written backward",
         ),
         Backend(
             "numba",
-            "impls.backends.numba.layers",
+            ".backends.numba.layers",
             ("cpu",),
             F32_64,
             requires=("numba",),
@@ -139,7 +139,7 @@ BACKENDS = {
         ),
         Backend(
             "numba-cuda",
-            "impls.backends.cuda.numba_prims",
+            ".backends.cuda.numba_prims",
             ("cuda",),
             F32_64,
             requires=("numba",),
@@ -147,7 +147,7 @@ BACKENDS = {
         ),
         Backend(
             "cupy",
-            "impls.backends.cuda.cupy_prims",
+            ".backends.cuda.cupy_prims",
             ("cuda",),
             F32_64,
             requires=("cupy",),

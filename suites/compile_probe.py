@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-from impls import nn as rn
+from rfbench.impls import nn as rn
 
 
 def model(backend, dtype):

@@ -9,15 +9,15 @@ import inspect
 import pytest
 import torch
 
-import impls
-from impls import _autograd, _ops, _validate
-from reference import LAYERS
+from rfbench import impls
+from rfbench.impls import _autograd, _ops, _validate
+from rfbench.reference import LAYERS
 
 
 def _module(record):
     """The backend's module, or a skip saying why it cannot be imported here."""
     try:
-        return importlib.import_module(record.module)
+        return importlib.import_module(record.module, impls.__name__)
     except ImportError as exc:
         pytest.skip(f"{record.name}: {record.module} cannot be imported here ({exc})")
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import impls
+from rfbench import impls
 
 F64 = torch.float64
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from harness import bench, cases, costmodel, machine, results, timing
+from rfbench.harness import bench, cases, costmodel, machine, results, timing
 
 FAKE_PEAK = {"peak_macs": 1e11, "peak_bytes": 1e10}
 

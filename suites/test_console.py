@@ -3,8 +3,8 @@ cannot run collapsed into one line each, and the verdict with the report's path 
 
 import io
 
-from harness import cli, console, fdcheck, results, runner
-from harness import cases as casegrid
+from rfbench.harness import cli, console, fdcheck, results, runner
+from rfbench.harness import cases as casegrid
 
 
 class Clock:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-import impls
-import reference
+from rfbench import impls
+from rfbench import reference
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "impls" / "backends" / "cuda"
 N, S, F, K, H, W = 1, 2, 2, 2, 5, 4
@@ -33,7 +33,7 @@ def _sim():
 
     if not config.ENABLE_CUDASIM:
         pytest.skip("numba CUDA simulator not enabled (NUMBA_ENABLE_CUDASIM=1; set by conftest without a GPU)")
-    from impls.backends.cuda import numba_prims as numba_cuda
+    from rfbench.impls.backends.cuda import numba_prims as numba_cuda
 
     return numba_cuda
 
@@ -84,7 +84,7 @@ def _case(layer, stride, seed=0, groups=1, sigma_units=False, order=2):
 def _layer(mod, layer):
     """The backend module ``mod``'s op for ``layer`` as a function of the public call's arguments, run
     outside the registry (CPU tensors under the simulator or the emulation): ``impls._ops.apply``."""
-    from impls import _ops
+    from rfbench.impls import _ops
 
     return lambda *ts, **hp: _ops.apply(mod.OPS[layer], layer, ts, hp)
 
@@ -522,7 +522,7 @@ def _emu_launch(lib, cupy_cuda):
 def cc(emu_lib, monkeypatch, seed):
     """``impls.cupy_cuda`` launching into the CPU build of its kernels, blocks in the session
     seed's shuffled order; 64-thread element-wise blocks (fewer emulated threads)."""
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     emu_lib.emu_set_seed(seed % 2**31)
     monkeypatch.setattr(cupy_cuda, "_launch", _emu_launch(emu_lib, cupy_cuda))
@@ -626,7 +626,7 @@ def test_kernels_cropped_to_the_image(request, where, layer):
 
 
 def test_floors_clamped():
-    from impls.backends.cuda import layers as _cuda_ops
+    from rfbench.impls.backends.cuda import layers as _cuda_ops
 
     fl = torch.tensor([-(2**40), -9, -8, -7, 0, 9, 10, 11, 2**40])
     # n_in 10, n_out 4, stride 2: reachable floors -8 .. 10 (rows i st + p0 + {0, 1})
@@ -687,7 +687,7 @@ def test_emu_grid_large_batch(cc, emu_lib, monkeypatch):
 
 
 def test_argv_needs_contiguous():
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     t = torch.zeros(4, 6)
     (p, k) = cupy_cuda._argv([t, np.int32(3)])
@@ -701,7 +701,7 @@ def test_reduction_block_size_is_compile_time():
     multiple of 32 when compiled; the host launches the reduction kernels with ``kRed``."""
     import re
 
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     src = (CUDA_DIR / "common.cu").read_text()
     assert int(re.search(r"constexpr int kRed = (\d+);", src).group(1)) == cupy_cuda.RED_THREADS
@@ -765,7 +765,7 @@ def _fwd_units(g, f_, s_, k_, spreads):
     """Floors ``[F,S,K]`` whose groups of ``FWD_FB`` output channels have the displacement spreads
     ``spreads`` (one per group: 6, 14 fit the buckets 8, 16; 60 leaves stages that do not fit
     32), and random corner weights."""
-    from impls.backends.cuda.cupy_prims import FWD_FB
+    from rfbench.impls.backends.cuda.cupy_prims import FWD_FB
 
     fy = torch.zeros(f_, s_, k_, dtype=torch.int64)
     fx = torch.zeros_like(fy)
@@ -816,7 +816,7 @@ def test_emu_fwd_buckets(cc, st, dtype, seed):
 
 def test_emu_fwd_table():
     """The prepare pass: buckets by the largest spread of a group, stage-wise fit, relative floors."""
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     g = torch.Generator().manual_seed(0)
     fb = cupy_cuda.FWD_FB
@@ -831,7 +831,7 @@ def test_emu_fwd_table():
 def test_fwd_geom(emu_lib):
     """The host's tile geometry is the kernel's (FwdGeom), and two stages of every dau_fwd /
     dau_tapsum instantiation fit the opt-in shared-memory limit of sm_80 (163 KB)."""
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     for esize in (4, 8):
         for st in (1, 2):
@@ -853,7 +853,7 @@ def test_emu_fwd_paper(cc, seed):
 def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
     """The cupy DAU primitives never read a tensor's values on the host (on a GPU each read is a
     device sync): every host read of a tensor raises here while they run under emulation."""
-    from impls import _validate
+    from rfbench.impls import _validate
 
     # Device tensors: no host-side blur reach (impls._ops.backend_hp reads the displacements only where free).
     monkeypatch.setattr(_validate, "free_to_read", lambda t: False)
@@ -880,8 +880,8 @@ if hasattr(np, "row_stack"):
 import numba
 import numba.cuda.dispatcher as dispatcher
 import torch
-import impls.backends.cuda.numba_prims as nc
-from impls import _ops
+import rfbench.impls.backends.cuda.numba_prims as nc
+from rfbench.impls import _ops
 
 # Record every launch as the layers make it: (kernel, argument types), no device needed.
 seen = {}

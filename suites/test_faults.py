@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench, results
+from rfbench.harness import bench, results
 
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny grid: the acu and njet cases of the smoke grid named "odd", two backends, quick groups.

@@ -4,7 +4,7 @@ passes its derived bound on fresh data, and a wrong gradient does not."""
 import numpy as np
 import pytest
 
-from harness import fdcheck, runner
+from rfbench.harness import fdcheck, runner
 
 
 @pytest.mark.parametrize("case", fdcheck.CASES, ids=[c.id for c in fdcheck.CASES])

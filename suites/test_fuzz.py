@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from harness import cases, runner
+from rfbench.harness import cases, runner
 
 BACKENDS = ["torch-naive", "torch-fast", "numba"]
 LAYERS = ["dau", "dau_gauss", "acu", "njet"]

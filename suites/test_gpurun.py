@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import gpurun
+from rfbench.harness import gpurun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,8 +144,8 @@ def test_matrix_runs_with_tf32_off_and_restores(monkeypatch):
     call and its backward, and restores what it found, also after an error."""
     import torch
 
-    import impls
-    from harness import cases, precision, runner
+    from rfbench import impls
+    from rfbench.harness import cases, precision, runner
 
     seen = []
     real = runner.call
@@ -175,7 +175,7 @@ def test_matrix_runs_with_tf32_off_and_restores(monkeypatch):
 
 
 def test_std_variants_only_on_cuda_float32():
-    from harness import baselines
+    from rfbench.harness import baselines
 
     assert baselines.std_variants("cpu", "float32") == (baselines.STD,)
     assert baselines.std_variants("cuda", "float64") == (baselines.STD,)
@@ -187,7 +187,7 @@ def test_std_variants_only_on_cuda_float32():
 
 def test_cupy_source_pastes_includes(tmp_path):
     """CuPy's disk cache keys a module on its source text: an edit of an included file must change it."""
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     for name in cupy_cuda.MODULES:
         text = cupy_cuda.source(name)
@@ -205,7 +205,7 @@ def test_cupy_modules_compile_with_nvrtc(name):
     """Each module compiles with NVRTC exactly as CuPy compiles it on a GPU (its -ftz=true and
     every name expression included), for sm_90, without a device."""
     pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="cupy is not installed (the gpu extra)")
-    from impls.backends.cuda import cupy_prims as cupy_cuda
+    from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     try:
         cupy_cuda.nvrtc_compile(name)
@@ -220,8 +220,8 @@ def test_ftz_floor_follows_the_backend():
 
     import torch
 
-    import impls
-    from harness import cases, metrics
+    from rfbench import impls
+    from rfbench.harness import cases, metrics
 
     case = next(c for c in cases.grid("smoke") if c.layer == "dau")
     arrays = case.arrays(0)

@@ -6,10 +6,10 @@ import inspect
 
 import pytest
 
-import impls
-from harness import cases
-from impls import _registry
-from reference import LAYERS, REQUIRED
+from rfbench import impls
+from rfbench.harness import cases
+from rfbench.impls import _registry
+from rfbench.reference import LAYERS, REQUIRED
 
 
 def _keywords(fn, skip=("absolute",)):
@@ -47,7 +47,7 @@ def test_the_reference_takes_the_tables_hyper_parameters(name):
 
 def test_radius_rules():
     """Each default radius is a rule of the table: ``ceil(3 sigma)`` for dau, ``ceil(extent sigma)`` for njet."""
-    from reference import dau, njet
+    from rfbench.reference import dau, njet
 
     assert LAYERS["dau"].param("blur_radius").radius_from(0.7, {}) == 3 == dau.default_blur_radius(0.7)
     assert LAYERS["njet"].param("radius").radius_from(1.1, {"extent": 2.0}) == 3 == njet.default_radius(1.1)
@@ -57,7 +57,7 @@ def test_radius_rules():
 
 
 def test_the_registry_and_the_custom_operators_read_the_table():
-    from impls import _ops  # noqa: F401 (registers torch.ops.rfbench.*)
+    from rfbench.impls import _ops  # noqa: F401 (registers torch.ops.rfbench.*)
 
     import torch
 

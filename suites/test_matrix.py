@@ -4,8 +4,8 @@ gradient compared with the float64 reference under the rounding-bound policy of
 
 import pytest
 
-import impls
-from harness import cases, runner
+from rfbench import impls
+from rfbench.harness import cases, runner
 
 DTYPES = ("float32", "float64")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as tnf
 
-import impls
-from impls import nn as rn
+from rfbench import impls
+from rfbench.impls import nn as rn
 
 B = "torch-naive"
 

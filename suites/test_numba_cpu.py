@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-import impls
+from rfbench import impls
 
 pytest.importorskip("numba")
-from impls.backends.numba import layers as numba_cpu  # noqa: E402
+from rfbench.impls.backends.numba import layers as numba_cpu  # noqa: E402
 
 
 N, S, F, K, H, W = 2, 3, 4, 3, 7, 6
@@ -213,7 +213,8 @@ def test_inputs_untouched():
 
 
 _GROUPS_PEAK = """
-import resource, sys, torch, impls
+import resource, sys, torch
+from rfbench import impls
 def run(groups):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 64, 32, 32, generator=g, requires_grad=True)
@@ -243,7 +244,8 @@ def test_acu_memory_does_not_grow_with_position_groups():
 _THREADS_RUN = """
 import os, sys
 os.environ["NUMBA_NUM_THREADS"] = sys.argv[1]
-import torch, impls
+import torch
+from rfbench import impls
 torch.set_num_threads(int(sys.argv[1]))
 g = torch.Generator().manual_seed(0)
 x = torch.randn(4, 16, 20, 19, generator=g)

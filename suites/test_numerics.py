@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import impls
-from harness import cases, metrics, runner
-from impls import _math
-from impls.backends import torch_naive
+from rfbench import impls
+from rfbench.harness import cases, metrics, runner
+from rfbench.impls import _math
+from rfbench.impls.backends import torch_naive
 
 CPU = ["reference", "torch-naive", "torch-fast", "numba"]
 FAST = ["torch-naive", "torch-fast", "numba"]
@@ -369,8 +369,8 @@ def test_cuda_floors_do_not_wrap_into_the_image(far):
 
     if not config.ENABLE_CUDASIM:
         pytest.skip("needs Numba's CUDA simulator (conftest enables it on a machine without a GPU)")
-    from impls import _ops
-    from impls.backends.cuda import numba_prims as numba_cuda
+    from rfbench.impls import _ops
+    from rfbench.impls.backends.cuda import numba_prims as numba_cuda
 
     x = torch.randn(1, 1, 4, 5)
     acu = (x, torch.ones(1, 1, 1), torch.tensor([far]), torch.tensor([0.25]), None)
@@ -392,7 +392,7 @@ def test_scaled_inputs_pass_on_every_cpu_backend(layer, scale, seed):
     were judged 6e3 times their bound on all three backends alike."""
     from dataclasses import replace
 
-    from harness import cases, runner
+    from rfbench.harness import cases, runner
 
     bad = []
     for base in (c for c in cases.grid("smoke") if c.layer == layer):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as tnf
 from scipy import ndimage
 
-import impls
+from rfbench import impls
 
 CPU64 = [b for b in impls.BACKENDS if impls.BACKENDS[b].refusal("acu", torch.device("cpu"), torch.float64) is None]
 

@@ -4,8 +4,8 @@ derivative rule at integer positions."""
 import numpy as np
 import pytest
 
-import reference
-from harness import cases, fdcheck
+from rfbench import reference
+from rfbench.harness import cases, fdcheck
 
 FD_CASES = [
     cases.Case("fd", "dau", n=2, s=2, f=2, h=5, w=6, k=2, sigma=0.8, spread=4.0, stride=1),

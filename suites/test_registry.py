@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import impls
-from impls import _registry
+from rfbench import impls
+from rfbench.impls import _registry
 
 
 def test_every_backend_has_a_complete_record():

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness import analysis, bench, cases, fdcheck, report, results, runner, verdict
+from rfbench.harness import analysis, bench, cases, fdcheck, report, results, runner, verdict
 
 FIGURES = ("speedup_vs_gamma", "sweeps", "error_heatmap", "gradient_accuracy", "dau_approximations")
 
@@ -199,7 +199,7 @@ def _verdict_row(case, backend, macs, up, flags=()):
 def test_speed_verdict_reads_a_case_with_work_and_says_when_all_were_excluded():
     import pandas as pd
 
-    from harness import verdict
+    from rfbench.harness import verdict
 
     rows = [_verdict_row("batch0", "numba", 0, 1.0), _verdict_row("odd", "numba", 1e6, 3.0)]
     table = verdict.speed(pd.DataFrame(rows))

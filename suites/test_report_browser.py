@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from harness import fdcheck, report, results, runner
-from harness import cases as casegrid
+from rfbench.harness import fdcheck, report, results, runner
+from rfbench.harness import cases as casegrid
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 FLAGS = (

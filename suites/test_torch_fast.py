@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import impls
-import reference
+from rfbench import impls
+from rfbench import reference
 
 FAST, REF = "torch-fast", "reference"
 
@@ -228,7 +228,7 @@ def test_one_element_sigma():
 @pytest.mark.parametrize("budget", [1, 2000])
 def test_chunks(monkeypatch, budget):
     """Tiny buffer budgets: chunks over groups and units (dau), over synapses (acu)."""
-    import impls.backends.torch_fast as tf
+    import rfbench.impls.backends.torch_fast as tf
 
     monkeypatch.setattr(tf, "_BUDGET", budget)
     g = _gen(10)

@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch._subclasses import FakeTensorMode
 
-import impls
-from impls import _ops, _validate
-from impls import nn as rn
-from reference.layers import LAYERS as TABLE
+from rfbench import impls
+from rfbench.impls import _ops, _validate
+from rfbench.impls import nn as rn
+from rfbench.reference.layers import LAYERS as TABLE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

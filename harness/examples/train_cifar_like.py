@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as tnf
 from torch import nn
 
-from impls import nn as rn
+from rfbench import nn as rn
 
 SCALES = (0.6, 1.2, 2.4)  # minor-axis blur of the fine, medium and coarse classes, in pixels
 SIZE, CLASSES = 32, 2 * len(SCALES)

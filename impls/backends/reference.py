@@ -7,7 +7,7 @@ table (``reference.LAYERS``), its gradients reach torch autograd through the bri
 import numpy as np
 import torch
 
-from reference import LAYERS
+from ...reference import LAYERS
 
 
 def _np(t):

@@ -6,12 +6,12 @@ import os
 
 import pytest
 
-from harness.machine import apply_thread_env, cores
+from rfbench.harness.machine import apply_thread_env, cores
 
 THREADS = int(os.environ.get("RFBENCH_THREADS", cores()))
 apply_thread_env(THREADS)
 
-from harness.env import environment  # noqa: E402 - imports torch: after the thread environment
+from rfbench.harness.env import environment  # noqa: E402 - imports torch: after the thread environment
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
@@ -21,7 +21,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 @pytest.fixture(autouse=True)
 def held_threads():
     """Every backend on ``THREADS`` threads, checked again after the timed test."""
-    from harness import timing
+    from rfbench.harness import timing
 
     timing.hold_threads(THREADS)
     yield

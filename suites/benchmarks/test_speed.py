@@ -10,8 +10,8 @@ suite is for people who live in pytest-benchmark.  Not part of the default test 
 import pytest
 import torch
 
-import impls
-from harness import bench, cases, costmodel, runner
+from rfbench import impls
+from rfbench.harness import bench, cases, costmodel, runner
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BACKENDS = [b for b in impls.BACKENDS if b != "reference"]
