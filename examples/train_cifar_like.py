@@ -7,7 +7,10 @@ fields of the right size and shape, which is what the three layers learn: DAU di
 ACU synapse positions and the N-Jet scale. The script prints the loss and accuracy while it trains,
 then the learned displacement / position / sigma statistics, then prunes small DAU units.
 
-    python -m harness.examples.train_cifar_like [--steps 300] [--backend torch-naive]
+    python examples/train_cifar_like.py [--steps 300] [--backend torch-naive]
+
+with rfbench installed (README); from a checkout with nothing installed, ``python -m
+examples.train_cifar_like`` in its root.
 """
 
 import argparse
