@@ -1,4 +1,7 @@
-"""``rfbench.nn``: the trainable layers and their training helpers (``rfbench.impls.nn``)."""
+"""``rfbench.nn`` is ``rfbench.impls.nn`` (the trainable layers and their training helpers): one module, two names."""
 
-from .impls.nn import *  # noqa: F403
-from .impls.nn import __all__  # noqa: F401
+import sys
+
+from .impls import nn as _nn
+
+sys.modules[__name__] = _nn
