@@ -99,7 +99,7 @@ def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, see
         "reps": reps,
         "budget_s": budget_s,
         "seed": seed,
-        "machine": results.machine_name(),
+        "machine": machine.machine_name(),
         "code": code_version(),
     }
 

@@ -22,12 +22,6 @@ import random
 import signal
 import sys
 
-# Choices are spelled out here so that ``--help`` imports neither torch nor the backends;
-# suites/test_cli.py checks them against harness.cases, harness.runner and impls.
-GRIDS = ("default", "full", "paper", "smoke")
-LAYERS = ("dau", "dau_gauss", "acu", "njet")
-BACKENDS = ("reference", "torch-naive", "torch-fast", "numba", "numba-cuda", "cupy")
-DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 class UsageError(Exception):
@@ -285,7 +279,18 @@ def _speed_options(p):
     p.add_argument("--retry-contended", action="store_true", help="measure again groups flagged contended")
 
 
+def choices():
+    """The names the options accept, from where each is defined: the grids of ``harness.cases``, and the
+    layers, backends and dtypes of the registry (``impls._registry``, whose layers are the contract's
+    table).  Reading them loads neither torch nor a backend. -> ``(grids, layers, backends, dtypes)``"""
+    from ..impls import _registry
+    from .cases import GRIDS
+
+    return tuple(sorted(GRIDS)), _registry.LAYERS, tuple(_registry.BACKENDS), _registry.DTYPES
+
+
 def parser():
+    GRIDS, LAYERS, BACKENDS, DTYPES = choices()
     p = argparse.ArgumentParser(
         prog="rfbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

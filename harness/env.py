@@ -8,8 +8,13 @@ from importlib import metadata
 
 import torch
 
+from ..impls._registry import packages as _layer_packages
 from . import precision
-from .results import machine_name
+from .machine import machine_name
+
+# Distributions of the harness's own beyond those of the layers (``impls._registry.packages``: torch,
+# numpy and what each backend declares): the reports (pandas) and gpu-run's ACU peer (torchvision).
+HARNESS_PACKAGES = ("pandas", "torchvision")
 
 # Settings that change CPU timings (harness.machine.thread_env), recorded as they were at start.
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")
@@ -89,10 +94,8 @@ def _environment():
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "thread_env": {k: os.environ.get(k) for k in _THREAD_VARS},
     }
-    for pkg in ("torch", "numpy", "scipy", "numba", "numba-cuda", "pandas", "torchvision"):
-        env[pkg] = _version(pkg)
-    # CuPy's distribution is named for its CUDA: cupy-cuda13x, cupy-cuda12x (or plain cupy from source)
-    env["cupy"] = next((v for v in map(_version, ("cupy-cuda13x", "cupy-cuda12x", "cupy")) if v), None)
+    for key, names in {**_layer_packages(), **{p: (p,) for p in HARNESS_PACKAGES}}.items():
+        env[key] = next((v for v in map(_version, names) if v), None)  # the first of its names installed
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda

@@ -38,7 +38,6 @@ FILES = {
     "log": "log.txt",  # every child's output
     "summary": "summary.md",  # rewritten after every step
 }
-CUDA_BACKENDS = ("torch-naive", "torch-fast", "numba-cuda", "cupy")
 REHEARSAL_BACKENDS = ("torch-naive", "torch-fast")  # CPU backends that need no compile
 MARGIN_S = 5.0  # kept back from each step's limit for the parent's own writing
 LOG_LIMIT = 12 * 2**20  # log.txt is cut in the middle above this (the files that come back are capped)
@@ -70,6 +69,13 @@ NAMES = tuple(s.name for s in STEPS)
 
 
 # ---------------------------------------------------------------- the parent
+
+
+def cuda_backends():
+    """Every backend of the registry that runs on CUDA, in the registry's order."""
+    from ..impls._registry import BACKENDS
+
+    return tuple(name for name, b in BACKENDS.items() if "cuda" in b.devices)
 
 
 def _append_json(path, row):
@@ -436,7 +442,7 @@ class Ctx:
         return self.deadline - time.time()
 
     def backends(self):
-        every = REHEARSAL_BACKENDS if self.rehearse else CUDA_BACKENDS
+        every = REHEARSAL_BACKENDS if self.rehearse else cuda_backends()
         return [b for b in every if b not in self.skip]
 
     def note(self, step, part, reason):

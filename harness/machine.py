@@ -14,6 +14,7 @@ import ctypes
 import functools
 import glob
 import os
+import platform
 import sys
 import time
 
@@ -27,6 +28,11 @@ LOAD_MARGIN = 0.5  # fallback without schedstat: load1 above cores + this
 
 class NotQuiet(RuntimeError):
     """A quiet machine was required and it stayed busy."""
+
+
+def machine_name():
+    """The name result rows are filed under: ``RFBENCH_MACHINE`` if set, else the host name."""
+    return os.environ.get("RFBENCH_MACHINE") or platform.node() or "unknown"
 
 
 def package_root():

@@ -16,6 +16,7 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..impls._registry import packages
 from . import figures, results, verdict
 
 PAPER = {"gamma": 10.125, "inference": 3.25, "training": 12.54, "gpu": "RTX 2080 Ti"}
@@ -43,22 +44,8 @@ def _kind(df, kind):
 
 
 def environment_table(df):
-    keys = (
-        "cpu",
-        "cpu_count",
-        "torch_threads",
-        "gpu",
-        "driver",
-        "cuda",
-        "torch",
-        "numba",
-        "numpy",
-        "scipy",
-        "cupy",
-        "tf32_matmul",
-        "tf32_cudnn",
-        "git_commit",
-    )
+    machine = ("cpu", "cpu_count", "torch_threads", "gpu", "driver", "cuda")
+    keys = (*machine, *packages(), "tf32_matmul", "tf32_cudnn", "git_commit")  # packages: the backends' declared
     out = {}
     for m, e in zip(df["machine"], df["env"]):
         if isinstance(e, dict) and m not in out:

@@ -8,8 +8,9 @@ they are produced, so an interrupted run keeps every finished row.
 import json
 import math
 import os
-import platform
 import time
+
+from .machine import machine_name
 
 
 class ResultsError(ValueError):
@@ -19,11 +20,6 @@ class ResultsError(ValueError):
 class OutputError(OSError):
     """Results could not be written (read-only folder, full disk, ...): the message names the file
     and the cause; the file is left as it was before the write, so a rerun resumes from it."""
-
-
-def machine_name():
-    """The name rows are filed under: ``RFBENCH_MACHINE`` if set, else the host name."""
-    return os.environ.get("RFBENCH_MACHINE") or platform.node() or "unknown"
 
 
 def _clean(v):

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from .. import impls, reference
+from ..impls import _registry
 
 from . import metrics, precision
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in _registry.DTYPES}  # the registry's dtype names -> torch
 
 ROW_FIELDS = (
     "kind",

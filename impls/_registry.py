@@ -20,6 +20,10 @@ from ..reference.layers import LAYERS as _LAYERS
 LAYERS = tuple(_LAYERS)  # the contract's layers (reference/layers.py)
 F16 = ("float16", "bfloat16")
 F32_64 = ("float32", "float64")
+DTYPES = F32_64 + F16  # every dtype a backend may run, by torch's name
+# Distributions whose versions every result records, whatever the backends (harness.env): the rest
+# are the backends' own (``Backend.packages``).
+CORE_PACKAGES = ("torch", "numpy")
 
 
 def dtype_name(dtype):
@@ -50,6 +54,9 @@ class Backend:
     layers: tuple = LAYERS
     passes: tuple = ("forward", "backward")
     requires: tuple = ()  # importable Python modules it needs
+    # distributions whose versions every result records (harness.env, the report's environment
+    # table): a name, or (key, name, name, ...) for one package published under several names
+    packages: tuple = ()
     summary: str = ""
     cuda_dtypes: tuple = field(default=())  # extra dtypes accepted on CUDA only
     # dtypes whose results this backend flushes to zero below the smallest normal on CUDA
@@ -111,6 +118,7 @@ BACKENDS = {
             ("cpu",),
             ("float64",),
             requires=("scipy",),
+            packages=("scipy",),
             summary="SciPy/NumPy float64 ground truth (slow, loops)",
         ),
         Backend(
@@ -135,6 +143,7 @@ BACKENDS = {
             ("cpu",),
             F32_64,
             requires=("numba",),
+            packages=("numba",),
             summary="Numba CPU kernels (parallel, deterministic); hand-written backward",
         ),
         Backend(
@@ -143,6 +152,7 @@ BACKENDS = {
             ("cuda",),
             F32_64,
             requires=("numba",),
+            packages=("numba", "numba-cuda"),
             summary="numba.cuda kernels: separable blur, bilinear shift, gather-form adjoints; deterministic",
         ),
         Backend(
@@ -151,6 +161,7 @@ BACKENDS = {
             ("cuda",),
             F32_64,
             requires=("cupy",),
+            packages=(("cupy", "cupy-cuda13x", "cupy-cuda12x", "cupy"),),  # named for its CUDA, or plain from source
             summary="CUDA C kernels via cupy.RawModule: shared-memory tiles, block reductions; cuBLAS mixing",
             ftz_cuda=("float32",),  # CuPy appends -ftz=true to every NVRTC compile (cupy/cuda/compiler.py)
         ),
@@ -206,6 +217,17 @@ def select(name, layer, x):
     """The op that runs ``layer`` on ``x``'s device and dtype. -> ``(backend name, op)``"""
     name = resolve(name, layer, x.device, x.dtype)
     return name, BACKENDS[name].ops()[layer]
+
+
+def packages():
+    """Distributions whose versions a result records: ``CORE_PACKAGES``, then every backend's ``packages``,
+    each once -> ``{key: (distribution, ...)}`` (the first one installed is recorded under the key)."""
+    out = {name: (name,) for name in CORE_PACKAGES}
+    for b in BACKENDS.values():
+        for p in b.packages:
+            key, *names = (p, p) if isinstance(p, str) else p
+            out.setdefault(key, tuple(names))
+    return out
 
 
 def twice_differentiable():

@@ -30,11 +30,14 @@ def _usage(argv, capsys):
     return err
 
 
-def test_choices_match_the_registry_grids_and_dtypes():
-    assert cli.GRIDS == tuple(sorted(cases.GRIDS))
-    assert cli.BACKENDS == tuple(impls.BACKENDS)
-    assert cli.DTYPES == tuple(runner.DTYPES)
-    assert cli.LAYERS == impls._registry.LAYERS
+def test_choices_come_from_the_registry_the_layer_table_and_the_grids():
+    from rfbench.reference import LAYERS
+
+    actions = {a.dest: a for a in cli.parser()._subparsers._group_actions[0].choices["bench"]._actions}
+    assert tuple(actions["backends"].choices) == tuple(impls.BACKENDS)
+    assert tuple(actions["layers"].choices) == tuple(LAYERS)
+    assert tuple(actions["grid"].choices) == tuple(sorted(cases.GRIDS))
+    assert tuple(actions["dtype"].choices) == tuple(runner.DTYPES)
 
 
 def test_missing_and_malformed_files_are_one_line_usage_errors(tmp_path, capsys):
@@ -122,6 +125,9 @@ def test_help_and_backends_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     expect = "True False" if impls._registry.cuda_available() else "False False"  # a GPU host asks torch
     assert out.stdout.strip() == expect
+    # the same CLI as a module of the package (and as harness.cli, a checkout's old name: test_gpurun)
+    out = subprocess.run([sys.executable, "-m", "rfbench", "backends"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and all(name in out.stdout for name in impls.BACKENDS), out.stderr
 
 
 def test_results_folders_of_several_machines_load_with_the_machine_on_every_row(tmp_path, monkeypatch):

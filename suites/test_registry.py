@@ -53,3 +53,22 @@ def test_auto_refuses_when_nothing_can_run():
     x = torch.zeros(1, 1, 3, 3, dtype=torch.float16)  # no CPU backend runs float16
     with pytest.raises(impls.BackendUnavailable, match="no backend runs acu"):
         _registry.select("auto", "acu", x)
+
+
+def test_results_and_the_report_record_the_backends_declared_packages(monkeypatch):
+    """What a backend declares (``packages``) is what every result's environment records and what the
+    report's environment table shows: a new backend's library needs no list of the harness edited."""
+    import pandas as pd
+
+    from rfbench.harness import env, report
+
+    fake = _registry.Backend("fake", ".backends.fake", ("cpu",), ("float32",), packages=(("fakelib", "no-such-dist"),))
+    monkeypatch.setitem(_registry.BACKENDS, "fake", fake)
+    env._environment.cache_clear()
+    try:
+        e = env.environment()
+    finally:
+        env._environment.cache_clear()
+    assert {"torch", "numpy", "scipy", "numba", "numba-cuda", "cupy", "fakelib"} <= set(e) and e["fakelib"] is None
+    table = report.environment_table(pd.DataFrame({"machine": ["m"], "env": [e]}))
+    assert "fakelib" in table.columns and "cupy" in table.columns

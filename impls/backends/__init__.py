@@ -57,9 +57,11 @@ Adding a backend
 ----------------
 
 A module here that exports ``OPS``, and one ``Backend`` record in ``impls/_registry.py`` (name,
-module, devices, dtypes, what it requires).  A CUDA backend over the
-layers of ``cuda/layers.py`` is one primitives file, ``cuda/<name>_prims.py``, ending in
-``OPS = layers.ops(Prims())``.  ``suites/test_backends.py`` checks every registered backend
-against this interface; the correctness matrix (``suites/test_matrix.py``, ``rfbench matrix``)
-then runs it on every case, and ``rfbench bench`` times it.
+module, devices, dtypes, the modules it imports, the distributions whose versions results
+record).  A CUDA backend over the layers of ``cuda/layers.py`` is one primitives file,
+``cuda/<name>_prims.py``, ending in ``OPS = layers.ops(Prims())``.  Nothing else changes: the
+CLI's choices, ``rfbench backends``, the environment every result records and the report's
+environment table read the registry.  ``suites/test_backends.py`` checks every registered
+backend against this interface; the correctness matrix (``suites/test_matrix.py``, ``rfbench
+matrix``) then runs it on every case, and ``rfbench bench`` times it.
 """
