@@ -80,10 +80,15 @@ def tensors(case, arrays, dtype, device):
     return out
 
 
-def call(case, backend, t):
-    """Run ``case``'s layer through the public API (its table's ``function``) on tensors ``t``."""
-    public = getattr(impls, reference.LAYERS[case.layer].function)
-    return public(**t, **case.hparams(backward=True), backend=backend)
+def call(case, backend, t, op=None):
+    """Run ``case``'s layer through the public API (its table's ``function``) on tensors ``t``; or, given
+    ``op``, that backend op outside the registry (``impls._ops.apply``: the same hyper-parameters)."""
+    hp = case.hparams(backward=True)
+    if op is not None:
+        from ..impls import _ops
+
+        return _ops.apply(op, case.layer, tuple(t[n] for n in reference.LAYERS[case.layer].tensors), hp)
+    return getattr(impls, reference.LAYERS[case.layer].function)(**t, **hp, backend=backend)
 
 
 def _row(case, backend, device, dtype, output, status, reason="", seed=0, **m):
@@ -106,32 +111,35 @@ def _row(case, backend, device, dtype, output, status, reason="", seed=0, **m):
     return row
 
 
-def run_case(case, backend, dtype, device="cpu", seed=0):
+def run_case(case, backend, dtype, device="cpu", seed=0, op=None):
     """Forward and every gradient of ``case`` on ``backend`` vs the reference -> list of rows.
 
     A refused request gives one ``skip`` row with the backend's reason; an exception one
     ``error`` row with its message; a modified input one ``fail`` row.  Runs with TF32 off
     (``precision.exact_fp32``: the float32 bounds are FP32 rounding bounds), restored after;
-    every row records the settings it ran under (``precision``).
+    every row records the settings it ran under (``precision``).  ``op``: judge this op of
+    ``backend`` run outside the registry instead (tests: a CUDA backend under Numba's simulator or
+    the CPU emulation of its kernels, on CPU tensors).
     """
     with precision.exact_fp32():
-        return _run_case(case, backend, dtype, device, seed)
+        return _run_case(case, backend, dtype, device, seed, op)
 
 
-def _run_case(case, backend, dtype, device, seed):
+def _run_case(case, backend, dtype, device, seed, op=None):
     device = torch.device(device)
-    refusal = (
-        impls.BACKENDS[backend].refusal(case.layer, device, DTYPES[dtype])
-        if backend in impls.BACKENDS
-        else "unknown backend"
-    )
+    if op is not None:
+        refusal = None
+    elif backend in impls.BACKENDS:
+        refusal = impls.BACKENDS[backend].refusal(case.layer, device, DTYPES[dtype])
+    else:
+        refusal = "unknown backend"
     if refusal:
         return [_row(case, backend, device, dtype, "all", "skip", refusal, seed)]
     arrays, dy, exact, mag = reference_results(case, dtype, seed)
     t = tensors(case, arrays, dtype, device)
     before = {k: v.detach().clone() for k, v in t.items() if v is not None}
     try:
-        y = call(case, backend, t)
+        y = call(case, backend, t, op)
         names = [k for k, v in t.items() if v is not None]
         dyt = torch.from_numpy(dy).to(DTYPES[dtype]).to(device)
         grads = torch.autograd.grad(y, [t[k] for k in names], dyt, allow_unused=True)

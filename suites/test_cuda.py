@@ -13,18 +13,18 @@
 import ctypes
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from rfbench import impls
 from rfbench import reference
+from rfbench.harness import cases, runner
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "impls" / "backends" / "cuda"
 N, S, F, K, H, W = 1, 2, 2, 2, 5, 4
-TOL = {torch.float64: 1e-12, torch.float32: 2e-5}  # relative norm error
 
 
 def _sim():
@@ -46,39 +46,26 @@ def nc(monkeypatch):
     return mod
 
 
-def _units(g, f, s, k, lim):
-    """Weights and displacements ``[F,S,K]``: random in ``(-lim, lim)``, plus one integer and one
-    far outside the image (negative) to cover the exact-border and zero-extension paths."""
-    w = torch.randn(f, s, k, generator=g, dtype=torch.float64)
-    mx = (torch.rand(f, s, k, generator=g, dtype=torch.float64) * 2 - 1) * lim
-    my = (torch.rand(f, s, k, generator=g, dtype=torch.float64) * 2 - 1) * lim
-    mx[0, 0, 0], my[0, 0, 0] = -7.4, 1.0
-    mx[-1, -1, -1], my[-1, -1, -1] = 2.0, 6.3
-    return w, mx, my
-
-
-def _case(layer, stride, seed=0, groups=1, sigma_units=False, order=2):
-    """``(args, hp)`` of a tiny ``layer`` case in float64 (args ordered as ``reference.LAYERS``)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(N, S, H, W, generator=g, dtype=torch.float64)
-    bias = torch.randn(F, generator=g, dtype=torch.float64)
+def _case(layer, stride, seed=0, groups=1, sigma_units=False, order=2, mu_grad="exact", **more):
+    """A tiny ``layer`` case (``harness.cases.Case``) of the module's current ``N, S, F, K, H, W``:
+    displacements up to a few pixels beyond the image; ``more`` replaces any other field."""
+    base = dict(n=N, s=S, f=F, k=K, h=H, w=W, stride=stride, seed=seed)
     if layer == "dau":
-        w, mx, my = _units(g, F, S, K, 4.0)
-        return [x, w, mx, my, torch.tensor(0.8, dtype=torch.float64), bias], {"stride": stride, "blur_radius": 2}
-    if layer == "dau_gauss":
-        w, mx, my = _units(g, F, S, K, 2.5)
-        sig = 0.5 + torch.rand(F, S, K, generator=g, dtype=torch.float64) if sigma_units else torch.tensor(0.9).double()
-        return [x, w, mx, my, sig, bias], {"radius": 2, "stride": stride}
-    if layer == "acu":
-        w = torch.randn(F, S, K, generator=g, dtype=torch.float64)
-        shape = (groups, K) if groups > 1 else (K,)
-        px = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * 3
-        py = (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * 3
-        px.view(-1)[0], py.view(-1)[0] = -6.5, 1.0  # beyond the image; integer
-        return [x, w, px, py, None if groups > 1 else bias], {"stride": stride}
-    j = (order + 1) * (order + 2) // 2
-    alpha = torch.randn(F, S, j, generator=g, dtype=torch.float64)
-    return [x, alpha, torch.tensor(0.9, dtype=torch.float64), bias], {"order": order, "radius": 2, "stride": stride}
+        case = cases.Case("tiny", "dau", sigma=0.8, spread=4.0, radius=2, mu_grad=mu_grad, **base)
+    elif layer == "dau_gauss":
+        case = cases.Case("tiny", "dau_gauss", sigma=0.9, spread=2.5, radius=2, per_unit_sigma=sigma_units, **base)
+    elif layer == "acu":
+        case = cases.Case("tiny", "acu", spread=3.0, groups=groups if groups > 1 else 0, bias=groups <= 1, **base)
+    else:
+        case = cases.Case("tiny", "njet", sigma=0.9, radius=2, order=order, **base)
+    return replace(case, **more)
+
+
+def _args(case, dtype=torch.float64):
+    """``case``'s tensors (in the order of its layer's table) and hyper-parameters."""
+    arrays = case.arrays(0)
+    names = reference.LAYERS[case.layer].tensors
+    return [None if arrays[n] is None else torch.from_numpy(arrays[n]).to(dtype) for n in names], case.hparams(True)
 
 
 def _layer(mod, layer):
@@ -89,83 +76,54 @@ def _layer(mod, layer):
     return lambda *ts, **hp: _ops.apply(mod.OPS[layer], layer, ts, hp)
 
 
-def _rel(a, b):
-    a, b = a.detach().double(), torch.as_tensor(np.asarray(b), dtype=torch.float64).reshape(a.shape)
-    den = b.norm()
-    return float((a - b).norm() / den) if den > 0 else float(a.norm())
-
-
-def _errors(fn, layer, args, hp, dtype, device="cpu"):
-    """Relative errors of ``fn``'s output and gradients against the float64 reference."""
-    spec = reference.LAYERS[layer]
-    ts = [None if a is None else a.to(device, dtype).clone().requires_grad_() for a in args]
-    y = fn(*ts, **hp)
-    ref_hp = {k: v for k, v in hp.items() if k != "mu_grad"}
-    y_ref = spec.forward(*[None if a is None else a.numpy() for a in args], **ref_hp)
-    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    g_ref = spec.backward(*[None if a is None else a.numpy() for a in args], dy=dy.numpy(), **hp)
-    grads = torch.autograd.grad(y, [t for t in ts if t is not None], dy.to(device, dtype))
-    names = [n for n, t in zip(spec.tensors, ts) if t is not None]
-    assert y.dtype == dtype and tuple(y.shape) == y_ref.shape
-    errs = {"y": _rel(y.cpu(), y_ref)}
-    for n, gr in zip(names, grads):
-        assert gr.shape == ts[spec.tensors.index(n)].shape, n
-        errs[n] = _rel(gr.cpu(), g_ref[n])
-    return errs
+def _judge(backend, mod, case, dtype, seed, device="cpu"):
+    """``mod``'s op for ``case`` run outside the registry (or, ``mod`` None, the registered ``backend`` on
+    ``device``), judged as the correctness matrix judges: ``harness.runner`` against the reference."""
+    rows = runner.run_case(case, backend, dtype, device, seed, op=None if mod is None else mod.OPS[case.layer])
+    if rows[0]["status"] == "skip":
+        pytest.skip(f"{backend}: {rows[0]['reason']}")
+    bad = [
+        f"{r['output']}: {r['status']} err/bound={r['bound_ratio']} {r['reason']}"
+        for r in rows
+        if r["status"] != "pass"
+    ]
+    assert not bad, f"{backend} {case.fields()} {dtype} (seed {seed}):\n" + "\n".join(bad)
 
 
 CASES = [
     ("dau", 1, {"mu_grad": "exact"}),
     ("dau", 2, {"mu_grad": "gauss"}),
     ("dau", 2, {"mu_grad": "exact"}),
+    ("dau", 1, {"displace": "integer"}),
     ("dau_gauss", 1, {"sigma_units": True}),
     ("dau_gauss", 2, {}),
     ("acu", 1, {}),
     ("acu", 2, {"groups": 2}),
+    ("acu", 1, {"offset": -6.0}),
     ("njet", 1, {}),
     ("njet", 2, {"order": 1}),
 ]
-
-
-def _split(extra):
-    """Case options -> (``_case`` keywords, extra layer hyper-parameters)."""
-    return {k: v for k, v in extra.items() if k != "mu_grad"}, {k: v for k, v in extra.items() if k == "mu_grad"}
-
-
-def _check_float64(backend, layer, stride, extra):
-    """Forward and every gradient of ``backend``'s ``layer`` within the float64 tolerance of the reference."""
-    kw, more = _split(extra)
-    args, hp = _case(layer, stride, **kw)
-    errs = _errors(_layer(backend, layer), layer, args, {**hp, **more}, torch.float64)
-    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float64]}
-    assert not bad, errs
+CASE_IDS = [f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
 
 
 # ---------------------------------------------------------------- (a) simulator
 
 
-@pytest.mark.parametrize(
-    "layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
-)
-def test_sim_float64(nc, layer, stride, extra):
-    _check_float64(nc, layer, stride, extra)
+@pytest.mark.parametrize("layer,stride,extra", CASES, ids=CASE_IDS)
+def test_sim_float64(nc, layer, stride, extra, seed):
+    _judge("numba-cuda", nc, _case(layer, stride, **extra), "float64", seed)
 
 
 @pytest.mark.parametrize("layer", ["dau", "dau_gauss", "acu", "njet"])
-def test_sim_float32(nc, layer):
-    args, hp = _case(layer, 2 if layer == "acu" else 1, seed=3)
-    if layer == "dau":
-        hp["mu_grad"] = "exact"
-    errs = _errors(_layer(nc, layer), layer, args, hp, torch.float32)
-    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float32]}
-    assert not bad, errs
+def test_sim_float32(nc, layer, seed):
+    _judge("numba-cuda", nc, _case(layer, 2 if layer == "acu" else 1, seed=3), "float32", seed)
 
 
 def test_sim_empty_batch(nc):
-    args, hp = _case("dau", 1)
+    args, hp = _args(_case("dau", 1))
     args[0] = args[0][:0]
     ts = [a.clone().requires_grad_() for a in args]
-    y = _layer(nc, "dau")(*ts, **hp, mu_grad="exact")
+    y = _layer(nc, "dau")(*ts, **hp)
     assert y.shape == (0, F, H, W)
     y.sum().backward()
     assert ts[0].grad.shape == ts[0].shape and float(ts[1].grad.abs().sum()) == 0.0
@@ -261,34 +219,14 @@ def test_nvcc_no_spills(src, arch, tmp_path_factory):
 # ---------------------------------------------------------------- (c) GPU
 
 
-GPU_FNS = {
-    "dau": impls.dau_conv2d,
-    "dau_gauss": impls.dau_gauss_conv2d,
-    "acu": impls.acu_conv2d,
-    "njet": impls.njet_conv2d,
-}
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["numba-cuda", "cupy"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("layer,stride,extra", CASES)
-def test_gpu(backend, dtype, layer, stride, extra):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layer,stride,extra", CASES, ids=CASE_IDS)
+def test_gpu(backend, dtype, layer, stride, extra, seed):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    why = impls.BACKENDS[backend].refusal(layer, torch.device("cuda"), dtype)
-    if why:
-        pytest.skip(f"{backend}: {why}")
-    kw, more = _split(extra)
-    args, hp = _case(layer, stride, **kw)
-    fn = GPU_FNS[layer]
-
-    def call(*ts, **k):
-        return fn(*ts, **k, backend=backend)
-
-    errs = _errors(call, layer, args, {**hp, **more}, dtype, "cuda")
-    bad = {k: e for k, e in errs.items() if not e < TOL[dtype]}
-    assert not bad, errs
+    _judge(backend, None, _case(layer, stride, **extra), dtype, seed, "cuda")
 
 
 # ---------------------------------------------------------------- (d) CUDA C kernels on the CPU
@@ -530,21 +468,14 @@ def cc(emu_lib, monkeypatch, seed):
     return cupy_cuda
 
 
-@pytest.mark.parametrize(
-    "layer,stride,extra", CASES, ids=[f"{c[0]}-s{c[1]}-{'-'.join(map(str, c[2].values()))}" for c in CASES]
-)
-def test_emu_float64(cc, layer, stride, extra):
-    _check_float64(cc, layer, stride, extra)
+@pytest.mark.parametrize("layer,stride,extra", CASES, ids=CASE_IDS)
+def test_emu_float64(cc, layer, stride, extra, seed):
+    _judge("cupy", cc, _case(layer, stride, **extra), "float64", seed)
 
 
 @pytest.mark.parametrize("layer", ["dau", "acu", "njet"])
-def test_emu_float32(cc, layer):
-    args, hp = _case(layer, 2, seed=3)
-    if layer == "dau":
-        hp["mu_grad"] = "exact"
-    errs = _errors(_layer(cc, layer), layer, args, hp, torch.float32)
-    bad = {k: e for k, e in errs.items() if not e < TOL[torch.float32]}
-    assert not bad, errs
+def test_emu_float32(cc, layer, seed):
+    _judge("cupy", cc, _case(layer, 2, seed=3), "float32", seed)
 
 
 @pytest.mark.parametrize("layer", ["dau", "dau_gauss", "acu", "njet"])
@@ -553,11 +484,9 @@ def test_empty_batch_every_layer(request, where, layer):
     """N = 0 through every layer's glue, forward and backward: empty output, zero parameter
     gradients (the first GPU run found the cupy mixing's reshape(n, -1, ...) failing at n = 0)."""
     mod = request.getfixturevalue("cc" if where == "emu" else "nc")
-    args, hp = _case(layer, 1)
+    args, hp = _args(_case(layer, 1))
     args[0] = args[0][:0]
     ts = [None if a is None else a.clone().requires_grad_() for a in args]
-    if layer == "dau":
-        hp["mu_grad"] = "exact"
     y = _layer(mod, layer)(*ts, **hp)
     assert y.shape == (0, F, H, W)
     y.sum().backward()
@@ -566,63 +495,41 @@ def test_empty_batch_every_layer(request, where, layer):
 
 
 @pytest.mark.parametrize("smem", [48 * 1024, 0], ids=["tiled", "direct"])
-def test_emu_tiles(cc, monkeypatch, smem):
+def test_emu_tiles(cc, monkeypatch, smem, seed):
     """Several tiles, a partial group of output channels, and the direct-read path (no shared
     memory); dau at stride 3 runs the unbounded kernels of dau.cu (strides 1, 2 run dau_fwd.cu)."""
     monkeypatch.setattr(cc, "SMEM", smem)
     for name, v in {"N": 1, "S": 1, "F": 5, "K": 2, "H": 10, "W": 34}.items():
         monkeypatch.setitem(globals(), name, v)
-    for layer, kw, hp, st in (
-        ("dau", {}, {"mu_grad": "exact"}, 3),
-        ("dau", {}, {"mu_grad": "exact"}, 1),
-        ("njet", {"order": 1}, {}, 1),
-    ):
-        args, base = _case(layer, st, **kw)
-        errs = _errors(_layer(cc, layer), layer, args, {**base, **hp}, torch.float64)
-        assert max(errs.values()) < TOL[torch.float64], errs
+    for case in (_case("dau", 3), _case("dau", 1), _case("njet", 1, order=1)):
+        _judge("cupy", cc, case, "float64", seed)
 
 
 # ---------------------------------------------------------------- defects a GPU would hit (issue 15)
 
 
-def _far_case(layer):
-    """Every displacement at 2**32 along x (int32 would wrap to 0): the output must be exactly 0."""
-    args, hp = _case(layer, 1)
-    args[2] = torch.full_like(args[2], 2.0**32)
-    args[-1] = None  # no bias
-    if layer == "dau":
-        hp["mu_grad"] = "exact"
-    return args, hp
-
-
 @pytest.mark.parametrize("layer", ["dau", "acu"])
 @pytest.mark.parametrize("where", ["emu", "sim"])
-def test_far_displacement_is_zero(request, where, layer):
-    """Floors are clamped to the reachable range before the int32 cast (reference/README.md section 1)."""
+def test_far_displacement_is_zero(request, where, layer, seed):
+    """Every displacement near 2**32 (int32 would wrap to 0): the output is exactly 0.  Floors are clamped
+    to the reachable range before the int32 cast (reference/README.md section 1)."""
     mod = request.getfixturevalue("cc" if where == "emu" else "nc")
-    args, hp = _far_case(layer)
-    ts = [None if a is None else a.clone() for a in args]
-    assert float(_layer(mod, layer)(*ts, **hp).abs().max()) == 0.0
-    errs = _errors(_layer(mod, layer), layer, args, hp, torch.float64)
-    assert max(errs.values()) < TOL[torch.float64], errs
+    case = _case(layer, 1, offset=2.0**32, spread=0.5, bias=False)
+    args, hp = _args(case)
+    assert float(_layer(mod, layer)(*args, **hp).abs().max()) == 0.0
+    _judge("cupy" if where == "emu" else "numba-cuda", mod, case, "float64", seed)
 
 
 @pytest.mark.parametrize("layer", ["dau", "dau_gauss", "njet"])
 @pytest.mark.parametrize("where", ["emu", "sim"])
-def test_kernels_cropped_to_the_image(request, where, layer):
+def test_kernels_cropped_to_the_image(request, where, layer, seed):
     """A radius of thousands of pixels on a tiny image (issue 18 item 7): the CUDA glue keeps only
     the taps that reach the image (dau: the blur taps that join a sample to a pixel, found on the
     host for CPU tensors; dau_gauss, njet: the kernel's centre, from shapes only), and agrees
     with the reference on the output and every gradient."""
     mod = request.getfixturevalue("cc" if where == "emu" else "nc")
-    args, hp = _case(layer, 1)
-    if layer == "dau":
-        hp.update(blur_radius=20000, mu_grad="exact")
-    else:
-        hp["radius"] = 9000
-        args[4 if layer == "dau_gauss" else 2] = torch.tensor(3000.0, dtype=torch.float64)  # sigma
-    errs = _errors(_layer(mod, layer), layer, args, hp, torch.float64)
-    assert max(errs.values()) < TOL[torch.float64], errs
+    case = _case(layer, 1, radius=20000) if layer == "dau" else _case(layer, 1, radius=9000, sigma=3000.0)
+    _judge("cupy" if where == "emu" else "numba-cuda", mod, case, "float64", seed)
 
 
 def test_floors_clamped():
@@ -646,9 +553,7 @@ def test_emu_bit_identical_block_orders(cc, emu_lib, monkeypatch, layer):
     several blocks (3 chunks per unit here) use per-block partials summed in a fixed order."""
     for name, v in {"N": 2, "H": 17, "W": 17}.items():
         monkeypatch.setitem(globals(), name, v)
-    args, hp = _case(layer, 1)
-    if layer == "dau":
-        hp["mu_grad"] = "exact"
+    args, hp = _args(_case(layer, 1))
     assert cc._chunks(N * H * W, 1) >= 3
     runs = []
     for order in (1, 2):
@@ -857,7 +762,7 @@ def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
 
     # Device tensors: no host-side blur reach (impls._ops.backend_hp reads the displacements only where free).
     monkeypatch.setattr(_validate, "free_to_read", lambda t: False)
-    args, hp = _case("dau", 1)
+    args, hp = _args(_case("dau", 1))
     for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
 
         def read(self, *a, _name=name, **k):
@@ -865,7 +770,7 @@ def test_emu_dau_prims_read_no_tensor_values(cc, monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, read)
     ts = [a.clone().requires_grad_() for a in args]
-    y = _layer(cc, "dau")(*ts, **hp, mu_grad="exact")
+    y = _layer(cc, "dau")(*ts, **hp)
     torch.autograd.backward(y, torch.ones_like(y))
 
 

@@ -150,9 +150,9 @@ def test_matrix_runs_with_tf32_off_and_restores(monkeypatch):
     seen = []
     real = runner.call
 
-    def spy(case, backend, t):
+    def spy(case, backend, t, op=None):
         seen.append(precision.state())
-        return real(case, backend, t)
+        return real(case, backend, t, op)
 
     monkeypatch.setattr(runner, "call", spy)
     case = next(c for c in cases.grid("smoke") if c.layer == "acu")
