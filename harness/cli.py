@@ -23,7 +23,6 @@ import signal
 import sys
 
 
-
 class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 

@@ -1,4 +1,4 @@
-"""Trainable layers over the functional API, and the papers' training helpers.
+"""Trainable layers over the functional API, and the papers' training helpers (``rfbench.nn``).
 
 Modules (drop-in for ``nn.Conv2d`` in shape: ``Ho = ceil(H / stride)``, "same" at stride 1; the
 contract's sections are those of reference/README.md):
@@ -180,26 +180,32 @@ class DAUConv2d(_Layer):
     ``[-1.5, 1.5]``, IJCV 5.2, or ``"grid"``), ``log_sigma`` 0-d (``sigma = exp(log_sigma)``; a Parameter
     only if ``learn_sigma``), ``bias [F]`` (zeros). Buffer ``unit_mask [F,S,K]`` (bool): units cleared by
     ``prune_units`` read weight 0. ``blur_radius`` None means ``ceil(3 sigma)`` of the current sigma.
+
+    Example:
+        >>> import torch, rfbench
+        >>> layer = rfbench.nn.DAUConv2d(8, 16, units=2, sigma=0.5)
+        >>> layer(torch.randn(4, 8, 32, 32)).shape
+        torch.Size([4, 16, 32, 32])
     """
 
     _shown = ("units", "sigma", "stride", "bias", "mu_grad", "learn_sigma", "backend")
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        units=2,
-        sigma=0.5,
-        stride=1,
-        bias=True,
-        mu_init="uniform",
-        mu_grad="exact",
-        learn_sigma=False,
-        blur_radius=None,
-        backend="auto",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        units: int = 2,
+        sigma: float = 0.5,
+        stride: int = 1,
+        bias: bool = True,
+        mu_init: str = "uniform",
+        mu_grad: str = "exact",
+        learn_sigma: bool = False,
+        blur_radius: int | None = None,
+        backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self._common(in_channels, out_channels, stride, backend, units=units, blur_radius=blur_radius)
@@ -217,7 +223,7 @@ class DAUConv2d(_Layer):
             if self.bias is not None:
                 self.bias.zero_()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride, blur_radius=self.blur_radius,
@@ -243,25 +249,31 @@ class DAUGaussConv2d(_Layer):
     Parameters: ``weight, mu_x, mu_y [F,S,K]`` as ``DAUConv2d``; ``log_sigma [F,S,K]`` (per-unit
     ``sigma = exp(log_sigma)``; a Parameter if ``learn_sigma``); ``bias [F]``. ``radius`` is fixed at
     construction: default ``ceil(1.5 + 3 sigma)`` (the initial displacement range plus 3 sigma).
+
+    Example:
+        >>> import torch, rfbench
+        >>> layer = rfbench.nn.DAUGaussConv2d(3, 8, units=2, sigma=0.6, stride=2)
+        >>> layer(torch.randn(2, 3, 15, 15)).shape
+        torch.Size([2, 8, 8, 8])
     """
 
     _shown = ("units", "radius", "init_sigma", "stride", "bias", "learn_sigma", "backend")
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        units=2,
-        sigma=0.5,
-        radius=None,
-        stride=1,
-        bias=True,
-        mu_init="uniform",
-        learn_sigma=True,
-        backend="auto",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        units: int = 2,
+        sigma: float = 0.5,
+        radius: int | None = None,
+        stride: int = 1,
+        bias: bool = True,
+        mu_init: str = "uniform",
+        learn_sigma: bool = True,
+        backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self._common(in_channels, out_channels, stride, backend, units=units, radius=radius)
@@ -274,7 +286,7 @@ class DAUGaussConv2d(_Layer):
 
     reset_parameters = DAUConv2d.reset_parameters
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_gauss_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius, stride=self.stride,
@@ -294,25 +306,31 @@ class ACUConv2d(_Layer):
     sees the transformed gradient: ``normalize_grad`` divides each synapse's ``(gx, gy)`` by its norm
     (``normalized_grad``); ``fixed_center`` keeps synapse ``self.center`` (the one at ``(0, 0)``: index 4 of
     the 3x3 grid, 0 of the circle) at the origin with zero gradient (``zero_center``).
+
+    Example:
+        >>> import torch, rfbench
+        >>> layer = rfbench.nn.ACUConv2d(8, 16, synapses=9, init="grid3x3")
+        >>> layer(torch.randn(4, 8, 32, 32)).shape
+        torch.Size([4, 16, 32, 32])
     """
 
     _shown = ("synapses", "init", "fixed_center", "position_groups", "stride", "bias", "normalize_grad", "backend")
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        synapses=9,
-        init="grid3x3",
-        fixed_center=True,
-        position_groups=1,
-        stride=1,
-        bias=True,
-        normalize_grad=True,
-        backend="auto",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        synapses: int = 9,
+        init: str = "grid3x3",
+        fixed_center: bool = True,
+        position_groups: int = 1,
+        stride: int = 1,
+        bias: bool = True,
+        normalize_grad: bool = True,
+        backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self._common(in_channels, out_channels, stride, backend, synapses=synapses, position_groups=position_groups)
@@ -358,7 +376,7 @@ class ACUConv2d(_Layer):
             px, py = pos[0], pos[1]
         return px, py
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         px, py = self.positions()
         return acu_conv2d(x, self.weight, px, py, self.bias, stride=self.stride, backend=self.backend)
 
@@ -371,25 +389,31 @@ class NJetConv2d(_Layer):
     Parameters: ``alpha [F,S,J]``, ``J = (order+1)(order+2)/2``, normal with std ``sqrt(2 / (S J))``
     (fan-in scaled); ``log_sigma`` 0-d (``sigma = exp(log_sigma)``, initially ``sigma``; a Parameter if
     ``learn_sigma``); ``bias [F]`` (zeros). ``radius`` None means ``ceil(extent sigma)`` of the current sigma.
+
+    Example:
+        >>> import torch, rfbench
+        >>> layer = rfbench.nn.NJetConv2d(8, 16, order=2, sigma=1.0)
+        >>> layer(torch.randn(4, 8, 32, 32)).shape
+        torch.Size([4, 16, 32, 32])
     """
 
     _shown = ("order", "sigma", "extent", "stride", "bias", "learn_sigma", "backend")
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        order=2,
-        sigma=1.0,
-        extent=2.0,
-        learn_sigma=True,
-        stride=1,
-        bias=True,
-        radius=None,
-        backend="auto",
-        device=None,
-        dtype=None,
-    ):
+        in_channels: int,
+        out_channels: int,
+        order: int = 2,
+        sigma: float = 1.0,
+        extent: float = 2.0,
+        learn_sigma: bool = True,
+        stride: int = 1,
+        bias: bool = True,
+        radius: int | None = None,
+        backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self._common(in_channels, out_channels, stride, backend, radius=radius)
@@ -408,7 +432,7 @@ class NJetConv2d(_Layer):
             if self.bias is not None:
                 self.bias.zero_()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return njet_conv2d(
             x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent, radius=self.radius,
             stride=self.stride, backend=self.backend,

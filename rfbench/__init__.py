@@ -1,11 +1,12 @@
 """rfbench: convolution layers with learned receptive fields (DAU, ACU, N-Jet), their backends,
 and the correctness and speed suite that judges them.
 
-    import torch, rfbench
-    x = torch.randn(2, 8, 16, 16)
-    layer = rfbench.nn.DAUConv2d(8, 16, units=2)
-    y = layer(x)                                        # [2, 16, 16, 16]
-    rfbench.available_backends()                        # ['reference', 'torch-naive', ...]
+    >>> import torch, rfbench
+    >>> x = torch.randn(2, 8, 16, 16)
+    >>> rfbench.nn.DAUConv2d(8, 16, units=2)(x).shape
+    torch.Size([2, 16, 16, 16])
+    >>> "torch-naive" in rfbench.available_backends()
+    True
 
 The public API is that of ``rfbench.impls`` (the folder ``impls/``): ``dau_conv2d``,
 ``dau_gauss_conv2d``, ``acu_conv2d``, ``njet_conv2d``, ``rfbench.nn`` (modules and training

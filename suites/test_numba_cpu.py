@@ -8,7 +8,6 @@ what no tolerance judges: the wide-window choice, bit-identical reruns and threa
 that does not grow with position groups, a one-element ``sigma``.  Every other case is the
 correctness matrix's (``suites/test_matrix.py``)."""
 
-
 import pytest
 import torch
 

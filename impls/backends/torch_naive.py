@@ -6,7 +6,8 @@ Eq. 16 (reference/README.md section 2).
 
 MACs (reference/README.md section 8), ``P = N Ho Wo``, ``Kn`` the side of the kernel built in the run:
 forward ``P F S Kh Kw``; backward ``2 P F S Kh Kw`` (input and kernel gradients) plus the
-kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``kernel_side`` reports ``Kh, Kw``.
+kernel-to-parameter chain ``F S K Kh Kw`` (negligible).  ``Kh, Kw`` is the window of offsets that
+reach the image (``_math.window``); ``harness.costmodel.naive_kernel`` computes the same side.
 """
 
 import torch

@@ -557,8 +557,10 @@ def _sample_back(xp, e, a, fy, fx, st, gxp, want_x):
 
 
 @njit(**_JIT)
-def _jet_rows(x, d, st, wo):
-    """Along columns, strided: ``hx[n,s,a,p,j] = sum_u d[a,u] x[n,s,p, j st + u]`` -> ``[N,S,M,H,Wo]``."""
+def _jet_h(x, d, st, wo):
+    """Along columns (as ``_hblur``), strided: ``hx[n,s,a,p,j] = sum_u d[a,u] x[n,s,p, j st + u]``.
+
+    -> ``[N,S,M,H,Wo]``: derivative ``a`` along columns of every row."""
     n_, s_, h, w = x.shape
     m_, nt = d.shape
     r = (nt - 1) // 2
@@ -576,8 +578,8 @@ def _jet_rows(x, d, st, wo):
 
 
 @njit(**_JIT)
-def _jet_rows_t(dh, d, st, w):
-    """Adjoint of ``_jet_rows``: ``[N,S,M,H,Wo]`` -> ``[N,S,H,W]``."""
+def _jet_h_t(dh, d, st, w):
+    """Adjoint of ``_jet_h``: ``[N,S,M,H,Wo]`` -> ``[N,S,H,W]``."""
     n_, s_, m_, h, wo = dh.shape
     nt = d.shape[1]
     r = (nt - 1) // 2
@@ -595,8 +597,8 @@ def _jet_rows_t(dh, d, st, w):
 
 
 @njit(**_JIT)
-def _jet_cols(hx, d, pairs, st, ho):
-    """Along rows, strided: ``B[n,s,jb,i] = sum_t d[b,t] hx[n,s,a, i st + t]`` for ``(a,b) = pairs[jb]``.
+def _jet_v(hx, d, pairs, st, ho):
+    """Along rows (as ``_vblur``), strided: ``B[n,s,jb,i] = sum_t d[b,t] hx[n,s,a, i st + t]``, ``(a,b) = pairs[jb]``.
 
     -> ``[N,S,J,Ho,Wo]``."""
     n_, s_, _, h, wo = hx.shape
@@ -620,8 +622,8 @@ def _jet_cols(hx, d, pairs, st, ho):
 
 
 @njit(**_JIT)
-def _jet_cols_t(db, d, pairs, st, h, m_):
-    """Adjoint of ``_jet_cols``: ``[N,S,J,Ho,Wo]`` -> ``[N,S,M,H,Wo]``."""
+def _jet_v_t(db, d, pairs, st, h, m_):
+    """Adjoint of ``_jet_v``: ``[N,S,J,Ho,Wo]`` -> ``[N,S,M,H,Wo]``."""
     n_, s_, j_, ho, wo = db.shape
     nt = d.shape[1]
     r = (nt - 1) // 2

@@ -17,7 +17,7 @@ MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb
 - acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K`` (GEMM).
   backward: ``P F S K`` (dL/d shifted maps, GEMM) + ``P F S K`` (weight, GEMM) + ``4 P S K G`` (x, adjoint
   of the shift) + ``4 P S K G`` (position corner sums, fused with it) + ``4 P S K G`` (re-interpolate, weight only).
-- njet forward: rows ``N S H Wo M w`` + columns ``P S J w`` + mixing ``P F S J`` (GEMM).
+- njet forward: along columns ``N S H Wo M w`` + along rows ``P S J w`` + mixing ``P F S J`` (GEMM).
   backward: alpha ``P F S J`` (GEMM, + the two basis passes again); dL/dbasis ``P F S J`` (GEMM);
   x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
@@ -43,11 +43,11 @@ from .kernels import (
     _hblur,
     _hblur_dg,
     _hblur_t,
-    _jet_cols,
-    _jet_cols_t,
+    _jet_v,
+    _jet_v_t,
     _jet_dd,
-    _jet_rows,
-    _jet_rows_t,
+    _jet_h,
+    _jet_h_t,
     _plane_dots,
     _sample,
     _sample_back,
@@ -345,11 +345,11 @@ class _Acu:
 
 
 class _Njet:
-    """``njet``: separable Gaussian-derivative basis (rows then columns, strided), then mixing."""
+    """``njet``: separable Gaussian-derivative basis (along columns, then along rows, strided), then mixing."""
 
     def _basis(self, x, d, pairs, st):
-        hx = _jet_rows(x, d, st, _math.out_size(x.shape[3], st))
-        return hx, _jet_cols(hx, d, pairs, st, _math.out_size(x.shape[2], st))
+        hx = _jet_h(x, d, st, _math.out_size(x.shape[3], st))
+        return hx, _jet_v(hx, d, pairs, st, _math.out_size(x.shape[2], st))
 
     def _setup(self, t, hp):
         sig = t["sigma"].detach().reshape(())
@@ -383,9 +383,9 @@ class _Njet:
             out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, ho * wo).transpose(1, 2)).sum(0).view(f_, s_, j_)
         if needs & {"x", "sigma"}:
             db = torch.matmul(alpha.reshape(f_, -1).t(), dyv).numpy().reshape(n_, s_, j_, ho, wo)
-            dh = _jet_cols_t(db, dn, pairs, st, x.shape[2], d.shape[0])
+            dh = _jet_v_t(db, dn, pairs, st, x.shape[2], d.shape[0])
             if "x" in needs:
-                out["x"] = _t(_jet_rows_t(dh, dn, st, x.shape[3]))
+                out["x"] = _t(_jet_h_t(dh, dn, st, x.shape[3]))
             if "sigma" in needs:  # dL/d(filter taps) in numba, then autograd through the tiny 1-D filters
                 dd = _t(_jet_dd(x, hx, db, dh, pairs, st, d.shape[1]).sum(0))
                 s = sig.clone().requires_grad_(True)
