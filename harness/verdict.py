@@ -16,7 +16,11 @@ issue 13 (``speedups``, ``gammas``, ``flags``) are read as unknown, never as zer
 import math
 
 import numpy as np
-import pandas as pd
+
+try:
+    import pandas as pd
+except ImportError:  # the constants below serve ``rfbench matrix`` and ``bench`` without pandas;
+    pd = None  # the tables need it, and the commands that write them say so first (harness.cli)
 
 PAPER = {"gamma": 10.125, "forward": 3.25, "forward+backward": 12.54, "gpu": "RTX 2080 Ti", "side": 9}
 BASELINES = ("torch-naive", "conv2d-std")
