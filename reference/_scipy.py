@@ -88,9 +88,9 @@ def sample(canvas, origin, dy, dx, stride, shape):
     """Bilinear samples ``a<i*s + dy, j*s + dx>`` -> ``shape = (Ho, Wo)``.
 
     ``canvas`` holds the zero-extended plane ``a`` at indices coordinate + ``origin`` (a pair; every
-    read beyond the canvas is a zero of the plane).  The 2-tap correlations with the weights ``(P + 1 - d, d - P)`` of each
-    axis give ``sum wy wx a[p + da, q + db]`` at every ``(p, q)`` of the canvas; the output reads
-    it at the floors ``p = i*s + P``, ``q = j*s + Q``, zero outside the canvas."""
+    read beyond the canvas is a zero of the plane).  The 2-tap correlations with the weights
+    ``(P + 1 - d, d - P)`` of each axis give ``sum wy wx a[p + da, q + db]`` at every ``(p, q)`` of
+    the canvas; the output reads it at the floors ``p = i*s + P``, ``q = j*s + Q``, zero outside."""
     py, wy = _ops.weights1d(float(dy))
     px, wx = _ops.weights1d(float(dx))
     c = ndimage.correlate1d(canvas, np.asarray(wy), axis=0, origin=-1, mode="constant", cval=0.0)
