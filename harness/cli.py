@@ -27,6 +27,18 @@ class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
+def _requires(command, *modules):
+    """A command that writes a report or a figure needs pandas (and matplotlib): say so in one line."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(
+            f"{command} needs {' and '.join(modules)}; not installed here: {', '.join(missing)} "
+            f"(pip install {' '.join(missing)})"
+        )
+
+
 def _check_device(device):
     if device == "cuda":
         from ..impls._registry import cuda_available
@@ -135,6 +147,7 @@ def cmd_bench(args):
 
 
 def cmd_report(args):
+    _requires("rfbench report", "pandas", "matplotlib")
     from . import console, report, results
 
     paths = results.files(args.results)
@@ -175,6 +188,7 @@ def _percent(text):
 
 
 def cmd_all(args):
+    _requires("rfbench all", "pandas", "matplotlib")  # before the runs, not after them
     _writable(args.out, folder=True)
     from . import analysis, bench, console, fdcheck, report, results
 

@@ -1,14 +1,26 @@
 """What ``rfbench matrix``, ``bench`` and ``all`` print: progress that also works when the output
 is redirected, compact summaries (a backend that cannot run here is one line with its reason),
 and the verdict lines with the report's path at the end.
+
+``matrix`` and ``bench`` run without pandas and matplotlib (a machine where nothing can be
+installed): their rows are written and summarised, and the verdict lines and the speed table,
+computed with pandas, are replaced by one line saying so.
 """
 
+import importlib.util
 import sys
 import time
 
 import numpy as np
 
-from . import report, runner, verdict
+from . import runner, verdict
+
+
+def _no_pandas(what):
+    """One line in place of ``what`` where pandas is missing, else None."""
+    if importlib.util.find_spec("pandas") is not None:
+        return None
+    return f"({what}: needs pandas, not installed here; `rfbench report` on the rows needs pandas and matplotlib)"
 
 
 def _clock(seconds):
@@ -99,7 +111,9 @@ def matrix_summary(rows):
     summ = [s for s in runner.summary(rows) if s["passed"] + s["failed"] > 0]
     for s in summ:
         s["skip_reason"] = "" if not s["skipped"] else s["skip_reason"]
-    return "\n".join([runner.format_summary(summ)] + not_run_lines(rows) + [""] + matrix_verdict(rows))
+    missing = _no_pandas("the agreement and gradient verdict lines")
+    tail = [missing] if missing else matrix_verdict(rows)
+    return "\n".join([runner.format_summary(summ)] + not_run_lines(rows) + [""] + tail)
 
 
 def matrix_verdict(rows):
@@ -117,8 +131,13 @@ def bench_summary(rows):
     table is in the report (and the results file)."""
     ok = [r for r in rows if r.get("status") == "ok"]
     lines = []
-    if ok:
+    missing = _no_pandas("the speed summary per layer and pass") if ok else None
+    if missing:
+        lines.append(missing)
+    elif ok:
         import pandas as pd
+
+        from . import report
 
         df = pd.DataFrame(ok).assign(machine="here")
         table = verdict.speed(df)
@@ -144,6 +163,8 @@ def bench_summary(rows):
 
 def verdict_lines(paths):
     """The three verdict sentences of the report on ``paths``."""
+    from . import report
+
     return verdict.compute(report.frame(paths))["lines"]
 
 

@@ -98,9 +98,14 @@ def exp_arg(case, dtype="float64"):
 
 def coef_depth(case, dtype="float64"):
     """Operations spent building one coefficient (normalising sums over ``2r+1`` taps twice,
-    Hermite recursion, ``exp`` and its argument's conditioning, products): added to every term count."""
+    Hermite polynomial, ``exp`` and its argument's conditioning, products): added to every term count.
+
+    The Hermite count is the reference's, the largest: ``scipy.special.eval_hermite`` evaluates
+    ``2^(m/2) He_m(sqrt(2) z)``, 3 roundings per step of its recurrence, ``m`` relative errors of
+    the rounded argument ``sqrt(2) z`` in each degree-``m`` term (2 roundings: the constant and the
+    product), and 2 for the power of two and the last product: ``5 m + 2``."""
     r = case.resolved_radius() if case.layer != "acu" else 0
-    return 4 * (2 * r + 1) + 4 * case.order + 16 + math.ceil(exp_arg(case, dtype))
+    return 4 * (2 * r + 1) + (5 * case.order + 2) + 16 + math.ceil(exp_arg(case, dtype))
 
 
 def coef_bound(case):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..impls._registry import packages
-from . import figures, results, verdict
+from . import results, verdict
 
 PAPER = {"gamma": 10.125, "inference": 3.25, "training": 12.54, "gpu": "RTX 2080 Ti"}
 TOLERANCE = "|a-b| <= (u + u64) n sum|terms| per element (err/bound <= 1)"
@@ -455,6 +455,8 @@ def write(paths, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     df = frame(paths)
     secs, _ = sections(df)
+    from . import figures  # matplotlib: only where a figure is drawn
+
     v = verdict.compute(df)
     figs = figures.all_figures(df, verdict.speed_rows(df), v["gradients"])
     for name, _, _, png in figs:

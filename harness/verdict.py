@@ -16,7 +16,11 @@ issue 13 (``speedups``, ``gammas``, ``flags``) are read as unknown, never as zer
 import math
 
 import numpy as np
-import pandas as pd
+
+try:
+    import pandas as pd
+except ImportError:  # the constants below serve ``rfbench matrix`` and ``bench`` without pandas;
+    pd = None  # the tables need it, and the commands that write them say so first (harness.cli)
 
 from . import baselines
 

@@ -1,19 +1,23 @@
 """SciPy/NumPy float64 reference of every layer of reference/README.md: the ground truth of rfbench.
 
 ``LAYERS[name]`` (``reference.layers``) is the table of the layers: for each, its public name,
-tensor arguments, hyper-parameters with their defaults and radius rules, and its forward and
-analytic backward here (``dau`` holds ``dau`` and ``dau_gauss``, then ``acu``, ``njet``; central
-differences in ``finite_diff``).  Nothing here imports ``impls``.
+tensor arguments, hyper-parameters with their defaults and radius rules, and its code here
+(``dau`` holds ``dau`` and ``dau_gauss``, then ``acu``, ``njet``; central differences in
+``finite_diff``): the forward (built on SciPy: ``scipy.ndimage`` blurs and samples,
+``scipy.signal`` correlates, ``scipy.special`` evaluates the Hermite polynomials; see
+``reference._scipy``), the analytic backward (NumPy), and ``forward_numpy``, the same forward
+written with NumPy alone: an independent cross-check, not the truth.  Nothing here imports
+``impls``.
 
-The NumPy modules load when first used (``reference.dau``, ``LAYERS["dau"].forward``), so that
-the table alone is read without NumPy (the CLI's ``--help`` and ``backends``).
+The NumPy and SciPy modules load when first used (``reference.dau``, ``LAYERS["dau"].forward``),
+so that the table alone is read without them (the CLI's ``--help`` and ``backends``).
 """
 
 import importlib
 
 from .layers import LAYERS, REQUIRED, Layer, Param
 
-_LAZY = ("acu", "dau", "njet", "finite_diff", "_ops")
+_LAZY = ("acu", "dau", "njet", "finite_diff", "_ops", "_scipy")
 
 
 def __getattr__(name):

@@ -115,14 +115,15 @@ def _hermite_arg(sigma, r, g):
     return t / (max(sigma, SIGMA_FLOOR) * math.sqrt(2.0))
 
 
-def gauss_derivs1d(sigma, r, order, absolute=False):
+def gauss_derivs1d(sigma, r, order, absolute=False, herm=None):
     """Scale-normalised derivatives ``d_m(t)``, ``m = 0..order`` (reference/README.md section 5). -> ``[order+1, 2r+1]``
 
     ``d_m = sigma^m (-1/(sigma sqrt2))^m H_m(t/(sigma sqrt2)) g(t) = (-1/sqrt2)^m H_m(z) g(t)``.
+    ``herm(m, z)``: another evaluator of the signed ``H_0..H_m`` (``reference._scipy.hermite``).
     """
     g = gauss1d(sigma, r)
     z = _hermite_arg(sigma, r, g)
-    h = hermite(order, z, absolute)
+    h = herm(order, z) if herm is not None and not absolute else hermite(order, z, absolute)
     c = [(-1.0 / math.sqrt(2.0)) ** m for m in range(order + 1)]
     if absolute:
         c = [abs(v) for v in c]

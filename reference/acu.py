@@ -1,8 +1,12 @@
-"""Float64 reference of the ACU layer (reference/README.md section 4, ACU Eq. 3-5 and 10-14)."""
+"""Float64 reference of the ACU layer (reference/README.md section 4, ACU Eq. 3-5 and 10-14).
+
+``forward`` samples with SciPy (``reference._scipy.sample``); ``forward_numpy`` is the same sum
+in NumPy alone, the cross-check of ``suites/test_reference.py``; the gradients are analytic.
+"""
 
 import numpy as np
 
-from . import _ops
+from . import _ops, _scipy
 
 
 def _groups(pos_x, pos_y, f_):
@@ -13,10 +17,33 @@ def _groups(pos_x, pos_y, f_):
 
 
 def forward(x, weight, pos_x, pos_y, bias=None, *, stride=1, absolute=False):
-    """``y = bias + sum_{s,k} weight x<i*s + pos_y, j*s + pos_x>``.
+    """``y = bias + sum_{s,k} weight x<i*s + pos_y, j*s + pos_x>`` (the samples by ``scipy.ndimage``).
 
     ``x [N,S,H,W]``, ``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]``, ``bias [F]`` -> ``[N,F,Ho,Wo]``.
+    ``absolute``: the same sums over ``|x|``, ``|weight|``, ``|bias|`` (``sum |terms|`` per output).
     """
+    if absolute:
+        x, weight, bias = (None if a is None else np.abs(a) for a in (x, weight, bias))
+    n, s_, h, w = x.shape
+    f_, _, k_ = weight.shape
+    px, py, grp = _groups(pos_x, pos_y, f_)
+    shape = (_ops.out_size(h, stride), _ops.out_size(w, stride))
+    y = np.zeros((n, f_) + shape)
+    for ni in range(n):
+        for si in range(s_):
+            canvas, origin = _scipy.plane(x[ni, si])
+            for gi in range(px.shape[0]):
+                for ki in range(k_):
+                    v = _scipy.sample(canvas, origin, py[gi, ki], px[gi, ki], stride, shape)
+                    for fi in np.flatnonzero(grp == gi):
+                        y[ni, fi] += weight[fi, si, ki] * v
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def forward_numpy(x, weight, pos_x, pos_y, bias=None, *, stride=1, absolute=False):
+    """``forward`` in NumPy alone (the four corners read and weighed, ``_ops.sample``)."""
     if absolute:
         x, weight, bias = (None if a is None else np.abs(a) for a in (x, weight, bias))
     n, s_, h, w = x.shape

@@ -1,11 +1,15 @@
 """Float64 reference of the DAU layers (reference/README.md sections 2 and 3): forward and analytic gradients.
 
-Written to be read, not to be fast: one loop iteration per (n, s, f, k).
+The forward passes are built on SciPy (``reference._scipy``: the blur and the bilinear samples
+by ``scipy.ndimage``, the dense correlation by ``scipy.signal``); ``forward_numpy`` and
+``gauss_forward_numpy`` are the same sums written with NumPy alone, kept as an independent
+cross-check (``suites/test_reference.py``).  The gradients are analytic, in NumPy.  Written to
+be read, not to be fast: one loop iteration per (n, s, f, k).
 """
 
 import numpy as np
 
-from . import _ops
+from . import _ops, _scipy
 from .layers import LAYERS
 
 
@@ -30,7 +34,36 @@ def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=No
     """Efficient-form DAU (IJCV Eq. 13-14): blur with ``G`` then sample at ``(i*s + mu_y, j*s + mu_x)``.
 
     ``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``.
+    ``absolute``: the same sums over ``|x|``, ``|weight|``, ``|bias|`` (every term non-negative:
+    ``sum |terms|`` per output, the scale of the rounding bound, reference/README.md section 9).
+    The blur and the samples are SciPy's (``reference._scipy``).
     """
+    if absolute:
+        x, weight, bias = _absolute(x, weight, bias)
+    sigma = _ops.scalar(sigma)
+    r = default_blur_radius(sigma) if blur_radius is None else int(blur_radius)
+    n, s_, h, w = x.shape
+    f_, _, k_ = weight.shape
+    shape = (_ops.out_size(h, stride), _ops.out_size(w, stride))
+    g = _ops.gauss1d(sigma, r)
+    y = np.zeros((n, f_) + shape)
+    for si in range(s_):
+        rows = _scipy.window(mu_y[:, si], stride, shape[0], h, r)
+        cols = _scipy.window(mu_x[:, si], stride, shape[1], w, r)
+        for ni in range(n):
+            canvas, origin = _scipy.blur(x[ni, si], g, rows, cols)
+            for fi in range(f_):
+                for ki in range(k_):
+                    y[ni, fi] += weight[fi, si, ki] * _scipy.sample(
+                        canvas, origin, mu_y[fi, si, ki], mu_x[fi, si, ki], stride, shape
+                    )
+    if bias is not None:
+        y += bias[None, :, None, None]
+    return y
+
+
+def forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, absolute=False):
+    """``forward`` in NumPy alone (the blur on the sampled window, the four corners read and weighed)."""
     if absolute:
         x, weight, bias = _absolute(x, weight, bias)
     sigma = _ops.scalar(sigma)
@@ -137,18 +170,27 @@ def _dense(weight, gk):
     return np.einsum("fsk,fsktu->fstu", weight, gk)
 
 
-def gauss_forward(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, absolute=False):
-    """``dau_gauss``: correlate with ``W = sum_k weight Gk`` of side ``2R+1``. Shapes as ``forward``;
-    ``sigma`` is a scalar or ``[F,S,K]``."""
+def _gauss_forward(correlate, x, weight, mu_x, mu_y, sigma, bias, radius, stride, absolute):
     if absolute:
         x, weight, bias = _absolute(x, weight, bias)
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), weight.shape)
     win = _ops.kernel_window(int(radius), x.shape[2:], stride)
     gk = _unit_kernels(mu_x, mu_y, sig, int(radius), win)[0]
-    y = _ops.correlate(x, _dense(weight, gk), stride, win)
+    y = correlate(x, _dense(weight, gk), stride, win)
     if bias is not None:
         y += bias[None, :, None, None]
     return y
+
+
+def gauss_forward(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, absolute=False):
+    """``dau_gauss``: correlate with ``W = sum_k weight Gk`` of side ``2R+1`` (``scipy.signal.correlate``).
+    Shapes as ``forward``; ``sigma`` is a scalar or ``[F,S,K]``."""
+    return _gauss_forward(_scipy.correlate, x, weight, mu_x, mu_y, sigma, bias, radius, stride, absolute)
+
+
+def gauss_forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, absolute=False):
+    """``gauss_forward`` with the correlation in NumPy alone (``_ops.correlate``)."""
+    return _gauss_forward(_ops.correlate, x, weight, mu_x, mu_y, sigma, bias, radius, stride, absolute)
 
 
 def gauss_backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, radius, stride=1, absolute=False):

@@ -5,13 +5,14 @@ its public function's name and its section of the contract, its tensor arguments
 (``x`` first, the optional ``bias`` last), its hyper-parameters (``Param``: type, default, bounds,
 and for a radius left ``None`` the rule that derives it from ``sigma``), which tensors must hold
 finite or positive values (section 7), and its float64 forward and analytic backward in this
-folder.  The public API and its argument checks, the custom operators and the backend interface
+folder (built on SciPy; with the same forward in NumPy alone, its cross-check).  The public API
+and its argument checks, the custom operators and the backend interface
 (``impls._ops``), the backend registry, the CLI, the test cases and the correctness runner read
 it from here; a signature that restates it for readers (the public functions, the reference's
 own functions) is checked against it by ``suites/test_layers.py``.
 
 This module imports only the standard library: the CLI and the registry read the table without
-loading NumPy.  ``Layer.forward`` and ``Layer.backward`` import the layer's NumPy code when first
+loading NumPy or SciPy.  ``Layer.forward`` and ``Layer.backward`` import the layer's code when first
 used.
 """
 
@@ -73,7 +74,7 @@ class Layer:
     radius: str = None  # the hyper-parameter that is the layer's Gaussian radius (taps -r..r), if any
     finite: tuple = ()  # tensors whose values must be finite (section 7)
     positive: tuple = ()  # tensors whose values must be finite and > 0 (section 7)
-    reference: tuple = ()  # (module of this folder, forward function, backward function)
+    reference: tuple = ()  # (module of this folder, forward, backward, forward in NumPy alone)
 
     def param(self, name):
         """The ``Param`` called ``name``."""
@@ -95,6 +96,11 @@ class Layer:
     def forward(self):
         """The float64 forward: ``forward(*tensors as arrays, **forward hyper-parameters, absolute=False)``."""
         return self._function(1)
+
+    @property
+    def forward_numpy(self):
+        """The same forward written with NumPy alone: the SciPy forward's cross-check, not the truth."""
+        return self._function(3)
 
     @property
     def backward(self):
@@ -121,7 +127,7 @@ LAYERS = {
             radius="blur_radius",
             finite=("mu_x", "mu_y"),
             positive=("sigma",),
-            reference=("dau", "forward", "backward"),
+            reference=("dau", "forward", "backward", "forward_numpy"),
         ),
         Layer(
             "dau_gauss",
@@ -132,7 +138,7 @@ LAYERS = {
             radius="radius",
             finite=("mu_x", "mu_y"),
             positive=("sigma",),
-            reference=("dau", "gauss_forward", "gauss_backward"),
+            reference=("dau", "gauss_forward", "gauss_backward", "gauss_forward_numpy"),
         ),
         Layer(
             "acu",
@@ -141,7 +147,7 @@ LAYERS = {
             ("x", "weight", "pos_x", "pos_y", "bias"),
             (STRIDE,),
             finite=("pos_x", "pos_y"),
-            reference=("acu", "forward", "backward"),
+            reference=("acu", "forward", "backward", "forward_numpy"),
         ),
         Layer(
             "njet",
@@ -156,7 +162,7 @@ LAYERS = {
             ),
             radius="radius",
             positive=("sigma",),
-            reference=("njet", "forward", "backward"),
+            reference=("njet", "forward", "backward", "forward_numpy"),
         ),
     )
 }

@@ -1,8 +1,14 @@
-"""Float64 reference of the N-Jet layer (reference/README.md section 5)."""
+"""Float64 reference of the N-Jet layer (reference/README.md section 5).
+
+``forward`` builds the basis on ``scipy.special.eval_hermite`` and correlates with
+``scipy.signal.correlate``; ``forward_numpy`` is the same sum in NumPy alone (the Hermite
+recursion and ``_ops.correlate``), the cross-check of ``suites/test_reference.py``; the
+gradients are analytic, in NumPy.
+"""
 
 import numpy as np
 
-from . import _ops
+from . import _ops, _scipy
 from .layers import LAYERS
 
 
@@ -20,10 +26,13 @@ def _full(radius):
     return (-radius, radius), (-radius, radius)
 
 
-def basis(sigma, radius, order, absolute=False, win=None):
-    """Basis filters ``B_j(t, u) = d_b(t) d_a(u)`` at the offsets ``win`` (default all) -> ``[J, kh, kw]``."""
+def basis(sigma, radius, order, absolute=False, win=None, hermite=None):
+    """Basis filters ``B_j(t, u) = d_b(t) d_a(u)`` at the offsets ``win`` (default all) -> ``[J, kh, kw]``.
+
+    ``hermite``: ``H_0..H_m`` evaluator of the signed basis (default ``_ops.hermite``, the NumPy
+    recursion); the absolute basis always takes ``_ops.hermite``'s ``sum |terms|``."""
     rows, cols = win or _full(radius)
-    d = _ops.gauss_derivs1d(_ops.scalar(sigma), radius, order, absolute)
+    d = _ops.gauss_derivs1d(_ops.scalar(sigma), radius, order, absolute, None if absolute else hermite)
     dr, dc = _ops.crop(d, radius, rows), _ops.crop(d, radius, cols)
     return np.stack([np.outer(dr[b], dc[a]) for a, b in _ops.njet_pairs(order)])
 
@@ -42,20 +51,31 @@ def _radius(sigma, radius, extent):
     return default_radius(sigma, extent) if radius is None else int(radius)
 
 
-def forward(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, absolute=False):
-    """``y = bias + correlate(x, sum_j alpha_j B_j)``.
-
-    ``x [N,S,H,W]``, ``alpha [F,S,J]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``.
-    """
+def _forward(hermite, correlate, x, alpha, sigma, bias, order, extent, radius, stride, absolute):
     if absolute:
         x, alpha, bias = (None if a is None else np.abs(a) for a in (x, alpha, bias))
     r = _radius(sigma, radius, extent)
     win = _ops.kernel_window(r, x.shape[2:], stride)
-    dense = np.einsum("fsj,jtu->fstu", alpha, basis(sigma, r, order, absolute, win))
-    y = _ops.correlate(x, dense, stride, win)
+    dense = np.einsum("fsj,jtu->fstu", alpha, basis(sigma, r, order, absolute, win, hermite))
+    y = correlate(x, dense, stride, win)
     if bias is not None:
         y += bias[None, :, None, None]
     return y
+
+
+def forward(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, absolute=False):
+    """``y = bias + correlate(x, sum_j alpha_j B_j)``, the Hermite factors by ``scipy.special``, the
+    correlation by ``scipy.signal``.
+
+    ``x [N,S,H,W]``, ``alpha [F,S,J]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``.
+    ``absolute``: the same sums with every term non-negative (``sum |terms|`` per output).
+    """
+    return _forward(_scipy.hermite, _scipy.correlate, x, alpha, sigma, bias, order, extent, radius, stride, absolute)
+
+
+def forward_numpy(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, absolute=False):
+    """``forward`` in NumPy alone (the Hermite recursion of ``_ops.hermite``, ``_ops.correlate``)."""
+    return _forward(_ops.hermite, _ops.correlate, x, alpha, sigma, bias, order, extent, radius, stride, absolute)
 
 
 def backward(x, alpha, sigma, bias, dy, *, order, extent=2.0, radius=None, stride=1, absolute=False):

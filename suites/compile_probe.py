@@ -6,25 +6,32 @@ Run in a fresh process (the state of Dynamo and of the backends' caches is that 
 
 Prints one JSON line: the backend, the compiler, the seconds the first compiled call took (compile included),
 the largest relative difference from eager of the output and of every parameter gradient, the number of
-graphs Dynamo made and of graph breaks, and every warning (under the default filters) and torch log line
-of level WARNING meanwhile.
+graphs Dynamo made and of graph breaks, every warning (under the default filters) and torch log line of
+level WARNING, and everything written to the process's stderr (file descriptor 2, so also by C++ code and
+child processes), from the import of the layers to the last compiled call.
+
+Before that window, the probe loads what the compiler loads about the machine: a CUDA build of torch on a
+machine without a GPU prints ``No CUDA runtime is found, using CUDA_HOME=...`` when inductor's C++ tooling
+(``torch.utils.cpp_extension``) is imported; that line is about the installation, not about the layers.
 """
 
 import argparse
+import contextlib
 import io
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 import warnings
 
 import torch
 
-from rfbench.impls import nn as rn
 
-
-def model(backend, dtype):
-    """DAUConv2d -> ReLU -> DAUGaussConv2d -> ACUConv2d (stride 2) -> NJetConv2d, 3 -> 4 channels, learned sigmas."""
+def model(rn, backend, dtype):
+    """DAUConv2d -> ReLU -> DAUGaussConv2d -> ACUConv2d (stride 2) -> NJetConv2d, 3 -> 4 channels, learned sigmas
+    (``rn``: ``rfbench.nn``)."""
     kw = {"backend": backend, "dtype": dtype}
     return torch.nn.Sequential(
         rn.DAUConv2d(3, 6, units=2, learn_sigma=True, **kw),
@@ -47,6 +54,23 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(torch.finfo(b.dtype).tiny))
 
 
+@contextlib.contextmanager
+def stderr_fd(into):
+    """Everything written to file descriptor 2 meanwhile -> ``into[0]`` (text)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            into[0] = tmp.read().decode(errors="replace")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", required=True)
@@ -55,8 +79,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    if args.compiler == "inductor":
+        from torch.utils import cpp_extension  # noqa: F401  (what it prints is about the machine: module doc)
     dtype = torch.float64  # every CPU backend has it; compiled and eager then differ only by reordered sums
-    m = model(args.backend, dtype)
     x = torch.randn(2, 3, 11, 9, dtype=dtype)
     log = io.StringIO()
     handler = logging.StreamHandler(log)
@@ -64,7 +89,12 @@ def main(argv=None):
     logging.getLogger("torch").addHandler(handler)
     from torch._dynamo.utils import counters
 
-    with warnings.catch_warnings(record=True) as caught:  # the default filters: what a user would see
+    stderr = [""]
+    # the default warning filters: what a user would see
+    with stderr_fd(stderr), warnings.catch_warnings(record=True) as caught:
+        from rfbench.impls import nn as rn
+
+        m = model(rn, args.backend, dtype)
         c = torch.compile(m, backend=args.compiler, fullgraph=True)
         t0 = time.perf_counter()
         got = step(c, x)
@@ -85,6 +115,7 @@ def main(argv=None):
         "graphs": int(counters["stats"]["unique_graphs"]),
         "graph_breaks": int(sum(counters["graph_break"].values())),
         "warnings": [f"{w.category.__name__}: {w.message}" for w in caught] + log.getvalue().splitlines(),
+        "stderr": stderr[0],
     }
     print(json.dumps(out))
     return 0

@@ -204,3 +204,23 @@ def test_bad_output_paths_are_refused_before_any_work(tmp_path):
         text=True,
     )
     assert res.returncode == 2 and not (tmp_path / "rep").exists(), res.stderr
+
+
+def test_matrix_runs_without_pandas_and_matplotlib_and_report_names_them(tmp_path):
+    """Where pandas and matplotlib are absent (a machine where nothing can be installed), ``python -m
+    harness.cli matrix`` from the repository root writes and summarises its rows; the verdict lines, made
+    with pandas, become one line saying so; ``report`` then says in one line what it needs (exit 2)."""
+    block = "import sys; sys.modules.update(pandas=None, matplotlib=None)  # import pandas -> ImportError\n"
+    run = block + "from rfbench.harness.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    rows = tmp_path / "rows.jsonl"
+    argv = "matrix --grid smoke --layers acu --backends reference torch-naive --out".split() + [str(rows)]
+    r = subprocess.run([sys.executable, "-c", run, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    assert len(results.load([str(rows)])) > 0
+    assert "verdict lines: needs pandas, not installed here" in r.stdout, r.stdout
+    for argv, needs in ((["report", str(rows)], "pandas and matplotlib"),):
+        r = subprocess.run([sys.executable, "-c", run, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"rfbench {argv[0]} needs {needs}; not installed here: pandas" in r.stderr, r.stderr

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from rfbench import reference
-from rfbench.harness import cases, fdcheck
+from rfbench.harness import cases, fdcheck, metrics
+from rfbench.reference import _ops, _scipy
 
 FD_CASES = [
     cases.Case("fd", "dau", n=2, s=2, f=2, h=5, w=6, k=2, sigma=0.8, spread=4.0, stride=1),
@@ -95,3 +96,153 @@ def test_magnitudes_bound_values():
         for k, v in exact.items():
             if v is not None:
                 assert np.all(np.abs(v) <= mag[k] * (1 + 1e-12) + 1e-300), (case.id, k)
+
+
+# ---------------------------------------------------------------- the SciPy forwards against the NumPy cross-check
+
+XCHECK = cases.grid("default") + FD_CASES
+
+
+def _agree(case, got, want, mag, arrays):
+    """``got`` and ``want``: two float64 evaluations of the same sums, each within ``u64 n sum|terms|``
+    of the exact value (reference/README.md section 9), so they differ by at most twice that (plus
+    the underflow floor): ``metrics.compare`` with ``u = u64``."""
+    u64 = metrics.EPS["float64"]
+    floor = metrics.floor(case, "forward", arrays, np.zeros(1), "float64")
+    return metrics.compare(got, want, mag, u64, metrics.n_terms(case, "forward"), floor)
+
+
+def _forwards(case, seed, absolute=False):
+    lay = reference.LAYERS[case.layer]
+    arrays = case.arrays(seed)
+    hp = case.hparams()
+    return arrays, lay.forward(**arrays, **hp, absolute=absolute), lay.forward_numpy(**arrays, **hp, absolute=absolute)
+
+
+def _check_forwards_agree(case, seed):
+    arrays, got, want = _forwards(case, seed)
+    _, mag, mag_np = _forwards(case, seed, absolute=True)
+    m = _agree(case, got, want, mag, arrays)
+    assert m["ok"], (case.id, m)
+    # sum|terms| itself: the same non-negative sums, so the same bound (scaled by themselves)
+    m = _agree(case, mag, mag_np, mag, arrays)
+    assert m["ok"], (case.id, "absolute", m)
+
+
+@pytest.mark.parametrize("case", XCHECK, ids=[f"{c.id}-{i}" for i, c in enumerate(XCHECK)])
+def test_scipy_forward_agrees_with_the_numpy_forward(case, seed):
+    """The reference's forward (SciPy) and its NumPy formulation, on every case of the default grid
+    and of the central-difference checks: equal to float64 rounding, forward and ``sum|terms|``."""
+    _check_forwards_agree(case, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", cases.grid("paper"), ids=[c.id for c in cases.grid("paper")])
+def test_scipy_forward_agrees_with_the_numpy_forward_paper_grid(case, seed):
+    """The same on the paper grid (minutes: the paper case has N = 8, S = 64, F = 192)."""
+    _check_forwards_agree(case, seed)
+
+
+def test_nan_and_inf_land_where_the_numpy_forward_puts_them(seed):
+    """NaN and inf in ``x`` and in the weights are data (reference/README.md section 7): both
+    formulations put them in the same outputs."""
+    for case in cases.grid("smoke"):
+        if case.n == 0:
+            continue
+        lay = reference.LAYERS[case.layer]
+        arrays = case.arrays(seed)
+        x = arrays["x"].copy()
+        x[0, 0, case.h // 2, case.w // 2] = np.nan
+        x[-1, -1, 0, 0] = np.inf
+        wname = "alpha" if case.layer == "njet" else "weight"
+        w = arrays[wname].copy()
+        w[0, 0, 0] = -np.inf
+        for bad in ({"x": x}, {wname: w}):
+            args = {**arrays, **bad}
+            with np.errstate(invalid="ignore"):
+                got, want = lay.forward(**args, **case.hparams()), lay.forward_numpy(**args, **case.hparams())
+            assert np.array_equal(np.isnan(got), np.isnan(want)), (case.id, list(bad))
+            assert np.array_equal(np.isinf(got), np.isinf(want)), (case.id, list(bad))
+            assert np.array_equal(got[np.isinf(got)], want[np.isinf(want)]), (case.id, list(bad))
+
+
+def test_sample_is_scipys_bilinear_interpolation_where_the_coordinate_is_exact(seed):
+    """``scipy.ndimage.map_coordinates(order=1, mode="grid-constant")`` is the bilinear sampling of
+    reference/README.md section 1 wherever the coordinate ``i*s + mu`` is a float64 without rounding
+    (here: ``mu`` a multiple of 2^-10, |mu| <= 20).  The reference's ``sample`` must equal it to
+    rounding: 4 terms, each a product of 3 factors, summed in any order (n = 4 + 2), twice."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([seed, 31])
+    u64 = metrics.EPS["float64"]
+    for trial in range(200):
+        h, w, stride = int(rng.integers(1, 9)), int(rng.integers(1, 9)), int(rng.integers(1, 4))
+        a = rng.standard_normal((h, w))
+        dy, dx = np.round(rng.uniform(-20, 20, 2) * 1024) / 1024
+        shape = (-(-h // stride), -(-w // stride))
+        canvas, origin = _scipy.plane(a)
+        got = _scipy.sample(canvas, origin, dy, dx, stride, shape)
+        mag = _scipy.sample(np.abs(canvas), origin, dy, dx, stride, shape)
+        rows, cols = np.meshgrid(np.arange(shape[0]) * stride + dy, np.arange(shape[1]) * stride + dx, indexing="ij")
+        want = ndimage.map_coordinates(a, [rows, cols], order=1, mode="grid-constant", cval=0.0)
+        assert np.all(np.abs(got - want) <= 2 * u64 * 6 * mag), (trial, h, w, stride, dy, dx)
+
+
+def test_scipy_hermite_agrees_with_the_recursion():
+    """``scipy.special.eval_hermite`` and the NumPy recursion, ``H_0..H_6`` on [-12, 12]: each within
+    its count of roundings (``harness.metrics.coef_depth``: ``5m + 2``; the recursion ``3m``) of
+    ``sum |terms|`` (the recursion with ``|z|``)."""
+    z = np.linspace(-12, 12, 2001)
+    u64 = metrics.EPS["float64"]
+    got, want, mag = _scipy.hermite(6, z), _ops.hermite(6, z), _ops.hermite(6, z, absolute=True)
+    for m in range(7):
+        assert np.all(np.abs(got[m] - want[m]) <= (5 * m + 2 + 3 * m) * u64 * mag[m]), m
+
+
+def test_the_forwards_call_scipy(monkeypatch):
+    """The truth is SciPy's (reference/README.md): every forward goes through ``scipy.ndimage``,
+    ``scipy.signal`` or ``scipy.special``, and no backward does (its gradients are analytic)."""
+    from rfbench.reference import _scipy as sp
+
+    calls = []
+
+    class Spy:
+        def __init__(self, mod, name):
+            self.mod, self.name = mod, name
+
+        def __getattr__(self, attr):
+            fn = getattr(self.mod, attr)
+
+            def wrapped(*a, **k):
+                calls.append(f"{self.name}.{attr}")
+                return fn(*a, **k)
+
+            return wrapped
+
+    for name in ("ndimage", "signal", "special"):
+        monkeypatch.setattr(sp, name, Spy(getattr(sp, name), f"scipy.{name}"))
+    used = {}
+    for case in FD_CASES:
+        lay = reference.LAYERS[case.layer]
+        arrays = case.arrays(1)
+        calls.clear()
+        lay.forward(**arrays, **case.hparams())
+        used.setdefault(case.layer, set()).update(calls)
+        calls.clear()
+        lay.backward(**arrays, dy=np.ones(case.out_shape()), **case.backward_hparams())
+        assert not calls, (case.id, "backward", calls)
+    assert used["dau"] >= {"scipy.ndimage.correlate1d", "scipy.ndimage.map_coordinates"}, used
+    assert used["acu"] >= {"scipy.ndimage.correlate1d", "scipy.ndimage.map_coordinates"}, used
+    assert used["dau_gauss"] >= {"scipy.signal.correlate"}, used
+    assert used["njet"] >= {"scipy.signal.correlate", "scipy.special.eval_hermite"}, used
+
+
+@pytest.mark.parametrize("layer", ["dau", "dau_gauss", "njet"])
+def test_a_radius_of_thousands_on_a_tiny_image(layer, seed):
+    """Kernels far larger than the image (reference/README.md section 1: only the taps that reach the image
+    are terms): the SciPy forward blurs and correlates on the window its samples and outputs read, in the
+    memory of that window, and agrees with the NumPy forward."""
+    big = {"dau": dict(radius=20000, sigma=0.9), "dau_gauss": dict(radius=9000, sigma=3000.0)}
+    big["njet"] = dict(radius=9000, sigma=3000.0, order=2)
+    case = cases.Case("huge-radius", layer, n=1, s=2, f=2, h=5, w=4, k=2, stride=2, **big[layer])
+    _check_forwards_agree(case, seed)

@@ -74,13 +74,16 @@ def grads(layer, x, params, kw, backend, stride=2, forward_in=contextlib.nullcon
 
 
 def probe(backend, compiler, *extra):
-    """``python -m suites.compile_probe``: returns its JSON report and checks it printed nothing else."""
+    """``python -m suites.compile_probe``: returns its JSON report.  What matters: it ran, Dynamo made no graph
+    break, and from the import of the layers to the last compiled call nothing was warned, logged or written
+    on stderr.  What torch prints about the machine when the compiler's tooling loads (a CUDA build without a
+    GPU: ``No CUDA runtime is found, using CUDA_HOME=...``) comes before that window and is not asserted on."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "suites.compile_probe", "--backend", backend, "--compiler", compiler, *extra]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-4000:]
-    assert r.stderr.strip() == "", f"printed on stderr:\n{r.stderr[-4000:]}"
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["stderr"] == "", f"printed on stderr while compiling and running:\n{out['stderr'][-4000:]}"
     assert out["graph_breaks"] == 0 and out["warnings"] == [], out
     assert out["max_rel_err"] <= RTOL, out  # float64 network, compiled vs eager
     return out
