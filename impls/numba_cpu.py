@@ -1320,7 +1320,8 @@ class _DauGauss:
         w, mx, my, sg = t["weight"], t["mu_x"], t["mu_y"], t["sigma"]
         sig = sg if sg.dim() == 3 else sg.reshape(()).expand(w.shape)
         keep = (-hp["keep"], hp["keep"])  # the centre that reaches the image (_math.centred_reach)
-        return torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"], keep, keep))
+        kern = torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"], keep, keep))
+        return _math.flush_subnormal(kern)  # no subnormal stalls (its docstring)
 
     def forward(self, t, hp):
         x, st = _np(t["x"]), hp["stride"]
