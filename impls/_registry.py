@@ -52,8 +52,8 @@ class Backend:
     # dtypes whose results this backend flushes to zero below the smallest normal on CUDA
     # (compiled with -ftz=true); the tolerance floor of harness.metrics follows
     ftz_cuda: tuple = field(default=())
-    # layers whose dense kernel this backend flushes below the smallest normal on the CPU
-    # (``_math.flush_subnormal``: no subnormal stalls), in every dtype; the floor follows likewise
+    # layers whose dense kernel this backend flushes below the smallest normal on the CPU in
+    # float32 (``_math.flush_subnormal``: no subnormal stalls); the floor follows likewise
     ftz_cpu: tuple = field(default=())
 
     def unavailable(self):
@@ -78,7 +78,7 @@ class Backend:
         """Whether results in ``dtype`` on ``device`` (a torch device) are flushed to zero below the
         smallest normal (on the CPU: the dense kernel of ``layer``)."""
         if device.type == "cpu":
-            return layer in self.ftz_cpu
+            return layer in self.ftz_cpu and dtype_name(dtype) == "float32"
         return device.type == "cuda" and dtype_name(dtype) in self.ftz_cuda
 
     def load(self):
