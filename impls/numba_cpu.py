@@ -304,38 +304,41 @@ def _canvas(x, g1, g2, pad):
 # that every read of the kernels below is inside it; a unit with ``off < 0`` reads only zeros and is skipped.
 
 
-@njit(**_JIT)
+@njit(parallel=True, fastmath={"contract"}, cache=True)
 def _blur_win(x, gr, gc, y0, x0, hp, pw):
     """``x * outer(gr, gc)`` (``gr`` along rows) on the window rows ``[y0, y0+hp)``, columns ``[x0, x0+pw)``.
 
-    ``x [N,S,H,W]`` -> ``[N,S,hp,pw]`` (zero where the blur does not reach).
+    ``x [N,S,H,W]`` -> ``[N,S,hp,pw]`` (zero where the blur does not reach).  Flat unsigned
+    indices (no slices: a slice per row and tap cost more than its few dozen MACs); each output
+    a fixed-order sum over the taps, FMA-contracted (reference/README.md section 9).
     MACs ``N S (H pw + hp pw) (2 rb + 1)`` at most.
     """
     n_, s_, h, w = x.shape
     r = (gr.shape[0] - 1) // 2
     out = np.zeros((n_, s_, hp, pw), x.dtype)
+    x1, o1 = x.reshape(-1), out.reshape(-1)
     for ns in prange(n_ * s_):
-        n, s = ns // s_, ns % s_
-        tmp = np.zeros((h, pw), x.dtype)
+        tmp = np.zeros(h * pw, x.dtype)
+        xb, ob = np.uint64(ns * h * w), np.uint64(ns * hp * pw)
         for p in range(h):
-            row = x[n, s, p]
             for iu in range(2 * r + 1):
                 u, gu = iu - r, gc[iu]
                 qlo, qhi = max(x0, -u), min(x0 + pw, w - u)  # Q + u inside [0, W)
                 if qhi <= qlo:
                     continue
-                t, src = tmp[p, qlo - x0 : qhi - x0], row[qlo + u : qhi + u]
-                for j in range(qhi - qlo):
-                    t[j] += gu * src[j]
+                dst = np.uint64(p * pw + qlo - x0)
+                src = xb + np.uint64(p * w + qlo + u)
+                for j in range(np.uint64(qhi - qlo)):
+                    tmp[dst + j] = tmp[dst + j] + gu * x1[src + j]
         for pc in range(hp):
-            o = out[n, s, pc]
+            dst = ob + np.uint64(pc * pw)
             for it in range(2 * r + 1):
                 src_p = pc + y0 + it - r
                 if src_p < 0 or src_p >= h:
                     continue
-                gt, src = gr[it], tmp[src_p]
-                for j in range(pw):
-                    o[j] += gt * src[j]
+                gt, src = gr[it], np.uint64(src_p * pw)
+                for j in range(np.uint64(pw)):
+                    o1[dst + j] = o1[dst + j] + gt * tmp[src + j]
     return out
 
 
@@ -408,6 +411,9 @@ _ACC = _RB * _CW
 _SG = 16  # input channels per group (_rb_shift): their rows for one row block stay in L1
 _TACC = 4 * _CW  # sums of one unit (_rb_taps): four taps x one column block
 _TF, _TS = 16, 16  # output x input channels per task of _rb_taps
+# Numba's cache does not key on the SLP setting: without SLP these kernels compile to scalar code,
+# so they are cached only when SLP is on (a cache written with it off would be loaded with it on).
+_RBJIT = {"parallel": True, "fastmath": {"contract"}, "cache": bool(_VEC["numba_slp"])}
 
 
 @intrinsic
@@ -432,7 +438,7 @@ def blocked_window(ho, wo, y0, y1, x0, x1):
     return nrb * _RB + y1 - y0, ncb * _CW + x1 - x0
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_RBJIT)
 def _rb_shift(c, a, off, ho, wo, one, bias):
     """``y[n,f,i,j] = bias[f] + sum_{s,k,m} a[f,s,k,m] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]``, ``o = off[f,s,k]``.
 
@@ -548,7 +554,7 @@ def _acc_io(buf, u, acc, store):
                 acc[m, j] = buf[u, m, j]
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_RBJIT)
 def _rb_taps(c, d, start, sk, uoff, k_, one):
     """``C[f,s,k,m] = sum_{n,i,j} d[n,f,i,j] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]`` -> ``[F,S,K,4]``.
 
@@ -1069,17 +1075,19 @@ class _Dau:
         # Both paths skip samples that read only zeros (outside the canvas or an inactive unit),
         # dropping weight * 0 terms: a non-finite weight makes its whole output channel
         # non-finite (reference/README.md section 7), so those terms are added back per channel.
-        nonfinite = (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
+        wt = t["weight"].detach()
+        nonfinite = None if bool(torch.isfinite(wt).all()) else (0 * wt).sum((1, 2))[None, :, None, None]
         win = _wide_window(fy, fx, h, w, ho, wo, r, st)
         if win is None:
             y = _t(_shift(_canvas(x, g, g, r + 1), a, fy + r + 1, fx + r + 1, st, ho, wo))
-            return _add_bias(y + nonfinite, t["bias"]), {}
+            return _add_bias(y if nonfinite is None else y + nonfinite, t["bias"]), {}
         act, y0, y1, x0, x1 = win
         hp, pw = blocked_window(ho, wo, y0, y1, x0, x1)
         c = _blur_win(x, g, g, y0, x0, hp, pw)
         off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
-        return _t(_rb_shift(c, a, off, ho, wo, 1, bias)) + nonfinite, {}
+        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias))
+        return (y if nonfinite is None else y + nonfinite), {}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
