@@ -89,7 +89,8 @@ def configure():
         os.environ["NUMBA_SLP_VECTORIZE"] = "1"
         slp_source = "rfbench"
     if "NUMBA_CPU_FEATURES" in os.environ and not started:
-        feat_source, features = "user", os.environ["NUMBA_CPU_FEATURES"]
+        # an empty string leaves LLVM the CPU model's defaults: the host's features, 256-bit preference
+        feat_source, features = "user", os.environ["NUMBA_CPU_FEATURES"].strip() or host
     elif started:
         features = _started_features(host)
         feat_source = "numba default" if "NUMBA_CPU_FEATURES" not in os.environ else "user"

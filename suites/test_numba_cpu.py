@@ -314,3 +314,46 @@ def test_same_bits_at_one_and_two_threads(tmp_path):
     assert len(res[0]) == len(res[1]) == 21
     for i, (a, b) in enumerate(zip(*res)):
         assert torch.equal(a, b), i
+
+
+_ENV_PROBE = """
+import json, os, sys
+if sys.argv[1] == "numba-first":  # someone else's @njit starts numba's CPU target first
+    import numba
+    numba.njit(lambda v: v + 1)
+from impls import _numba_env, numba_cpu
+print(json.dumps({**numba_cpu._VEC, "env_slp": os.environ.get("NUMBA_SLP_VECTORIZE"),
+                  "env_features": os.environ.get("NUMBA_CPU_FEATURES")}))
+"""
+
+
+def _probe(mode, **env):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    keep = {k: v for k, v in os.environ.items() if k not in ("NUMBA_SLP_VECTORIZE", "NUMBA_CPU_FEATURES")}
+    out = subprocess.run(
+        [sys.executable, "-c", _ENV_PROBE, mode], capture_output=True, text=True, check=True, env={**keep, **env}
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_wide_vector_settings_and_their_fallback():
+    """``impls._numba_env``: imported first, the backend turns SLP on and, on AVX-512, drops LLVM's
+    256-bit preference; the user's own settings stand; when numba's CPU target was started before
+    it, the features cannot change and the state says why (the run goes on at numba's width)."""
+    first = _probe("impls-first")
+    assert first["numba_slp"] and first["env_slp"] == "1" and first["fallback"] is None
+    if first["cpu_isa"] == "avx512":
+        assert first["numba_vector_bits"] == 512 and first["env_features"].endswith(",-prefer-256-bit")
+    else:
+        assert first["env_features"] is None
+    user = _probe("impls-first", NUMBA_SLP_VECTORIZE="0", NUMBA_CPU_FEATURES="")
+    assert not user["numba_slp"] and user["slp_source"] == "user" and user["numba_cpu_features"] == "user"
+    assert user["numba_vector_bits"] == (256 if user["cpu_isa"] in ("avx512", "avx2", "avx") else 128)
+    late = _probe("numba-first")
+    assert late["numba_slp"]  # read again at every compilation: still applies
+    if late["cpu_isa"] == "avx512":
+        assert late["numba_vector_bits"] == 256 and "started before" in late["fallback"]
