@@ -106,6 +106,12 @@ def configure():
         feat_source = "rfbench"
     else:
         features, feat_source = host, "numba default"
+    if "numba" in sys.modules and not started:
+        # imported but not started (harness.timing imports it to set its thread count): numba read
+        # the environment at import; its target would start with that reading
+        from numba.core import config
+
+        config.reload_config()
     STATE.update(
         cpu_isa=isa(host),
         numba_cpu_features=feat_source,
@@ -115,6 +121,20 @@ def configure():
         fallback=fallback,
     )
     return STATE
+
+
+def verify():
+    """After the backend's first ``@njit`` (numba's CPU target now exists): the vector width the
+    target really has -> ``STATE``, with a fallback note if it is not the one ``configure`` set."""
+    st = configure()
+    real = vector_bits(_started_features(_host_features()))
+    if real != st["numba_vector_bits"]:
+        st["fallback"] = st["fallback"] or (
+            f"numba's CPU target started with {real}-bit vectors, not the {st['numba_vector_bits']} "
+            "set for it (its settings were read before rfbench set them)"
+        )
+        st["numba_vector_bits"] = real
+    return st
 
 
 def _started_features(host):

@@ -404,7 +404,7 @@ def _plane_dots(a, b):
 # channel (8 zmm accumulators) on AVX-512, 4 rows on narrower vectors (16 ymm registers only);
 # the tap sums keep 4 units x 4 taps x 16 columns (16 zmm; spilled in part on AVX2).
 
-_WIDE = _VEC["numba_vector_bits"] >= 512
+_WIDE = _numba_env.verify()["numba_vector_bits"] >= 512  # the width numba's target really has
 _RB = 8 if _WIDE else 4  # output rows per block (_rb_shift)
 _CW = 16  # output columns per block: one vector of float32 at 512 bits
 _ACC = _RB * _CW

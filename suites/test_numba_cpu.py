@@ -318,12 +318,15 @@ def test_same_bits_at_one_and_two_threads(tmp_path):
 
 _ENV_PROBE = """
 import json, os, sys
-if sys.argv[1] == "numba-first":  # someone else's @njit starts numba's CPU target first
+if sys.argv[1] != "impls-first":  # numba imported first (as harness.timing does) ...
     import numba
-    numba.njit(lambda v: v + 1)
+    if sys.argv[1] == "numba-first":  # ... and someone else's @njit starts its CPU target
+        numba.njit(lambda v: v + 1)
 from impls import _numba_env, numba_cpu
+from numba.core.registry import cpu_target
 print(json.dumps({**numba_cpu._VEC, "env_slp": os.environ.get("NUMBA_SLP_VECTORIZE"),
-                  "env_features": os.environ.get("NUMBA_CPU_FEATURES")}))
+                  "env_features": os.environ.get("NUMBA_CPU_FEATURES"),
+                  "real_bits": _numba_env.vector_bits(cpu_target.target_context.codegen()._tm_features)}))
 """
 
 
@@ -344,16 +347,19 @@ def test_wide_vector_settings_and_their_fallback():
     """``impls._numba_env``: imported first, the backend turns SLP on and, on AVX-512, drops LLVM's
     256-bit preference; the user's own settings stand; when numba's CPU target was started before
     it, the features cannot change and the state says why (the run goes on at numba's width)."""
-    first = _probe("impls-first")
-    assert first["numba_slp"] and first["env_slp"] == "1" and first["fallback"] is None
-    if first["cpu_isa"] == "avx512":
-        assert first["numba_vector_bits"] == 512 and first["env_features"].endswith(",-prefer-256-bit")
-    else:
-        assert first["env_features"] is None
+    for mode in ("impls-first", "numba-imported"):  # imported, not started: its settings read again
+        first = _probe(mode)
+        assert first["numba_slp"] and first["env_slp"] == "1" and first["fallback"] is None
+        assert first["numba_vector_bits"] == first["real_bits"]
+        if first["cpu_isa"] == "avx512":
+            assert first["numba_vector_bits"] == 512 and first["env_features"].endswith(",-prefer-256-bit")
+        else:
+            assert first["env_features"] is None
     user = _probe("impls-first", NUMBA_SLP_VECTORIZE="0", NUMBA_CPU_FEATURES="")
     assert not user["numba_slp"] and user["slp_source"] == "user" and user["numba_cpu_features"] == "user"
     assert user["numba_vector_bits"] == (256 if user["cpu_isa"] in ("avx512", "avx2", "avx") else 128)
     late = _probe("numba-first")
     assert late["numba_slp"]  # read again at every compilation: still applies
+    assert late["numba_vector_bits"] == late["real_bits"]
     if late["cpu_isa"] == "avx512":
         assert late["numba_vector_bits"] == 256 and "started before" in late["fallback"]
