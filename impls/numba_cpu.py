@@ -588,12 +588,20 @@ def _rb_taps(c, d, start, sk, uoff, k_, one):
         acc1 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
         acc2 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
         acc3 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
+        maxg = 0
+        for f in range(f0, f1):
+            maxg = max(maxg, (start[f, sb + 1] - start[f, sb] + 3) // 4)
         for n in range(n_):
             cn = np.uint64(n * s_ * hp * pw)
-            for f in range(f0, f1):
-                u0, u1 = start[f, sb], start[f, sb + 1]
-                dn = np.uint64((n * f_ + f) * ho) * uwo
-                for g in range(u0, u1, 4):
+            # group gi of every f in turn: units in (s, k) order, so the f's read the same few
+            # channel planes one after the other (in L1), and the block's dy planes stay in L2
+            for gi in range(maxg):
+                for f in range(f0, f1):
+                    u0, u1 = start[f, sb], start[f, sb + 1]
+                    g = u0 + 4 * gi
+                    if g >= u1:
+                        continue
+                    dn = np.uint64((n * f_ + f) * ho) * uwo
                     b = bofs[f - f0] + g - u0  # buf row of unit g
                     _acc_io(buf, b, acc0, False)
                     _acc_io(buf, b + 1, acc1, False)
