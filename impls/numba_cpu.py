@@ -3,21 +3,23 @@
 Kernels are ``@njit(parallel=True, cache=True)``, compiled once per process and dtype
 (float32 or float64, computed in the input dtype); ``fastmath=False`` except the functions
 that say otherwise (``reassoc``/``contract`` inside one function: a fixed-order reduction over
-vector lanes; ``contract`` in the register-blocked DAU kernels: fused multiply-adds).  Before
-numba starts, ``impls._numba_env`` turns on LLVM's SLP vectorizer and, on AVX-512 CPUs, the
-512-bit vector width (or records why it could not).  Each ``prange`` task owns the output elements it writes, and reductions run in
-a fixed order, so every result is bit-identical from run to run whatever the thread count.
+vector lanes; ``contract`` in the register-blocked DAU kernels and the window blur: fused
+multiply-adds).  Before numba starts, ``impls._numba_env`` turns on LLVM's SLP vectorizer and,
+on AVX-512 CPUs, the 512-bit vector width (or records why it could not).  Each ``prange`` task
+owns the output elements it writes, and reductions run in a fixed order, so every result is
+bit-identical from run to run whatever the thread count.
 The channel mixing of ``acu`` and ``njet`` is a matrix product done by BLAS (``torch.matmul``
 on contiguous views), bit-identical run to run at a fixed thread count.
 
 ``dau`` at stride 1 uses the register-blocked kernels (section "register-blocked kernels"
 below): the blurred input lives on a window padded so that every read of every unit is in
 bounds, and a block of outputs (forward, input gradient) or of tap sums (weight and mu
-gradients) stays in vector registers while the units stream through it.  Stride > 1, or displacement spreads that would waste more than ``_WASTE``
-columns per row, use the per-row kernels on a canvas with one zero border pixel beyond
-everything that can be non-zero (index = coordinate + ``pad``): a bilinear sample whose 2x2
-stencil is not fully inside the canvas reads only zeros and is skipped; the valid row and
-column ranges of each unit are computed once (``_rows``, ``_lo``, ``_hi``).
+gradients) stays in vector registers while the units stream through it.  Stride > 1, or
+displacement spreads that would waste more than ``_WASTE`` columns per row, use the per-row
+kernels on a canvas with one zero border pixel beyond everything that can be non-zero (index =
+coordinate + ``pad``): a bilinear sample whose 2x2 stencil is not fully inside the canvas reads
+only zeros and is skipped; the valid row and column ranges of each unit are computed once
+(``_rows``, ``_lo``, ``_hi``).
 
 MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
 ``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
@@ -40,8 +42,8 @@ whole blocks of ``_RB`` rows x ``_CW`` columns: 1 at the paper case's 32 x 32, 4
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
 
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
-``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements); ``acu`` pads ``x`` by one
-pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
+``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements); ``acu`` pads
+``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
 Intermediates (recomputed in the backward, nothing saved): dau window ``N S hp pw``; acu shifted maps of one chunk of
 synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
@@ -391,18 +393,19 @@ def _plane_dots(a, b):
 # ---------------------------------------------------------------- register-blocked kernels (dau, stride 1)
 #
 # A loop over each unit's whole window (the kernels these replaced) keeps every accumulator in
-# memory: one load and one store of it per four input loads.  These kernels keep a block of accumulators in registers instead: small
-# arrays on the stack (``_stack``) indexed only by constants after LLVM unrolls the short loops
-# over them, which SROA turns into scalars and the SLP vectorizer into vectors (``_numba_env``
-# turns SLP on and, on AVX-512, the 512-bit width).  ``fastmath={"contract"}`` lets LLVM fuse each
-# ``acc + a * b`` into one FMA (one rounding instead of two: the error bound of reference/README.md
-# section 9 holds for any association and for fused products; the code is fixed at compile time,
-# so results stay bit-identical run to run).  Indices are unsigned (``np.uint64``): signed ones
-# make numba emit wrap-around selects that stop LLVM from vectorising the loads.  The ``+1`` column
-# is read through ``one``, a runtime argument equal to 1: with a constant LLVM merges the two
-# loads into shuffles.  Block sizes follow the vector width: 8 rows x 16 columns of one output
-# channel (8 zmm accumulators) on AVX-512, 4 rows on narrower vectors (16 ymm registers only);
-# the tap sums keep 4 units x 4 taps x 16 columns (16 zmm; spilled in part on AVX2).
+# memory: one load and one store of it per four input loads.  These kernels keep a block of
+# accumulators in registers instead: small arrays on the stack (``_stack``) indexed only by
+# constants after LLVM unrolls the short loops over them, which SROA turns into scalars and the
+# SLP vectorizer into vectors (``_numba_env`` turns SLP on and, on AVX-512, the 512-bit width).
+# ``fastmath={"contract"}`` lets LLVM fuse each ``acc + a * b`` into one FMA (one rounding instead
+# of two: the error bound of reference/README.md section 9 holds for any association and for fused
+# products; the code is fixed at compile time, so results stay bit-identical run to run).  Indices
+# are unsigned (``np.uint64``): signed ones make numba emit wrap-around selects that stop LLVM
+# from vectorising the loads.  The ``+1`` column is read through ``one``, a runtime argument equal
+# to 1: with a constant LLVM merges the two loads into shuffles.  Block sizes follow the vector
+# width: 8 rows x 16 columns of one output channel (8 zmm accumulators) on AVX-512, 4 rows on
+# narrower vectors (16 ymm registers only); the tap sums keep 4 units x 4 taps x 16 columns (16
+# zmm; spilled in part on AVX2).
 
 _WIDE = _numba_env.verify()["numba_vector_bits"] >= 512  # the width numba's target really has
 _RB = 8 if _WIDE else 4  # output rows per block (_rb_shift)

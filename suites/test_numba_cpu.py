@@ -58,7 +58,8 @@ def _dau_args(mu_lo=-6.0, mu_hi=6.0, sigma=0.7, bias=True, hw=(H, W)):
 
 @pytest.fixture(params=["wide", "rows"])
 def dau_path(request, monkeypatch):
-    """Both DAU code paths on the same cases: the register-blocked window kernels (any column spread) or the per-row ones."""
+    """Both DAU code paths on the same cases: the register-blocked window kernels (any column
+    spread) or the per-row ones."""
     monkeypatch.setattr(numba_cpu, "_WASTE", float("inf") if request.param == "wide" else 0.0)
     return request.param
 
