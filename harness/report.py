@@ -45,6 +45,8 @@ def _kind(df, kind):
 def environment_table(df):
     keys = (
         "cpu",
+        "cpu_isa",
+        "torch_cpu_capability",
         "cpu_count",
         "torch_threads",
         "gpu",
@@ -59,10 +61,12 @@ def environment_table(df):
         "tf32_cudnn",
         "git_commit",
     )
+    vec = ("numba_vector_bits", "numba_slp", "numba_fallback", "ftz", "daz")
     out = {}
     for m, e in zip(df["machine"], df["env"]):
         if isinstance(e, dict) and m not in out:
-            out[m] = {"machine": m, **{k: e.get(k) for k in keys}}
+            v = e.get("vector") or {}  # results from before it was recorded have none
+            out[m] = {"machine": m, **{k: e.get(k) for k in keys}, **{k: v.get(k) for k in vec}}
     return pd.DataFrame(list(out.values()))
 
 
