@@ -23,6 +23,8 @@ speed-up, model speed-up, their ratio), ``speedup`` (= speedups["torch-naive"], 
 ``paper_baseline`` and ``measured_over_paper_gamma`` (over conv2d-std for DAU, torch-naive for
 ACU), ``baseline_roofline`` (baseline -> its roofline fraction), ``threads``, ``malloc``,
 ``load`` (``machine.Meter``: load1 before/after, cpu_over_wall, wait_share, contended, rule),
+``vector`` (``env.vector``: numba's vector width and SLP, flush-to-zero and denormals-are-zero in
+the timing thread; the CPU's vector ISA and torch's are in the row's ``env``),
 ``flags`` (``flags``), ``key`` (``group_key``), ``precision`` and ``run_precision``, and ``machine``.
 """
 
@@ -39,7 +41,7 @@ import torch
 
 from .. import impls
 
-from . import baselines, costmodel, machine, precision, results, runner, timing
+from . import baselines, costmodel, env, machine, precision, results, runner, timing
 
 BASELINE = baselines.NAIVE
 STD = baselines.STD
@@ -282,6 +284,7 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
         case_fields=case.fields(),
         min_bytes=nbytes,
         key=key,
+        vector=env.vector(),
         **cost,
     )
     base["pass"] = pass_

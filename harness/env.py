@@ -6,6 +6,7 @@ import platform
 import subprocess
 from importlib import metadata
 
+import numpy as np
 import torch
 
 from ..impls._registry import packages as _layer_packages
@@ -73,8 +74,39 @@ def _git_commit():
 
 
 def environment():
-    """-> dict: machine, CPU, threads, GPU and driver, library versions, git commit, TF32 settings."""
-    return {"machine": machine_name(), **_environment()}
+    """-> dict: machine, CPU, threads, GPU and driver, library versions, git commit, TF32 settings,
+    and ``vector`` (``vector()``: numba's vector width and SLP, flush-to-zero)."""
+    return {"machine": machine_name(), **_environment(), "vector": vector()}
+
+
+def _f32(bits):
+    return np.frombuffer(np.uint32(bits).tobytes(), np.float32)
+
+
+def subnormal_modes():
+    """Flush-to-zero and denormals-are-zero as this thread's arithmetic does them now (MXCSR on
+    x86: per thread, set by e.g. ``torch.set_flush_denormal``) -> ``{"ftz": bool, "daz": bool}``.
+    Probed, not read: 2^-126 * 0.5 is 0 only under FTZ, 2^-127 * 2 is 0 only under DAZ."""
+    half, two = np.float32(0.5), np.float32(2.0)
+    return {"ftz": bool((_f32(0x00800000) * half)[0] == 0), "daz": bool((_f32(0x00400000) * two)[0] == 0)}
+
+
+def vector():
+    """What the env's ``cpu_isa`` and ``torch_cpu_capability`` do not say about why two machines'
+    CPU speed-ups differ (recorded on every speed row and in the report): ``numba_vector_bits`` and
+    ``numba_slp`` (what the numba backend's kernels compile with; ``numba_settings``: who chose them;
+    ``numba_fallback``: why the wide vectors could not be set, or None; ``impls._numba_env``), and
+    ``ftz`` / ``daz`` (``subnormal_modes``) in the timing thread."""
+    from ..impls import _numba_env
+
+    st = _numba_env.configure()
+    return {
+        "numba_vector_bits": st["numba_vector_bits"],
+        "numba_slp": st["numba_slp"],
+        "numba_settings": f"features: {st['numba_cpu_features']}, slp: {st['slp_source']}",
+        "numba_fallback": st["fallback"],
+        **subnormal_modes(),
+    }
 
 
 @functools.lru_cache(maxsize=None)

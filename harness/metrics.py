@@ -56,7 +56,9 @@ EPS = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16"
 ETA_EXP = {"float64": -1075, "float32": -150, "float16": -25, "bfloat16": -134}
 # Flush-to-zero (CUDA's -ftz=true, which CuPy adds to every NVRTC compile): a float32 result below
 # the smallest normal 2^-126 becomes 0 and a subnormal operand is read as 0, so the absolute error
-# of one operation is below 2^-126 instead of eta.  The floor then uses this exponent (a bound, not
+# of one operation is below 2^-126 instead of eta.  The same holds for a dense kernel whose taps
+# below the smallest normal are set to 0 on the CPU (``impls._math.flush_subnormal``: no
+# subnormal stalls; float32 only, float64 keeps its subnormals).  The floor then uses this exponent (a bound, not
 # a fit: the relative part is unchanged, and an exp argument is never larger than without FTZ).
 FTZ_EXP = {"float32": -126, "float16": -14, "bfloat16": -126}
 

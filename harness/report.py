@@ -44,12 +44,14 @@ def _kind(df, kind):
 
 
 def environment_table(df):
-    machine = ("cpu", "cpu_count", "torch_threads", "gpu", "driver", "cuda")
+    machine = ("cpu", "cpu_isa", "torch_cpu_capability", "cpu_count", "torch_threads", "gpu", "driver", "cuda")
     keys = (*machine, *packages(), "tf32_matmul", "tf32_cudnn", "git_commit")  # packages: the backends' declared
+    vec = ("numba_vector_bits", "numba_slp", "numba_fallback", "ftz", "daz")
     out = {}
     for m, e in zip(df["machine"], df["env"]):
         if isinstance(e, dict) and m not in out:
-            out[m] = {"machine": m, **{k: e.get(k) for k in keys}}
+            v = e.get("vector") or {}  # results from before it was recorded have none
+            out[m] = {"machine": m, **{k: e.get(k) for k in keys}, **{k: v.get(k) for k in vec}}
     return pd.DataFrame(list(out.values()))
 
 

@@ -148,7 +148,7 @@ def _run_case(case, backend, dtype, device, seed, op=None):
         return [_row(case, backend, device, dtype, "all", "error", msg + "\n" + traceback.format_exc(limit=3), seed)]
     got = {"forward": y, **dict(zip(names, grads))}
     eps = metrics.EPS[dtype]
-    ftz = impls.BACKENDS[backend].flushes_subnormals(device, dtype)
+    ftz = impls.BACKENDS[backend].flushes_subnormals(device, dtype, case.layer)
     rows = []
     for out, ref in exact.items():
         if ref is None:

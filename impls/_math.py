@@ -247,6 +247,25 @@ def unit_gaussians(mu_x, mu_y, sigma, radius, rows=None, cols=None):
     return gy[..., :, None] * gx[..., None, :]
 
 
+def flush_subnormal(k):
+    """``k`` with the entries below the smallest normal number set to 0, in float32 on the CPU.
+
+    The far taps of a float32 Gaussian kernel are subnormal (0.4% of the dense kernel of the
+    ``dau_gauss`` paper case), and on x86 one subnormal operand makes a multiplication take
+    orders of magnitude longer (torch-naive's paper-case forward: 886 ms, 126 ms with them
+    flushed).  A flushed tap changes a term by less than ``2^-126 |x|`` in float32, within the
+    floor of reference/README.md section 9 for a backend that flushes (the registry's
+    ``ftz_cpu``).  On CUDA subnormals cost nothing extra, and float64 taps reach its subnormals
+    only beyond ``exp(-708)``: both left as they are.  The gradient passes
+    unchanged to every tap, flushed or not (``k + (flushed - k).detach()``: the values are the
+    flushed ones exactly, ``k - k = 0``), so a tap that is 0 or tiny still carries the gradient of
+    what it is built from (a zero weight's)."""
+    if k.device.type != "cpu" or k.dtype != torch.float32 or k.numel() == 0:
+        return k
+    flushed = torch.where(k.abs() < torch.finfo(k.dtype).tiny, torch.zeros((), dtype=k.dtype), k)
+    return k + (flushed - k).detach()
+
+
 def centred_reach(hw, stride, r):
     """Largest offset ``<= r`` at which a centred kernel can read a pixel for some output:
     ``min(r, max(H - 1, (Ho - 1) s, W - 1, (Wo - 1) s))``.  Cropping a centred ``(2r+1)^2``

@@ -62,6 +62,9 @@ class Backend:
     # dtypes whose results this backend flushes to zero below the smallest normal on CUDA
     # (compiled with -ftz=true); the tolerance floor of harness.metrics follows
     ftz_cuda: tuple = field(default=())
+    # layers whose dense kernel this backend flushes below the smallest normal on the CPU in
+    # float32 (``_math.flush_subnormal``: no subnormal stalls); the floor follows likewise
+    ftz_cpu: tuple = field(default=())
 
     def unavailable(self):
         """Why this backend cannot run on this machine at all, or None."""
@@ -81,8 +84,11 @@ class Backend:
             return f"dtype {dtype} not supported on {device.type} (has {', '.join(dtypes)})"
         return None
 
-    def flushes_subnormals(self, device, dtype):
-        """Whether results in ``dtype`` on ``device`` (a torch device) are flushed to zero below the smallest normal."""
+    def flushes_subnormals(self, device, dtype, layer=None):
+        """Whether results in ``dtype`` on ``device`` (a torch device) are flushed to zero below the
+        smallest normal (on the CPU: the dense kernel of ``layer``)."""
+        if device.type == "cpu":
+            return layer in self.ftz_cpu and dtype_name(dtype) == "float32"
         return device.type == "cuda" and dtype_name(dtype) in self.ftz_cuda
 
     def load(self):
@@ -129,6 +135,7 @@ BACKENDS = {
             passes=("forward", "backward", "double_backward"),
             cuda_dtypes=F16,
             summary="materialised dense kernel + conv2d; autograd",
+            ftz_cpu=("dau_gauss",),
         ),
         Backend(
             "torch-fast",
@@ -136,6 +143,7 @@ BACKENDS = {
             ("cpu", "cuda"),
             F32_64,
             summary="the papers' efficient algorithms in torch ops; hand-written backward",
+            ftz_cpu=("dau_gauss",),
         ),
         Backend(
             "numba",
@@ -145,6 +153,7 @@ BACKENDS = {
             requires=("numba",),
             packages=("numba",),
             summary="Numba CPU kernels (parallel, deterministic); hand-written backward",
+            ftz_cpu=("dau_gauss",),
         ),
         Backend(
             "numba-cuda",

@@ -8,6 +8,7 @@ what no tolerance judges: the wide-window choice, bit-identical reruns and threa
 that does not grow with position groups, a one-element ``sigma``.  Every other case is the
 correctness matrix's (``suites/test_matrix.py``)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from rfbench import impls
 from rfbench.harness import cases, runner
 
 pytest.importorskip("numba")
+from rfbench.impls.backends.numba import kernels as numba_kernels  # noqa: E402
 from rfbench.impls.backends.numba import layers as numba_layers  # noqa: E402
 
 
@@ -30,7 +32,8 @@ def _judge(case, dtype, seed):
 
 @pytest.fixture(params=["wide", "rows"])
 def dau_path(request, monkeypatch):
-    """Both DAU code paths on the same cases: the wide-row kernels (any column spread) or the per-row ones."""
+    """Both DAU code paths on the same cases: the register-blocked window kernels (any column
+    spread) or the per-row ones."""
     monkeypatch.setattr(numba_layers, "_WASTE", float("inf") if request.param == "wide" else 0.0)
     return request.param
 
@@ -59,7 +62,7 @@ def test_dau_on_both_paths(case, dtype, dau_path, seed):
 
 
 def test_dau_takes_the_wide_path_at_paper_spreads():
-    """Units displaced by up to 4 px on a 32 x 32 image run the wide-row kernels (waste 40 / 32)."""
+    """Units displaced by up to 4 px on a 32 x 32 image run the register-blocked window kernels."""
     fy = torch.arange(-4, 4).repeat(4).reshape(4, 4, 2).numpy()
     assert numba_layers._wide_window(fy, fy[::-1].copy(), 32, 32, 32, 32, 2, 1) is not None
     assert numba_layers._wide_window(fy, fy, 32, 32, 32, 32, 2, 2) is None
@@ -104,6 +107,41 @@ def _run(fn, args, kw, backend, dtype):
     dy = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(99)).to(dtype)
     leaves = [a for a in ts if a is not None]
     return [y.detach(), *torch.autograd.grad(y, leaves, dy)] if y.numel() else [y.detach()]
+
+
+@pytest.mark.parametrize("hw", [(9, 17), (19, 33), (2, 40), (17, 16)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("mu_grad", ["exact", "gauss"])
+def test_dau_register_blocks(hw, dtype, mu_grad, monkeypatch, seed):
+    """The register-blocked kernels (``_rb_shift``, ``_rb_taps``) where no block is filled exactly:
+    rows not a multiple of ``_RB``, columns not a multiple of ``_CW`` (a tail of lanes in the tap
+    sums, and a whole block of it at width 2 and 17), more channels than one group or task
+    (``_SG``, ``_TF``, ``_TS`` = 16), and three units per pair (groups of four units cut short).
+    Judged by the derived bound of reference/README.md section 9 (FMA contraction included)."""
+    monkeypatch.setattr(numba_layers, "_WASTE", float("inf"))
+    case = cases.Case("rb", "dau", n=2, s=17, f=18, k=3, h=hw[0], w=hw[1], sigma=0.6, spread=4.5, mu_grad=mu_grad)
+    _judge(case, dtype, seed)
+
+
+def test_rb_taps_short_groups_and_inactive_units():
+    """``_rb_taps`` against a float64 sum: units switched off (offset < 0) leave zeros; output
+    channels with 0 to 5 active units (groups of four cut short, repeated last unit dropped)."""
+    rng = np.random.default_rng(0)
+    n_, s_, f_, k_, ho, wo = 2, 3, 6, 2, 5, 21
+    hc, pw = ho + 3, wo + 3
+    c = rng.standard_normal((n_, s_, hc, pw))
+    d = rng.standard_normal((n_, f_, ho, wo))
+    off = rng.integers(0, 3, (f_, s_, k_)) * pw + rng.integers(0, 3, (f_, s_, k_))
+    for f in range(f_):
+        off[f].reshape(-1)[: f + 1 if f < 5 else 0] = -1  # f keeps 6 - (f + 1) units (f = 5: all 6)
+    got = numba_kernels._rb_taps(c, d, *numba_kernels.unit_lists(off, hc * pw), k_, 1)
+    want = np.zeros((f_, s_, k_, 4))
+    for f, s, k in zip(*np.nonzero(off >= 0)):
+        r0, q0 = divmod(off[f, s, k], pw)
+        for m in range(4):
+            da, db = divmod(m, 2)
+            want[f, s, k, m] = (d[:, f] * c[:, s, r0 + da : r0 + da + ho, q0 + db : q0 + db + wo]).sum()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_one_element_sigma():
@@ -203,3 +241,53 @@ def test_same_bits_at_one_and_two_threads(tmp_path):
     assert len(res[0]) == len(res[1]) == 21
     for i, (a, b) in enumerate(zip(*res)):
         assert torch.equal(a, b), i
+
+
+_ENV_PROBE = """
+import json, os, sys
+if sys.argv[1] != "impls-first":  # numba imported first (as harness.timing does) ...
+    import numba
+    if sys.argv[1] == "numba-first":  # ... and someone else's @njit starts its CPU target
+        numba.njit(lambda v: v + 1)
+from rfbench.impls import _numba_env
+from rfbench.impls.backends.numba import kernels
+from numba.core.registry import cpu_target
+print(json.dumps({**kernels._VEC, "env_slp": os.environ.get("NUMBA_SLP_VECTORIZE"),
+                  "env_features": os.environ.get("NUMBA_CPU_FEATURES"),
+                  "real_bits": _numba_env.vector_bits(cpu_target.target_context.codegen()._tm_features)}))
+"""
+
+
+def _probe(mode, **env):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    keep = {k: v for k, v in os.environ.items() if k not in ("NUMBA_SLP_VECTORIZE", "NUMBA_CPU_FEATURES")}
+    out = subprocess.run(
+        [sys.executable, "-c", _ENV_PROBE, mode], capture_output=True, text=True, check=True, env={**keep, **env}
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_wide_vector_settings_and_their_fallback():
+    """``impls._numba_env``: imported first, the backend turns SLP on and, on AVX-512, drops LLVM's
+    256-bit preference; the user's own settings stand; when numba's CPU target was started before
+    it, the features cannot change and the state says why (the run goes on at numba's width)."""
+    for mode in ("impls-first", "numba-imported"):  # imported, not started: its settings read again
+        first = _probe(mode)
+        assert first["numba_slp"] and first["env_slp"] == "1" and first["fallback"] is None
+        assert first["numba_vector_bits"] == first["real_bits"]
+        if first["cpu_isa"] == "avx512":
+            assert first["numba_vector_bits"] == 512 and first["env_features"].endswith(",-prefer-256-bit")
+        else:
+            assert first["env_features"] is None
+    user = _probe("impls-first", NUMBA_SLP_VECTORIZE="0", NUMBA_CPU_FEATURES="")
+    assert not user["numba_slp"] and user["slp_source"] == "user" and user["numba_cpu_features"] == "user"
+    assert user["numba_vector_bits"] == (256 if user["cpu_isa"] in ("avx512", "avx2", "avx") else 128)
+    late = _probe("numba-first")
+    assert late["numba_slp"]  # read again at every compilation: still applies
+    assert late["numba_vector_bits"] == late["real_bits"]
+    if late["cpu_isa"] == "avx512":
+        assert late["numba_vector_bits"] == 256 and "started before" in late["fallback"]

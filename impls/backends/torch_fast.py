@@ -282,7 +282,7 @@ def _gauss_kernel(weight, mu_x, mu_y, sigma, radius, keep):
     """The dense kernel's centre ``|t|, |u| <= keep`` (``_math.centred_reach``)."""
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
     gk = _math.unit_gaussians(mu_x, mu_y, sig, radius, (-keep, keep), (-keep, keep))
-    return torch.einsum("fsk,fsktu->fstu", weight, gk)
+    return _math.flush_subnormal(torch.einsum("fsk,fsktu->fstu", weight, gk))
 
 
 class _DauGauss:

@@ -114,7 +114,7 @@ def dau_gauss(t, hp):
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
     rows, cols = _crop(x, radius, stride)
     kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius, rows, cols))
-    return _add_bias(conv(x, kern, rows, cols, stride), bias)
+    return _add_bias(conv(x, _math.flush_subnormal(kern), rows, cols, stride), bias)
 
 
 def acu_kernel(weight, pos_x, pos_y, hw, stride):

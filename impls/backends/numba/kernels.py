@@ -1,23 +1,36 @@
 """Backend ``numba``: its parallel Numba CPU kernels (the layers that call them: ``layers``).
 
 Kernels are ``@njit(parallel=True, cache=True)``, compiled once per process and dtype
-(float32 or float64, computed in the input dtype); ``fastmath=False`` except the reductions
+(float32 or float64, computed in the input dtype); ``fastmath=False`` except the functions
 that say otherwise (``reassoc``/``contract`` inside one function: a fixed-order reduction over
-vector lanes).  Each ``prange`` task owns the output elements it writes, and reductions run in
-a fixed order, so every result is bit-identical from run to run whatever the thread count.
-They take and return NumPy arrays; ``layers`` is their only caller.
+vector lanes; ``contract`` in the register-blocked DAU kernels and the window blur: fused
+multiply-adds).  Before numba starts, ``impls._numba_env`` turns on LLVM's SLP vectorizer and,
+on AVX-512 CPUs, the 512-bit vector width (or records why it could not).  Each ``prange`` task
+owns the output elements it writes, and reductions run in a fixed order, so every result is
+bit-identical from run to run whatever the thread count.  They take and return NumPy arrays;
+``layers`` is their only caller.
 
-``dau`` at stride 1 uses the wide-row kernels (section "wide-row kernels" below): the blurred
-input lives on a window padded so that every read of every unit is in bounds, and each unit is
-one contiguous loop.  Stride > 1, or displacement spreads that would waste more than
-``layers._WASTE`` columns per row, use the per-row kernels on a canvas with one zero border pixel
-beyond everything that can be non-zero (index = coordinate + ``pad``): a bilinear sample whose
-2x2 stencil is not fully inside the canvas reads only zeros and is skipped; the valid row and
-column ranges of each unit are computed once (``_rows``, ``_lo``, ``_hi``).
+``dau`` at stride 1 uses the register-blocked kernels (section "register-blocked kernels"
+below): the blurred input lives on a window padded so that every read of every unit is in
+bounds, and a block of outputs (forward, input gradient) or of tap sums (weight and mu
+gradients) stays in vector registers while the units stream through it.  Stride > 1, or
+displacement spreads that would waste more than ``layers._WASTE`` columns per row, use the
+per-row kernels on a canvas with one zero border pixel beyond everything that can be non-zero
+(index = coordinate + ``pad``): a bilinear sample whose 2x2 stencil is not fully inside the
+canvas reads only zeros and is skipped; the valid row and column ranges of each unit are
+computed once (``_rows``, ``_lo``, ``_hi``).
 """
 
 import numpy as np
-from numba import njit, prange
+
+from ... import _numba_env
+
+_VEC = _numba_env.configure()  # before numba's CPU target starts: SLP and the full vector width
+
+import numba  # noqa: E402
+from numba import njit, prange, types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 _JIT = {"parallel": True, "fastmath": False, "cache": True}
 
@@ -227,49 +240,50 @@ def _canvas(x, g1, g2, pad):
     return _vblur(_hblur(x, g2, pad), g1, pad)
 
 
-# ---------------------------------------------------------------- wide-row kernels (dau, stride 1)
+# ---------------------------------------------------------------- windows (dau, stride 1)
 #
 # A map ``a`` of rows ``[y0, y0 + hp)`` and columns ``[x0, x0 + pw)`` (coordinates) is stored
 # row-major with pitch ``pw``; a correlation output ``[Ho, Wo]`` is computed at the same pitch,
 # ``o = i pw + j``.  A unit whose floor tap is at coordinate ``(fy, fx)`` then reads
-# ``a[o + off + {0, 1, pw, pw + 1}]`` with ``off = (fy - y0) pw + fx - x0`` for every ``o``: one
-# contiguous loop over ``(Ho - 1) pw + Wo`` outputs per unit, the columns ``j >= Wo`` of each row
-# computed and discarded (waste ``pw / Wo``).  The window is chosen so that every read is inside
-# it; a unit with ``off < 0`` reads only zeros and is skipped.
+# ``a[o + off + {0, 1, pw, pw + 1}]`` with ``off = (fy - y0) pw + fx - x0``.  The window is chosen so
+# that every read of the kernels below is inside it; a unit with ``off < 0`` reads only zeros and is skipped.
 
 
-@njit(**_JIT)
+@njit(parallel=True, fastmath={"contract"}, cache=True)
 def _blur_win(x, gr, gc, y0, x0, hp, pw):
     """``x * outer(gr, gc)`` (``gr`` along rows) on the window rows ``[y0, y0+hp)``, columns ``[x0, x0+pw)``.
 
-    ``x [N,S,H,W]`` -> ``[N,S,hp,pw]`` (zero where the blur does not reach).
+    ``x [N,S,H,W]`` -> ``[N,S,hp,pw]`` (zero where the blur does not reach).  Flat unsigned
+    indices (no slices: a slice per row and tap cost more than its few dozen MACs); each output
+    a fixed-order sum over the taps, FMA-contracted (reference/README.md section 9).
     MACs ``N S (H pw + hp pw) (2 rb + 1)`` at most.
     """
     n_, s_, h, w = x.shape
     r = (gr.shape[0] - 1) // 2
     out = np.zeros((n_, s_, hp, pw), x.dtype)
+    x1, o1 = x.reshape(-1), out.reshape(-1)
     for ns in prange(n_ * s_):
-        n, s = ns // s_, ns % s_
-        tmp = np.zeros((h, pw), x.dtype)
+        tmp = np.zeros(h * pw, x.dtype)
+        xb, ob = np.uint64(ns * h * w), np.uint64(ns * hp * pw)
         for p in range(h):
-            row = x[n, s, p]
             for iu in range(2 * r + 1):
                 u, gu = iu - r, gc[iu]
                 qlo, qhi = max(x0, -u), min(x0 + pw, w - u)  # Q + u inside [0, W)
                 if qhi <= qlo:
                     continue
-                t, src = tmp[p, qlo - x0 : qhi - x0], row[qlo + u : qhi + u]
-                for j in range(qhi - qlo):
-                    t[j] += gu * src[j]
+                dst = np.uint64(p * pw + qlo - x0)
+                src = xb + np.uint64(p * w + qlo + u)
+                for j in range(np.uint64(qhi - qlo)):
+                    tmp[dst + j] = tmp[dst + j] + gu * x1[src + j]
         for pc in range(hp):
-            o = out[n, s, pc]
+            dst = ob + np.uint64(pc * pw)
             for it in range(2 * r + 1):
                 src_p = pc + y0 + it - r
                 if src_p < 0 or src_p >= h:
                     continue
-                gt, src = gr[it], tmp[src_p]
-                for j in range(pw):
-                    o[j] += gt * src[j]
+                gt, src = gr[it], np.uint64(src_p * pw)
+                for j in range(np.uint64(pw)):
+                    o1[dst + j] = o1[dst + j] + gt * tmp[src + j]
     return out
 
 
@@ -304,84 +318,6 @@ def _blur_win_t(b, gr, gc, y0, x0, h, w):
     return out
 
 
-_TILE = 16  # channels per tile of the wide-row kernels: a tile's rows of every operand stay in L2
-
-
-@njit(**_JIT)
-def _wide_shift(c, a, off, ho, wo, bias):
-    """``y[n,f,i,j] = bias[f] + sum_{s,k,m} a[f,s,k,m] c[n,s, o + off[f,s,k] + (0, 1, pw, pw+1)[m]]``.
-
-    ``c [N,S,hp,pw]`` windows, ``a [F,S,K,4]``, ``off [F,S,K]`` (``< 0``: skipped) -> ``[N,F,Ho,Wo]``.
-    One task per ``(n, tile of f)``: each window row read once serves the tile's outputs.
-    MACs ``4 N F S K ((Ho - 1) pw + Wo)`` (``4 P F S K`` times the waste ``pw / Wo``).
-    """
-    n_, s_, hp, pw = c.shape
-    f_, _, k_ = off.shape
-    m = (ho - 1) * pw + wo
-    nt = (f_ + _TILE - 1) // _TILE
-    y = np.empty((n_, f_, ho, wo), c.dtype)
-    for task in prange(n_ * nt):
-        n, f0 = task // nt, (task % nt) * _TILE
-        f1 = min(f_, f0 + _TILE)
-        acc = np.zeros((f1 - f0, m), c.dtype)
-        for s in range(s_):
-            cs = c[n, s].reshape(hp * pw)
-            for f in range(f0, f1):
-                af = acc[f - f0]
-                for k in range(k_):
-                    o = off[f, s, k]
-                    if o < 0:
-                        continue
-                    a0, a1, a2, a3 = a[f, s, k, 0], a[f, s, k, 1], a[f, s, k, 2], a[f, s, k, 3]
-                    u0, u1 = cs[o : o + m], cs[o + 1 : o + 1 + m]
-                    u2, u3 = cs[o + pw : o + pw + m], cs[o + pw + 1 : o + pw + 1 + m]
-                    for j in range(m):
-                        af[j] += (a0 * u0[j] + a1 * u1[j]) + (a2 * u2[j] + a3 * u3[j])
-        for f in range(f0, f1):
-            for i in range(ho):
-                yi, ai = y[n, f, i], acc[f - f0, i * pw : i * pw + wo]
-                for j in range(wo):
-                    yi[j] = ai[j] + bias[f]
-    return y
-
-
-@njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
-def _wide_taps(c, d, off, m):
-    """``C[f,s,k,m] = sum_{n,o<m} d[n,f,o] c[n,s, o + off[f,s,k] + (0, 1, pw, pw+1)[m]]``. -> ``[F,S,K,4]``
-
-    ``d [N,F,Ho pw]``: ``dy`` at the window pitch with zero columns ``j >= Wo``; ``m = (Ho-1) pw + Wo``.
-    One task per tile of ``(f, s)``; each sum runs over ``n`` in order, and within a row as a
-    fixed-order reduction over vector lanes (``reassoc`` in this function only).  MACs ``4 N F S K L``.
-    """
-    n_, s_, hp, pw = c.shape
-    f_, _, k_ = off.shape
-    nfb, nsb = (f_ + _TILE - 1) // _TILE, (s_ + _TILE - 1) // _TILE
-    out = np.zeros((f_, s_, k_, 4), c.dtype)
-    for task in prange(nfb * nsb):
-        f0, s0 = (task // nsb) * _TILE, (task % nsb) * _TILE
-        zero = np.zeros(1, c.dtype)[0]  # accumulators in the input's dtype
-        for n in range(n_):
-            for f in range(f0, min(f_, f0 + _TILE)):
-                dn = d[n, f]
-                for s in range(s0, min(s_, s0 + _TILE)):
-                    cs = c[n, s].reshape(hp * pw)
-                    for k in range(k_):
-                        o = off[f, s, k]
-                        if o < 0:
-                            continue
-                        u0, u1 = cs[o : o + m], cs[o + 1 : o + 1 + m]
-                        u2, u3 = cs[o + pw : o + pw + m], cs[o + pw + 1 : o + pw + 1 + m]
-                        e = out[f, s, k]
-                        t0 = t1 = t2 = t3 = zero
-                        for j in range(m):
-                            t0 += dn[j] * u0[j]
-                            t1 += dn[j] * u1[j]
-                            t2 += dn[j] * u2[j]
-                            t3 += dn[j] * u3[j]
-                        e[0], e[1], e[2], e[3] = e[0] + t0, e[1] + t1, e[2] + t2, e[3] + t3
-    return out
-
-
 @njit(parallel=True, fastmath={"reassoc", "contract"}, cache=True)
 def _plane_dots(a, b):
     """``sum_{p,q} a[n,s,p,q] b[n,s,p,q]`` per ``(n, s)`` (fixed-order lane reduction). -> ``[N*S]``"""
@@ -394,6 +330,270 @@ def _plane_dots(a, b):
         for j in range(h * w):
             acc += u[j] * v[j]
         out[ns] = acc
+    return out
+
+
+# ---------------------------------------------------------------- register-blocked kernels (dau, stride 1)
+#
+# A loop over each unit's whole window (the kernels these replaced) keeps every accumulator in
+# memory: one load and one store of it per four input loads.  These kernels keep a block of
+# accumulators in registers instead: small arrays on the stack (``_stack``) indexed only by
+# constants after LLVM unrolls the short loops over them, which SROA turns into scalars and the
+# SLP vectorizer into vectors (``_numba_env`` turns SLP on and, on AVX-512, the 512-bit width).
+# ``fastmath={"contract"}`` lets LLVM fuse each ``acc + a * b`` into one FMA (one rounding instead
+# of two: the error bound of reference/README.md section 9 holds for any association and for fused
+# products; the code is fixed at compile time, so results stay bit-identical run to run).  Indices
+# are unsigned (``np.uint64``): signed ones make numba emit wrap-around selects that stop LLVM
+# from vectorising the loads.  The ``+1`` column is read through ``one``, a runtime argument equal
+# to 1: with a constant LLVM merges the two loads into shuffles.  Block sizes follow the vector
+# width: 8 rows x 16 columns of one output channel (8 zmm accumulators) on AVX-512, 4 rows on
+# narrower vectors (16 ymm registers only); the tap sums keep 4 units x 4 taps x 16 columns (16
+# zmm; spilled in part on AVX2).
+
+_WIDE = _numba_env.verify()["numba_vector_bits"] >= 512  # the width numba's target really has
+_RB = 8 if _WIDE else 4  # output rows per block (_rb_shift)
+_CW = 16  # output columns per block: one vector of float32 at 512 bits
+_ACC = _RB * _CW
+_SG = 16  # input channels per group (_rb_shift): their rows for one row block stay in L1
+_TACC = 4 * _CW  # sums of one unit (_rb_taps): four taps x one column block
+_TF, _TS = 16, 16  # output x input channels per task of _rb_taps
+# Numba's cache does not key on the SLP setting: without SLP these kernels compile to scalar code,
+# so they are cached only when SLP is on (a cache written with it off would be loaded with it on).
+_RBJIT = {"parallel": True, "fastmath": {"contract"}, "cache": bool(_VEC["numba_slp"])}
+
+
+@intrinsic
+def _stack(typingctx, n, dtype):
+    """Pointer to ``n`` (a literal) elements of ``dtype`` on the stack of the calling function."""
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    el = dtype.dtype if isinstance(dtype, types.DType) else dtype.instance_type
+    size = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        return cgutils.alloca_once(builder, context.get_value_type(el), size=context.get_constant(types.intp, size))
+
+    return types.CPointer(el)(n, dtype), codegen
+
+
+def blocked_window(ho, wo, y0, y1, x0, x1):
+    """Rows and pitch of the window ``_rb_shift`` reads for an ``[Ho, Wo]`` output of units whose
+    floors span rows ``[y0, y1)`` and columns ``[x0, x1)``: whole blocks of ``_RB`` rows and ``_CW``
+    columns, each read in bounds (the outputs past ``Ho``, ``Wo`` are computed and dropped)."""
+    nrb, ncb = -(-ho // _RB), -(-wo // _CW)
+    return nrb * _RB + y1 - y0, ncb * _CW + x1 - x0
+
+
+@njit(**_RBJIT)
+def _rb_shift(c, a, off, ho, wo, one, bias):
+    """``y[n,f,i,j] = bias[f] + sum_{s,k,m} a[f,s,k,m] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]``, ``o = off[f,s,k]``.
+
+    ``c [N,S,hp,pw]`` windows shaped by ``blocked_window``, ``a [F,S,K,4]``, ``off [F,S,K]`` (``< 0``:
+    the unit reads only zeros, skipped), ``one`` = 1 -> ``[N,F,Ho,Wo]``.  One task per ``(n, block of
+    _RB rows)``; per group of ``_SG`` input channels and per ``f``, a block of ``_RB x _CW`` outputs
+    lives in registers while every unit of the group adds its four taps (each input row loaded
+    once serves two output rows), then is added to ``y``: the sum over ``(s, k)`` runs in a fixed
+    order.  MACs ``4 P F S K`` times the block waste (none when ``_RB | Ho`` and ``_CW | Wo``).
+    """
+    n_, s_, hp, pw = c.shape
+    f_, _, k_ = off.shape
+    c1 = c.reshape(-1)
+    upw, uone = np.uint64(pw), np.uint64(one)
+    nrb, ncb = (ho + _RB - 1) // _RB, (wo + _CW - 1) // _CW
+    y = np.empty((n_, f_, ho, wo), c.dtype)
+    for task in prange(n_ * nrb):
+        n, rb = task // nrb, task % nrb
+        acc = numba.carray(_stack(_ACC, c.dtype), (_RB, _CW))
+        rows = min(_RB, ho - rb * _RB)
+        for s0 in range(0, s_, _SG):
+            for f in range(f_):
+                for cb in range(ncb):
+                    for r in range(_RB):
+                        for j in range(_CW):
+                            acc[r, j] = 0
+                    for s in range(s0, min(s_, s0 + _SG)):
+                        plane = np.uint64(((n * s_ + s) * hp + rb * _RB) * pw + cb * _CW)
+                        for k in range(k_):
+                            o = off[f, s, k]
+                            if o < 0:
+                                continue
+                            a0, a1, a2, a3 = a[f, s, k, 0], a[f, s, k, 1], a[f, s, k, 2], a[f, s, k, 3]
+                            base = plane + np.uint64(o)
+                            for r in range(_RB + 1):
+                                p = base + np.uint64(r) * upw
+                                q = p + uone
+                                if r < _RB:
+                                    for j in range(_CW):
+                                        acc[r, j] = acc[r, j] + a0 * c1[p + np.uint64(j)]
+                                        acc[r, j] = acc[r, j] + a1 * c1[q + np.uint64(j)]
+                                if r > 0:
+                                    for j in range(_CW):
+                                        acc[r - 1, j] = acc[r - 1, j] + a2 * c1[p + np.uint64(j)]
+                                        acc[r - 1, j] = acc[r - 1, j] + a3 * c1[q + np.uint64(j)]
+                    j0 = cb * _CW
+                    cols = min(_CW, wo - j0)
+                    for r in range(rows):
+                        yr = y[n, f, rb * _RB + r]
+                        if s0 == 0:
+                            for j in range(cols):
+                                yr[j0 + j] = bias[f] + acc[r, j]
+                        else:
+                            for j in range(cols):
+                                yr[j0 + j] += acc[r, j]
+    return y
+
+
+def unit_lists(off, plane):
+    """The active units for ``_rb_taps``, ordered by ``(f, s, k)``: ``start [F, nsb + 1]`` (where the
+    units of ``f`` with ``s`` in block ``b`` of ``_TS`` channels begin and end), the units' ``(s, k)``
+    and their flat offsets ``s plane + off`` into one image's windows."""
+    f_, s_, k_ = off.shape
+    act = off >= 0
+    nsb = -(-s_ // _TS)
+    per = np.zeros((f_, nsb * _TS), np.int64)
+    per[:, :s_] = act.sum(2)
+    start = np.zeros((f_, nsb + 1), np.int64)
+    start[:, 1:] = np.cumsum(per.reshape(f_, nsb, _TS).sum(2), 1)
+    start += np.concatenate([[0], np.cumsum(act.reshape(f_, -1).sum(1))[:-1]])[:, None]
+    f, s, k = np.nonzero(act)
+    return start, np.ascontiguousarray(np.stack([s, k], 1)), (s * plane + off[act]).astype(np.int64)
+
+
+@njit(cache=True, inline="always")
+def _taps_unit(acc, c1, p, q, d1, di, dj, rows):
+    """One unit, one window row and one column block: ``acc [4, _CW]`` (tap ``m``, lane) += the row's
+    two loads (columns ``p + j`` and ``q + j``, ``q = p + 1``) times ``d`` at flat ``di`` (the row
+    below: taps 0, 1; when ``rows & 1``) and at ``dj`` (the row above: taps 2, 3; when ``rows & 2``).
+    ``rows`` is a constant at every call, so each call is branch-free."""
+    if rows & 1:
+        for j in range(_CW):
+            dv = d1[di + np.uint64(j)]
+            acc[0, j] = acc[0, j] + dv * c1[p + np.uint64(j)]
+            acc[1, j] = acc[1, j] + dv * c1[q + np.uint64(j)]
+    if rows & 2:
+        for j in range(_CW):
+            dv = d1[dj + np.uint64(j)]
+            acc[2, j] = acc[2, j] + dv * c1[p + np.uint64(j)]
+            acc[3, j] = acc[3, j] + dv * c1[q + np.uint64(j)]
+
+
+@njit(cache=True, inline="always")
+def _taps_row(acc0, acc1, acc2, acc3, c1, ci, o0, o1, o2, o3, uone, d1, di, dj, nfull, rows):
+    """Every whole column block of one window row for the four units of a group."""
+    for jb in range(nfull):
+        j0 = np.uint64(jb * _CW)
+        p, e, f = ci + j0, di + j0, dj + j0
+        _taps_unit(acc0, c1, p + o0, p + o0 + uone, d1, e, f, rows)
+        _taps_unit(acc1, c1, p + o1, p + o1 + uone, d1, e, f, rows)
+        _taps_unit(acc2, c1, p + o2, p + o2 + uone, d1, e, f, rows)
+        _taps_unit(acc3, c1, p + o3, p + o3 + uone, d1, e, f, rows)
+
+
+@njit(cache=True, inline="always")
+def _acc_io(buf, u, acc, store):
+    """Copy the sums of unit ``u`` between ``buf [U, 4, _CW]`` and the register block ``acc [4, _CW]``."""
+    for m in range(4):
+        for j in range(_CW):
+            if store:
+                buf[u, m, j] = acc[m, j]
+            else:
+                acc[m, j] = buf[u, m, j]
+
+
+@njit(**_RBJIT)
+def _rb_taps(c, d, start, sk, uoff, k_, one):
+    """``C[f,s,k,m] = sum_{n,i,j} d[n,f,i,j] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]`` -> ``[F,S,K,4]``.
+
+    ``c [N,S,hp,pw]`` windows (every read in bounds for ``i < Ho``, ``j < Wo``), ``d [N,F,Ho,Wo]``,
+    the active units from ``unit_lists`` (inactive ones stay 0), ``one`` = 1.  One task per block
+    of ``_TF`` output x ``_TS`` input channels (their planes of one image stay in L2), over the
+    images in order; per image and ``f``, the block's units of ``f`` in groups of four share each
+    ``d`` vector, and every window row is loaded once per unit and serves two rows of ``d``.  A
+    group's 4 x 4 sums are ``_CW``-lane vectors in registers (four stack arrays, one per unit,
+    written out: a loop over units would index them by a variable and keep them in memory), saved
+    between images in ``buf``; the columns past the last whole block go lane by lane into
+    ``tail``; at the end the lanes are summed in order.  Every sum runs in a fixed order whatever
+    the thread count.  Only columns ``j < Wo`` are read (no ``0 * inf``).  MACs ``4 P F S K``.
+    """
+    n_, s_, hp, pw = c.shape
+    f_, ho, wo = d.shape[1], d.shape[2], d.shape[3]
+    c1, d1 = c.reshape(-1), d.reshape(-1)
+    upw, uone, uwo = np.uint64(pw), np.uint64(one), np.uint64(wo)
+    nfull = wo // _CW
+    nsb, nfb = start.shape[1] - 1, (f_ + _TF - 1) // _TF
+    out = np.zeros((f_, s_, k_, 4), c.dtype)
+    for task in prange(nfb * nsb):
+        fb, sb = task // nsb, task % nsb
+        f0, f1 = fb * _TF, min(f_, fb * _TF + _TF)
+        bofs = np.zeros(f1 - f0 + 1, np.int64)  # where the units of each f begin in buf: whole groups of 4
+        for f in range(f0, f1):
+            bofs[f - f0 + 1] = bofs[f - f0] + (start[f, sb + 1] - start[f, sb] + 3) // 4 * 4
+        buf = np.zeros((bofs[f1 - f0], 4, _CW), c.dtype)  # the block's units, in (f, s, k) order
+        tail = np.zeros((bofs[f1 - f0], 4, _CW), c.dtype)  # indexed by a variable: kept apart from the registers
+        acc0 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
+        acc1 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
+        acc2 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
+        acc3 = numba.carray(_stack(_TACC, c.dtype), (4, _CW))
+        maxg = 0
+        for f in range(f0, f1):
+            maxg = max(maxg, (start[f, sb + 1] - start[f, sb] + 3) // 4)
+        for n in range(n_):
+            cn = np.uint64(n * s_ * hp * pw)
+            # group gi of every f in turn: units in (s, k) order, so the f's read the same few
+            # channel planes one after the other (in L1), and the block's dy planes stay in L2
+            for gi in range(maxg):
+                for f in range(f0, f1):
+                    u0, u1 = start[f, sb], start[f, sb + 1]
+                    g = u0 + 4 * gi
+                    if g >= u1:
+                        continue
+                    dn = np.uint64((n * f_ + f) * ho) * uwo
+                    b = bofs[f - f0] + g - u0  # buf row of unit g
+                    _acc_io(buf, b, acc0, False)
+                    _acc_io(buf, b + 1, acc1, False)
+                    _acc_io(buf, b + 2, acc2, False)
+                    _acc_io(buf, b + 3, acc3, False)
+                    last = u1 - 1  # a short last group repeats its last unit (its sums are dropped)
+                    o0, o1 = cn + np.uint64(uoff[g]), cn + np.uint64(uoff[min(g + 1, last)])
+                    o2, o3 = cn + np.uint64(uoff[min(g + 2, last)]), cn + np.uint64(uoff[min(g + 3, last)])
+                    for i in range(ho + 1):
+                        di = dn + np.uint64(i) * uwo  # d row i (read when i < Ho) and row i - 1 (when i > 0)
+                        ci = np.uint64(i) * upw
+                        dj = di - uwo
+                        if 0 < i < ho:  # the constants 3, 1, 2 make three branch-free copies of the loop
+                            _taps_row(acc0, acc1, acc2, acc3, c1, ci, o0, o1, o2, o3, uone, d1, di, dj, nfull, 3)
+                        elif i == 0 and ho > 0:
+                            _taps_row(acc0, acc1, acc2, acc3, c1, ci, o0, o1, o2, o3, uone, d1, di, dj, nfull, 1)
+                        elif i == ho and ho > 0:
+                            _taps_row(acc0, acc1, acc2, acc3, c1, ci, o0, o1, o2, o3, uone, d1, di, dj, nfull, 2)
+                        j0 = np.uint64(nfull * _CW)
+                        for j in range(wo - nfull * _CW):  # the columns past the last whole block, lane by lane
+                            uj = j0 + np.uint64(j)
+                            for u in range(min(4, u1 - g)):
+                                p = ci + (o0, o1, o2, o3)[u] + uj
+                                if i < ho:
+                                    dv = d1[di + uj]
+                                    tail[b + u, 0, j] += dv * c1[p]
+                                    tail[b + u, 1, j] += dv * c1[p + uone]
+                                if i > 0:
+                                    dv = d1[dj + uj]
+                                    tail[b + u, 2, j] += dv * c1[p]
+                                    tail[b + u, 3, j] += dv * c1[p + uone]
+                    _acc_io(buf, b, acc0, True)
+                    _acc_io(buf, b + 1, acc1, True)
+                    _acc_io(buf, b + 2, acc2, True)
+                    _acc_io(buf, b + 3, acc3, True)
+        for f in range(f0, f1):
+            for g in range(start[f, sb], start[f, sb + 1]):
+                b = bofs[f - f0] + g - start[f, sb]
+                s, k = sk[g, 0], sk[g, 1]
+                for m in range(4):
+                    t = buf[b, m, 0]
+                    for j in range(1, _CW):
+                        t += buf[b, m, j]
+                    for j in range(_CW):
+                        t += tail[b, m, j]
+                    out[f, s, k, m] = t
     return out
 
 

@@ -6,11 +6,13 @@ bit-identical run to run at a fixed thread count; the kernels are bit-identical 
 
 MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
 ``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
-``R2 = (2R + 1)^2`` (dau_gauss); ``v = pw / Wo`` the wide-row waste (1.25 at the paper case):
+``R2 = (2R + 1)^2`` (dau_gauss); ``v`` the block waste of ``_rb_shift`` (outputs rounded up to
+whole blocks of ``_RB`` rows x ``_CW`` columns: 1 at the paper case's 32 x 32, 40 x 48 / 36 x 36
+= 1.48 for its 36 x 36 input-gradient canvas):
 
 - dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v``.
-  backward: weight and exact mu share one tap-sum pass ``4 P F S K v`` (+ the blur again);
-  gauss mu: ``2 x 4 P F S K v`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
+  backward: weight and exact mu share one tap-sum pass ``4 P F S K`` (+ the blur again);
+  gauss mu: ``2 x 4 P F S K`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
   x: a gather over ``dy`` at the rotated displacements ``4 N F S K Hb Wb v`` (``Hb, Wb = H, W + 2 rb``)
   + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then two blurs and one dot product.
   With every gradient (exact): ``8 P F S K v`` + ``O(N S Hb Wb b)``.  Per-row path: the same counts, ``v = 1``.
@@ -23,8 +25,8 @@ MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
 
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
-``dy`` into the zero-padded wide layouts (``P F v`` elements, twice); ``acu`` pads ``x`` by one
-pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
+``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements); ``acu`` pads
+``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
 Intermediates (recomputed in the backward, nothing saved): dau window ``N S hp pw``; acu shifted maps of one chunk of
 synapses ``N Kc S Ho Wo <= _BUDGET`` elements (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
@@ -43,12 +45,14 @@ from .kernels import (
     _hblur,
     _hblur_dg,
     _hblur_t,
-    _jet_v,
-    _jet_v_t,
     _jet_dd,
     _jet_h,
     _jet_h_t,
+    _jet_v,
+    _jet_v_t,
     _plane_dots,
+    _rb_shift,
+    _rb_taps,
     _sample,
     _sample_back,
     _scatter,
@@ -57,8 +61,8 @@ from .kernels import (
     _vblur,
     _vblur_dg,
     _vblur_t,
-    _wide_shift,
-    _wide_taps,
+    blocked_window,
+    unit_lists,
 )
 
 
@@ -96,7 +100,7 @@ def _shape_out(x, st):
     return _math.out_size(x.shape[2], st), _math.out_size(x.shape[3], st)
 
 
-_WASTE = 1.5  # widest window pitch, relative to the output row, that the wide-row kernels take
+_WASTE = 1.5  # widest window pitch, relative to the output row, that the window (register-blocked) kernels take
 
 
 def _paste(dst, src, top, left):
@@ -114,7 +118,7 @@ def _paste(dst, src, top, left):
 
 
 def _wide_window(fy, fx, h, w, ho, wo, rb, st):
-    """Window of the wide-row kernels for units with floors ``fy, fx [F,S,K]``, or None.
+    """Window of the register-blocked kernels (the "wide" path) for units with floors ``fy, fx [F,S,K]``, or None.
 
     None for stride > 1 and when the units' column spread would waste more than ``_WASTE``
     (the per-row kernels run instead).  -> ``(active, y0, y1, x0, x1)``: units whose reads
@@ -135,9 +139,11 @@ def _wide_window(fy, fx, h, w, ho, wo, rb, st):
 class _Dau:
     """``dau``: blur each input channel once, then shift per unit (DAU IJCV Eq. 13-14).
 
-    Stride 1 runs the wide-row kernels: the forward reads a blurred window of pitch
-    ``pw = Wo + x1 - x0``; the input gradient is the same gather over ``dy`` zero-padded to
-    pitch ``Wb + x1 - x0`` at the rotated displacements (taps flipped), ``Wb = W + 2 rb``.
+    Stride 1 runs the register-blocked kernels: the forward (``_rb_shift``) reads a blurred window
+    shaped by ``blocked_window``; the input gradient is the same gather over ``dy`` zero-padded
+    likewise, at the rotated displacements (taps flipped, units transposed), onto the blurred
+    image's support ``Hb x Wb = (H + 2 rb) x (W + 2 rb)``; the weight and mu gradients are tap sums
+    (``_rb_taps``) of ``dy`` against the blurred window.
     """
 
     def _setup(self, t, hp):
@@ -155,17 +161,19 @@ class _Dau:
         # Both paths skip samples that read only zeros (outside the canvas or an inactive unit),
         # dropping weight * 0 terms: a non-finite weight makes its whole output channel
         # non-finite (reference/README.md section 7), so those terms are added back per channel.
-        nonfinite = (0 * t["weight"].detach()).sum((1, 2))[None, :, None, None]
+        wt = t["weight"].detach()
+        nonfinite = None if bool(torch.isfinite(wt).all()) else (0 * wt).sum((1, 2))[None, :, None, None]
         win = _wide_window(fy, fx, h, w, ho, wo, r, st)
         if win is None:
             y = _t(_shift(_canvas(x, g, g, r + 1), a, fy + r + 1, fx + r + 1, st, ho, wo))
-            return _add_bias(y + nonfinite, t["bias"]), {}
+            return _add_bias(y if nonfinite is None else y + nonfinite, t["bias"]), {}
         act, y0, y1, x0, x1 = win
-        pw = wo + x1 - x0
-        c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)
+        hp, pw = blocked_window(ho, wo, y0, y1, x0, x1)
+        c = _blur_win(x, g, g, y0, x0, hp, pw)
         off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
-        return _t(_wide_shift(c, a, off, ho, wo, bias)) + nonfinite, {}
+        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias))
+        return (y if nonfinite is None else y + nonfinite), {}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st, dyn = _np(t["x"]), hp["stride"], dy.numpy()
@@ -199,15 +207,14 @@ class _Dau:
         act, y0, y1, x0, x1 = win
         n_, f_, ho, wo = dyn.shape
         h, wd = x.shape[2:]
-        pw = wo + x1 - x0
-        off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         out = {}
         if needs & {"weight", "mu_x", "mu_y"}:
-            d = np.zeros((n_, f_, ho, pw), x.dtype)
-            d[..., :wo] = dyn
-            d, m = d.reshape(n_, f_, ho * pw), (ho - 1) * pw + wo  # dy at the window pitch
-            c = _blur_win(x, g, g, y0, x0, ho + y1 - y0, pw)  # recomputed: ~1% of the pass, nothing saved
-            cw = _t(_wide_taps(c, d, off, m))
+            hc, pw = ho + y1 - y0, wo + x1 - x0  # every read of _rb_taps in bounds
+            off = np.where(act, (fy - y0) * pw + fx - x0, -1)
+            units = (*unit_lists(off, hc * pw), off.shape[2], 1)
+            d = np.ascontiguousarray(dyn)
+            c = _blur_win(x, g, g, y0, x0, hc, pw)  # recomputed: ~1% of the pass, nothing saved
+            cw = _t(_rb_taps(c, d, *units))
             out["weight"] = self._sampled(cw, wy, wx)
             if hp["mu_grad"] == "exact":
                 self._exact_mu(cw, wy, wx, w, out)
@@ -215,16 +222,18 @@ class _Dau:
                 gd = _math.gauss_dx1d(sig, hp["blur_radius"], r).numpy()
                 for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                     if name in needs:
-                        cn = _wide_taps(_blur_win(x, gr, gc, y0, x0, ho + y1 - y0, pw), d, off, m)
+                        cn = _rb_taps(_blur_win(x, gr, gc, y0, x0, hc, pw), d, *units)
                         out[name] = w * self._sampled(_t(cn), wy, wx)
         if needs & {"x", "sigma"}:
-            hb, wb = h + 2 * r, wd + 2 * r  # the blurred image's support, coordinates -r ...
-            wq = wb + x1 - x0
-            dyp = np.zeros((n_, f_, hb + y1 - y0, wq), x.dtype)
+            # dL/d(blurred image) on its support (coordinates -r ...): the forward's gather over dy,
+            # zero-padded, at the rotated displacements (taps flipped, units transposed)
+            hb, wb = h + 2 * r, wd + 2 * r
+            hq, wq = blocked_window(hb, wb, y0, y1, x0, x1)
+            dyp = np.zeros((n_, f_, hq, wq), x.dtype)
             _paste(dyp, dyn, r + y1, r + x1)
             offb = np.ascontiguousarray(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1).transpose(1, 0, 2))
             ab = np.ascontiguousarray(a[..., ::-1].transpose(1, 0, 2, 3))  # tap (da, db) -> (1 - da, 1 - db)
-            back = _wide_shift(dyp, ab, offb, hb, wb, np.zeros(x.shape[1], x.dtype))
+            back = _rb_shift(dyp, ab, offb, hb, wb, 1, np.zeros(x.shape[1], x.dtype))
             if "x" in needs:
                 out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
             if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
@@ -405,7 +414,8 @@ class _DauGauss:
         w, mx, my, sg = t["weight"], t["mu_x"], t["mu_y"], t["sigma"]
         sig = sg if sg.dim() == 3 else sg.reshape(()).expand(w.shape)
         keep = (-hp["keep"], hp["keep"])  # the centre that reaches the image (_math.centred_reach)
-        return torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"], keep, keep))
+        kern = torch.einsum("fsk,fsktu->fstu", w, _math.unit_gaussians(mx, my, sig, hp["radius"], keep, keep))
+        return _math.flush_subnormal(kern)  # no subnormal stalls (its docstring)
 
     def forward(self, t, hp):
         x, st = _np(t["x"]), hp["stride"]
