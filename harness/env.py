@@ -95,11 +95,11 @@ def vector():
     """What the env's ``cpu_isa`` and ``torch_cpu_capability`` do not say about why two machines'
     CPU speed-ups differ (recorded on every speed row and in the report): ``numba_vector_bits`` and
     ``numba_slp`` (what the numba backend's kernels compile with; ``numba_settings``: who chose them;
-    ``numba_fallback``: why the wide vectors could not be set, or None; ``impls._numba_env``), and
+    ``numba_fallback``: why the wide vectors could not be set, or None; ``impls/backends/numba/target.py``), and
     ``ftz`` / ``daz`` (``subnormal_modes``) in the timing thread."""
-    from ..impls import _numba_env
+    from ..impls.backends.numba import target
 
-    st = _numba_env.configure()
+    st = target.configure()
     return {
         "numba_vector_bits": st["numba_vector_bits"],
         "numba_slp": st["numba_slp"],

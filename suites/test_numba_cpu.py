@@ -249,12 +249,12 @@ if sys.argv[1] != "impls-first":  # numba imported first (as harness.timing does
     import numba
     if sys.argv[1] == "numba-first":  # ... and someone else's @njit starts its CPU target
         numba.njit(lambda v: v + 1)
-from rfbench.impls import _numba_env
+from rfbench.impls.backends.numba import target
 from rfbench.impls.backends.numba import kernels
 from numba.core.registry import cpu_target
 print(json.dumps({**kernels._VEC, "env_slp": os.environ.get("NUMBA_SLP_VECTORIZE"),
                   "env_features": os.environ.get("NUMBA_CPU_FEATURES"),
-                  "real_bits": _numba_env.vector_bits(cpu_target.target_context.codegen()._tm_features)}))
+                  "real_bits": target.vector_bits(cpu_target.target_context.codegen()._tm_features)}))
 """
 
 
@@ -272,7 +272,7 @@ def _probe(mode, **env):
 
 
 def test_wide_vector_settings_and_their_fallback():
-    """``impls._numba_env``: imported first, the backend turns SLP on and, on AVX-512, drops LLVM's
+    """``impls/backends/numba/target.py``: imported first, the backend turns SLP on and, on AVX-512, drops LLVM's
     256-bit preference; the user's own settings stand; when numba's CPU target was started before
     it, the features cannot change and the state says why (the run goes on at numba's width)."""
     for mode in ("impls-first", "numba-imported"):  # imported, not started: its settings read again

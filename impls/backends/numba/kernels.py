@@ -4,7 +4,7 @@ Kernels are ``@njit(parallel=True, cache=True)``, compiled once per process and 
 (float32 or float64, computed in the input dtype); ``fastmath=False`` except the functions
 that say otherwise (``reassoc``/``contract`` inside one function: a fixed-order reduction over
 vector lanes; ``contract`` in the register-blocked DAU kernels and the window blur: fused
-multiply-adds).  Before numba starts, ``impls._numba_env`` turns on LLVM's SLP vectorizer and,
+multiply-adds).  Before numba starts, ``target`` turns on LLVM's SLP vectorizer and,
 on AVX-512 CPUs, the 512-bit vector width (or records why it could not).  Each ``prange`` task
 owns the output elements it writes, and reductions run in a fixed order, so every result is
 bit-identical from run to run whatever the thread count.  They take and return NumPy arrays;
@@ -23,9 +23,9 @@ computed once (``_rows``, ``_lo``, ``_hi``).
 
 import numpy as np
 
-from ... import _numba_env
+from . import target
 
-_VEC = _numba_env.configure()  # before numba's CPU target starts: SLP and the full vector width
+_VEC = target.configure()  # before numba's CPU target starts: SLP and the full vector width
 
 import numba  # noqa: E402
 from numba import njit, prange, types  # noqa: E402
@@ -339,7 +339,7 @@ def _plane_dots(a, b):
 # memory: one load and one store of it per four input loads.  These kernels keep a block of
 # accumulators in registers instead: small arrays on the stack (``_stack``) indexed only by
 # constants after LLVM unrolls the short loops over them, which SROA turns into scalars and the
-# SLP vectorizer into vectors (``_numba_env`` turns SLP on and, on AVX-512, the 512-bit width).
+# SLP vectorizer into vectors (``target`` turns SLP on and, on AVX-512, the 512-bit width).
 # ``fastmath={"contract"}`` lets LLVM fuse each ``acc + a * b`` into one FMA (one rounding instead
 # of two: the error bound of reference/README.md section 9 holds for any association and for fused
 # products; the code is fixed at compile time, so results stay bit-identical run to run).  Indices
@@ -350,7 +350,7 @@ def _plane_dots(a, b):
 # narrower vectors (16 ymm registers only); the tap sums keep 4 units x 4 taps x 16 columns (16
 # zmm; spilled in part on AVX2).
 
-_WIDE = _numba_env.verify()["numba_vector_bits"] >= 512  # the width numba's target really has
+_WIDE = target.verify()["numba_vector_bits"] >= 512  # the width numba's target really has
 _RB = 8 if _WIDE else 4  # output rows per block (_rb_shift)
 _CW = 16  # output columns per block: one vector of float32 at 512 bits
 _ACC = _RB * _CW

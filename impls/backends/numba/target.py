@@ -2,7 +2,7 @@
 
 By default numba compiles with LLVM's SLP vectorizer off (``NUMBA_SLP_VECTORIZE=0``), and on the
 CPUs whose LLVM model prefers 256-bit vectors (Intel's with AVX-512) it uses ymm registers only.
-The register-blocked DAU kernels of ``impls/backends/numba/kernels.py`` need both: their accumulators are small
+The register-blocked DAU kernels (``kernels``) need both: their accumulators are small
 fixed-size arrays that LLVM unrolls into scalars and the SLP vectorizer packs into vectors (without
 SLP the same source compiles to scalar code), and on an AVX-512 Xeon the paper-case forward ran
 3.83x faster than conv2d-std with 512-bit vectors, 3.41x with numba's 256-bit ones (one thread,
