@@ -679,7 +679,7 @@ def _bench(ctx, grid, budget_s):
         reps=5 if ctx.rehearse else 15,
         progress=lambda i, n, rows: print(f"bench {rows[0]['layer']}-{rows[0]['case']} {rows[0]['pass']}: {i}/{n}"),
         budget_s=budget_s,
-        deadline=ctx.deadline - 10.0,
+        deadline=time.monotonic() + ctx.left() - 10.0,  # sweep reads time.monotonic(); ctx holds time.time()
     )
     print(f"bench: {done.summary()}")
     print(bench.format_table(done.rows))
