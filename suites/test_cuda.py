@@ -6,7 +6,7 @@
 (b) Every ``impls/cuda/*.cu`` compiled with nvcc for sm_80 and sm_90, warnings as errors.
 (c) On a GPU: both backends through the public API against the reference.
 (d) The CUDA C kernels of the ``cupy`` backend compiled for the CPU (g++, with a small shim that
-    emulates threads, barriers, warp shuffles and atomics), driven by ``impls.cupy_cuda``'s own
+    emulates threads, barriers, warp shuffles and atomics), driven by ``impls.backends.cuda.cupy_prims``'s own
     launch code and glue with ``cupy`` replaced by that library: everything but DLPack and streams.
 """
 
@@ -28,7 +28,7 @@ N, S, F, K, H, W = 1, 2, 2, 2, 5, 4
 
 
 def _sim():
-    """``impls.numba_cuda`` with small launches when the CUDA simulator is on, else skip."""
+    """``impls.backends.cuda.numba_prims`` with small launches when the CUDA simulator is on, else skip."""
     from numba import config
 
     if not config.ENABLE_CUDASIM:
@@ -383,7 +383,7 @@ template <class T, int ST> void emu_geom_sp(int sp, int* out) {
     if (sp == 16) emu_geom<rf::FwdGeom<T, ST, 16>>(out);
     if (sp == 32) emu_geom<rf::FwdGeom<T, ST, 32>>(out);
 }
-// rf::FwdGeom of dau_fwd.cu (for the host's mirror, impls.cupy_cuda.fwd_geom).
+// rf::FwdGeom of dau_fwd.cu (for the host's mirror, impls.backends.cuda.cupy_prims.fwd_geom).
 extern "C" void emu_fwd_geom(int esize, int st, int sp, int* out) {
     if (esize == 4) (st == 1 ? emu_geom_sp<float, 1>(sp, out) : emu_geom_sp<float, 2>(sp, out));
     else (st == 1 ? emu_geom_sp<double, 1>(sp, out) : emu_geom_sp<double, 2>(sp, out));
@@ -458,7 +458,7 @@ def _emu_launch(lib, cupy_cuda):
 
 @pytest.fixture
 def cc(emu_lib, monkeypatch, seed):
-    """``impls.cupy_cuda`` launching into the CPU build of its kernels, blocks in the session
+    """``impls.backends.cuda.cupy_prims`` launching into the CPU build of its kernels, blocks in the session
     seed's shuffled order; 64-thread element-wise blocks (fewer emulated threads)."""
     from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
@@ -840,7 +840,7 @@ def test_numba_cuda_kernels_compile_to_ptx():
     """Every numba-cuda kernel, with the argument types the layers launch it with (forward and
     backward, float32 and float64), compiles to PTX for sm_90 on this CPU with numba's real CUDA
     target (not the simulator), and does so with ``np.row_stack`` absent as in numpy 2.5, where
-    numba-cuda 0.30 failed every compile (``impls.numba_cuda`` restores the alias)."""
+    numba-cuda 0.30 failed every compile (``impls.backends.cuda.numba_prims`` restores the alias)."""
     import os
     import sys
 
