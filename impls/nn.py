@@ -139,6 +139,15 @@ class _Layer(nn.Module):
 
     _shown = ()
 
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first (on every submodule): refused, the forward is Python the
+        TorchScript compiler cannot read."""
+        raise RuntimeError(
+            f"{type(self).__name__}: torch.jit.script is not supported (TorchScript cannot compile the layers' "
+            "Python); use torch.compile(model) or torch.export.export(model, args) (both see each layer as one "
+            "custom operator), or torch.jit.trace(model, args)"
+        )
+
     def _common(self, in_channels, out_channels, stride, backend, **ints):
         """Validate and store the channel counts, ``stride``, ``backend`` and each of ``ints`` (name -> value,
         an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma)."""
