@@ -497,14 +497,16 @@ def normalize_position_grads(model: nn.Module) -> int:
     """Apply the ACU normalised position gradient (ACU Eq. 15-16) to every ``ACUConv2d`` of ``model``
     (or ``model`` itself) built with ``normalize_grad=True``.
 
-    Jeon and Kim (Active Convolution, CVPR 2017, section 3.3) update each synapse ``k`` by the direction of
+    Jeon and Kim (Active Convolution, CVPR 2017, Eq. 15-16) update each synapse ``k`` by the direction of
     its position gradient only, ``(gx_k, gy_k) / sqrt(gx_k^2 + gy_k^2)`` (a zero gradient stays zero), so
-    the learning rate sets how far a synapse moves. The gradient meant is the one of the update's loss,
-    so call this once per optimiser step, when ``pos_x.grad, pos_y.grad`` hold it: after the last
-    accumulated ``backward()``, after ``scaler.unscale_(optimizer)`` with AMP, after DDP's all-reduce
-    (which ``backward()`` ends with), and before ``optimizer.step()``. Normalising a sum of half-batch
-    gradients, an unscaled gradient or the ranks' average gives the single-process, full-batch result;
-    normalising each backward's share would not. Applying it twice changes nothing but rounding.
+    the learning rate sets how far a synapse moves; their Caffe layer (``applyConstraint2`` in
+    ``aconv_fast_layer.cu``, github.com/jyh2986/Active-Convolution) does the same per synapse. The
+    gradient meant is the one of the update's loss, so call this once per optimiser step, when
+    ``pos_x.grad, pos_y.grad`` hold it: after the last accumulated ``backward()``, after
+    ``scaler.unscale_(optimizer)`` with AMP, after DDP's all-reduce (which ``backward()`` ends with), and
+    before ``optimizer.step()``. Normalising a sum of half-batch gradients, an unscaled gradient or the
+    ranks' average gives the single-process, full-batch result; normalising each backward's share would
+    not. Applying it twice changes nothing but rounding.
 
     In place on ``.grad``; layers whose positions have no gradient (frozen) are skipped.
     -> number of layers normalised.
