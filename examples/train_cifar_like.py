@@ -135,6 +135,7 @@ def main(argv=None):
         loss = tnf.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()
+        rn.normalize_position_grads(net)  # ACU Eq. 15-16, on the whole step's gradient
         opt.step()
         sched.step()
         warm.step()

@@ -449,9 +449,13 @@ def sweep(
     require_quiet=None,
     retry_contended=False,
     deadline=None,
+    shard=None,
 ):
     """Measure every (case, pass) group not already in ``out_dir/bench.jsonl`` under the same key,
     appending rows as each group finishes -> ``Sweep``.
+
+    ``shard = (i, n)``: only the groups of share ``i`` of ``n`` (``in_shard``), so ``n`` machines with the
+    same arguments and ``i = 1..n`` measure the grid once between them (``rfbench report`` merges the folders).
 
     ``progress(i, total, rows)`` is called after each measured group; ``require_quiet`` (seconds)
     waits before each group until the machine is quiet, raising ``NotQuiet`` after that long;
@@ -475,7 +479,15 @@ def sweep(
             require_quiet,
             retry_contended,
             deadline,
+            shard,
         )
+
+
+def in_shard(index, shard):
+    """Whether group ``index`` (0-based, in the grid's order: each case's passes, case after case) is in
+    ``shard = (i, n)`` (None: every group). Round-robin, so the ``n`` shares are disjoint, cover every
+    group, differ in size by at most one, and do not depend on the machine or on earlier runs."""
+    return shard is None or index % shard[1] == shard[0] - 1
 
 
 def _sweep(
@@ -492,6 +504,7 @@ def _sweep(
     require_quiet,
     retry_contended,
     deadline,
+    shard=None,
 ):
     path = os.path.join(out_dir, RESULTS)
     results.repair(path, say=lambda msg: print(msg, flush=True))
@@ -499,18 +512,18 @@ def _sweep(
     tm = timing.timer(device, threads)
     out = Sweep()
     todo, current = [], {}  # current: slot -> rows, in grid order
-    for c in cases:
-        for p in costmodel.PASSES:
-            key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed)
-            slot = _slot(c.layer, c.name, p, device, dtype)
-            prev = old.get(slot)
-            why = _why(prev, key, retry_contended) if prev else "new"
-            current[slot] = prev if why is None else []
-            if why is None:
-                out.reused += 1
-            else:
-                out.why[why] += 1
-                todo.append((c, p, key))
+    groups = [(c, p) for c in cases for p in costmodel.PASSES]
+    for c, p in (g for j, g in enumerate(groups) if in_shard(j, shard)):
+        key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed)
+        slot = _slot(c.layer, c.name, p, device, dtype)
+        prev = old.get(slot)
+        why = _why(prev, key, retry_contended) if prev else "new"
+        current[slot] = prev if why is None else []
+        if why is None:
+            out.reused += 1
+        else:
+            out.why[why] += 1
+            todo.append((c, p, key))
     peak = None
     if todo:
         peak = timing.peaks(device, tuple(precisions(device, dtype, [c for c, _, _ in todo])), tm.threads)

@@ -120,8 +120,10 @@ def cmd_bench(args):
     if bench.BASELINE not in backends:
         backends = [bench.BASELINE] + backends
     args.resume = f"every finished group is saved in {os.path.join(args.out, bench.RESULTS)}"
+    shard = getattr(args, "shard", None)
+    share = "" if shard is None else f", share {shard[0]}/{shard[1]} of its groups"
     print(
-        f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
+        f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes{share}), backends {', '.join(backends)}, "
         f"{args.dtype} on {args.device}, {args.threads} thread(s), results in {args.out}/{bench.RESULTS}"
     )
     done = bench.sweep(
@@ -137,6 +139,7 @@ def cmd_bench(args):
         args.budget,
         require_quiet=args.require_quiet,
         retry_contended=args.retry_contended,
+        shard=shard,
     )
     print(f"groups: {done.summary()}")
     print(console.bench_summary(done.rows))
@@ -259,6 +262,18 @@ def _int_in(lo, hi=None, what="an integer"):
     return parse
 
 
+def _shard(text):
+    """``I/N`` -> ``(I, N)`` with ``1 <= I <= N`` (``rfbench bench --shard``)."""
+    i, sep, n = text.partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        i = n = None
+    if not sep or i is None or not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N (this machine's share of N), got {text!r}")
+    return i, n
+
+
 def _positive_float(text):
     try:
         v = float(text)
@@ -328,6 +343,12 @@ def parser():
     b.add_argument("--out", default="results", help="folder of bench.jsonl (rerun with the same folder to resume)")
     _speed_options(b)
     b.add_argument("--seed", type=_int_in(0), default=0)
+    b.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="measure only share I of N of the grid's groups (round-robin; N machines, I = 1..N, cover it once)",
+    )
     b.set_defaults(fn=cmd_bench)
     r = sub.add_parser("report", help="write report.md / report.html / summary.csv from results files or folders")
     r.add_argument("results", nargs="+", help="results files, or folders of them (e.g. one per machine)")

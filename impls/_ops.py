@@ -8,7 +8,8 @@ checks of reference/README.md section 7 (``impls._validate``), then
   ``run`` at once, with the backend's own autograd (``impls._autograd``, or torch autograd
   through ``torch-naive``'s code, which therefore supports double backward);
 - otherwise: the custom operator ``torch.ops.rfbench.<layer>`` (``dau``, ``dau_gauss``, ``acu``,
-  ``njet``). ``torch.compile`` sees one opaque op per layer (no graph break, nothing of the backend
+  ``njet``), also under ``torch.jit.trace`` (a trace records the op, not the backend's code).
+  ``torch.compile`` sees one opaque op per layer (no graph break, nothing of the backend
   traced); its fake implementation gives the output shape ``[N, F, ceil(H/stride), ceil(W/stride)]``
   without computing, for meta and fake tensors; its real implementation is ``run``. The gradient is
   the op ``rfbench::<layer>_backward`` (also opaque), which runs the backend's backward: the
@@ -117,8 +118,10 @@ def _apply(op, spec, tensors, kw, label, direct=None):
 
 
 def _symbolic(tensors):
-    """Whether the call is traced or has no data: compiling, a dispatch mode on, or meta/fake tensors."""
-    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+    """Whether the call is traced or has no data: compiling, ``torch.jit.trace``, a dispatch mode on, or
+    meta/fake tensors. ``torch.jit.trace`` records the custom op with its arguments, so a radius left as
+    None is resolved from sigma each time the trace runs, not frozen at the value sigma had when traced."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or _get_current_dispatch_mode() is not None:
         return True
     return any(t is not None and (t.is_meta or isinstance(t, FakeTensor)) for t in tensors)
 

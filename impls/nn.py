@@ -14,8 +14,10 @@ state_dict keys do not depend on ``learn_sigma``.
 
 Helpers (small functions, composable with any optimiser):
 
-- ``normalized_grad``, ``zero_center``: the ACU position-gradient transforms (ACU Eq. 15-16,
-  fixed centre), applied by ``ACUConv2d`` as a gradient hook on its stacked positions.
+- ``normalize_position_grads``: the ACU normalised position gradient (ACU Eq. 15-16), applied to the
+  update: call it after ``backward()`` (every accumulated one), ``scaler.unscale_(optimizer)`` and DDP's
+  all-reduce, and before ``optimizer.step()``. ``normalized_grad`` is the transform itself;
+  ``zero_center`` zeroes one synapse of a gradient.
 - ``freeze_positions``, ``PositionWarmup``: ACU warm-up with frozen positions.
 - ``param_groups``: optimiser groups with a displacement learning-rate factor, no weight decay
   on displacements and scales.
@@ -39,6 +41,7 @@ __all__ = [
     "NJetConv2d",
     "PositionWarmup",
     "freeze_positions",
+    "normalize_position_grads",
     "normalized_grad",
     "param_groups",
     "prune_units",
@@ -135,6 +138,15 @@ class _Layer(nn.Module):
     ``log_sigma``, and ``extra_repr`` listing the attributes named in ``_shown``."""
 
     _shown = ()
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first (on every submodule): refused, the forward is Python the
+        TorchScript compiler cannot read."""
+        raise RuntimeError(
+            f"{type(self).__name__}: torch.jit.script is not supported (TorchScript cannot compile the layers' "
+            "Python); use torch.compile(model) or torch.export.export(model, args) (both see each layer as one "
+            "custom operator), or torch.jit.trace(model, args)"
+        )
 
     def _common(self, in_channels, out_channels, stride, backend, **ints):
         """Validate and store the channel counts, ``stride``, ``backend`` and each of ``ints`` (name -> value,
@@ -302,10 +314,14 @@ class ACUConv2d(_Layer):
     Parameters: ``weight [F,S,K]`` (uniform ``+-1/sqrt(S K)`` as ``nn.Conv2d``), ``pos_x, pos_y`` ``[K]``
     (``position_groups=1``) or ``[P,K]`` (see ``acu_offsets`` for ``init``), ``bias [F]`` (as ``nn.Conv2d``).
 
-    Training (ACU sections 2.5-2.7), applied by a gradient hook on the stacked positions, so any optimiser
-    sees the transformed gradient: ``normalize_grad`` divides each synapse's ``(gx, gy)`` by its norm
-    (``normalized_grad``); ``fixed_center`` keeps synapse ``self.center`` (the one at ``(0, 0)``: index 4 of
-    the 3x3 grid, 0 of the circle) at the origin with zero gradient (``zero_center``).
+    Training (ACU sections 2.5-2.7). ``normalize_grad``: the update uses the normalised position gradient
+    (ACU Eq. 15-16: each synapse's ``(gx, gy)`` divided by its norm, ``normalized_grad``), which
+    ``normalize_position_grads(model)`` applies to ``pos_x.grad, pos_y.grad`` once the gradient of the whole
+    update is there: after every accumulated ``backward()``, ``scaler.unscale_(optimizer)`` and DDP's
+    all-reduce, before ``optimizer.step()``. An optimiser step on position gradients that were not
+    normalised is caught at the next forward (``RuntimeError``); ``normalize_grad=False`` gives the plain
+    gradient. ``fixed_center`` keeps synapse ``self.center`` (the one at ``(0, 0)``: index 4 of the 3x3
+    grid, 0 of the circle) where it is: the forward reads it detached, so its gradient is zero.
 
     Example:
         >>> import torch, rfbench
@@ -358,27 +374,45 @@ class ACUConv2d(_Layer):
                 self.bias.uniform_(-bound, bound)
             self.pos_x.copy_(torch.tensor(gx, dtype=self.pos_x.dtype).expand(self.pos_x.shape))
             self.pos_y.copy_(torch.tensor(gy, dtype=self.pos_y.dtype).expand(self.pos_y.shape))
-
-    def _grad_hook(self, g):
-        """``g [2, ..., K]``: gradient of the stacked ``(pos_x, pos_y)``."""
-        if self.normalize_grad:
-            g = normalized_grad(g)
-        if self.fixed_center:
-            g = zero_center(g, self.center)
-        return g
+        self._raw = False  # no gradient of these positions is waiting for normalize_position_grads
 
     def positions(self):
-        """``(pos_x, pos_y)`` with the training hook attached when they require grad."""
+        """``(pos_x, pos_y)`` as the forward reads them: the fixed centre detached (no gradient), and, when a
+        backward may follow, a hook that records it (``normalize_position_grads``)."""
         px, py = self.pos_x, self.pos_y
-        if (self.normalize_grad or self.fixed_center) and torch.is_grad_enabled() and px.requires_grad:
-            pos = torch.stack((px, py))
-            pos.register_hook(self._grad_hook)
-            px, py = pos[0], pos[1]
+        if self.fixed_center:
+            keep = torch.arange(self.synapses, device=px.device) == self.center
+            px, py = torch.where(keep, px.detach(), px), torch.where(keep, py.detach(), py)
+        if self.normalize_grad and torch.is_grad_enabled() and self.pos_x.requires_grad and not _tracing():
+            self._seen = self.pos_x._version
+            px = px.view_as(px)
+            px.register_hook(self._backward_seen)
         return px, py
 
+    def _backward_seen(self, g):
+        self._raw = True  # pos_x.grad now holds a gradient that normalize_position_grads has not seen
+
+    def _check_normalised(self):
+        """Refuse a forward after an optimiser changed the positions with gradients that were not normalised."""
+        if getattr(self, "_raw", False) and self.pos_x._version != self._seen:
+            self._raw = False
+            raise RuntimeError(
+                f"{type(self).__name__}: the positions were updated with gradients that were not normalised; "
+                "call rfbench.nn.normalize_position_grads(model) after backward() (and scaler.unscale_ / DDP's "
+                "all-reduce) and before optimizer.step(), or construct the layer with normalize_grad=False "
+                "for the plain gradient"
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tracing():
+            self._check_normalised()
         px, py = self.positions()
         return acu_conv2d(x, self.weight, px, py, self.bias, stride=self.stride, backend=self.backend)
+
+
+def _tracing():
+    """Inside torch.compile / torch.export / torch.jit tracing: no Python-side bookkeeping there."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 class NJetConv2d(_Layer):
@@ -457,6 +491,38 @@ def zero_center(g, index):
     keep = torch.ones(g.shape[-1], dtype=torch.bool, device=g.device)
     keep[index] = False
     return torch.where(keep, g, 0)
+
+
+def normalize_position_grads(model: nn.Module) -> int:
+    """Apply the ACU normalised position gradient (ACU Eq. 15-16) to every ``ACUConv2d`` of ``model``
+    (or ``model`` itself) built with ``normalize_grad=True``.
+
+    Jeon and Kim (Active Convolution, CVPR 2017, Eq. 15-16) update each synapse ``k`` by the direction of
+    its position gradient only, ``(gx_k, gy_k) / sqrt(gx_k^2 + gy_k^2)`` (a zero gradient stays zero), so
+    the learning rate sets how far a synapse moves; their Caffe layer (``applyConstraint2`` in
+    ``aconv_fast_layer.cu``, github.com/jyh2986/Active-Convolution) does the same per synapse. The
+    gradient meant is the one of the update's loss, so call this once per optimiser step, when
+    ``pos_x.grad, pos_y.grad`` hold it: after the last accumulated ``backward()``, after
+    ``scaler.unscale_(optimizer)`` with AMP, after DDP's all-reduce (which ``backward()`` ends with), and
+    before ``optimizer.step()``. Normalising a sum of half-batch gradients, an unscaled gradient or the
+    ranks' average gives the single-process, full-batch result; normalising each backward's share would
+    not. Applying it twice changes nothing but rounding.
+
+    In place on ``.grad``; layers whose positions have no gradient (frozen) are skipped.
+    -> number of layers normalised.
+    """
+    done = 0
+    for m in _acu_layers(model):
+        gx, gy = m.pos_x.grad, m.pos_y.grad
+        m._raw = False
+        if not m.normalize_grad or gx is None or gy is None:
+            continue
+        with torch.no_grad():
+            g = normalized_grad(torch.stack((gx, gy)))
+            gx.copy_(g[0])
+            gy.copy_(g[1])
+        done += 1
+    return done
 
 
 def _acu_layers(model):

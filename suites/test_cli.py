@@ -2,6 +2,7 @@
 traceback), a failed check 1, Ctrl-C 130 with how to resume; ``--help`` and ``backends`` start
 without importing torch; results folders of several machines load with the machine on every row."""
 
+import csv
 import json
 import os
 import subprocess
@@ -60,6 +61,11 @@ def test_missing_and_malformed_files_are_one_line_usage_errors(tmp_path, capsys)
         (["bench", "--threads", "0"], "--threads: expected a thread count in 1.."),
         (["all", "--require-quiet", "nan"], "--require-quiet: expected a positive finite number"),
         (["bench", "--grid", "huge"], "invalid choice: 'huge'"),
+        (["bench", "--shard", "0/2"], "--shard: expected I/N with 1 <= I <= N (this machine's share of N), got '0/2'"),
+        (["bench", "--shard", "3/2"], "--shard: expected I/N with 1 <= I <= N"),
+        (["bench", "--shard", "1/0"], "--shard: expected I/N with 1 <= I <= N"),
+        (["bench", "--shard", "2"], "--shard: expected I/N with 1 <= I <= N (this machine's share of N), got '2'"),
+        (["bench", "--shard", "a/b"], "--shard: expected I/N"),
     ],
 )
 def test_out_of_range_numbers_are_usage_errors(argv, says, capsys):
@@ -100,6 +106,35 @@ def test_bench_prints_how_many_groups_it_reused(tmp_path, monkeypatch, capsys, o
     assert "groups: 0 group(s) reused, 3 measured (3 measured again: other reps)" in out
     code, out, _ = _run(argv + ["--out", str(tmp_path), "--reps", "3"], capsys)
     assert "groups: 3 group(s) reused, 0 measured" in out
+
+
+def test_shards_measure_every_group_once_and_report_merges_their_folders(tmp_path, monkeypatch, capsys, one_thread):
+    """Three machines (``--shard 1/3`` .. ``3/3``) on a grid of 9 groups: disjoint shares, each group once,
+    complete; the shares' sizes differ by at most one; ``rfbench report`` reads the three folders as one."""
+    pytest.importorskip("pandas", reason="rfbench report needs pandas")
+    pytest.importorskip("matplotlib", reason="rfbench report needs matplotlib")
+    monkeypatch.setattr(timing, "peaks", lambda *a, **k: {"peak_macs": 1e11, "peak_bytes": 1e10})
+    grid = [cases.Case("t", "acu", n=1, s=1, f=1, h=4, w=4), cases.Case("u", "acu", n=1, s=1, f=1, h=5, w=3)]
+    grid.append(cases.Case("v", "njet", n=1, s=1, f=1, h=4, w=4))  # 3 cases x 3 passes: 9 groups
+    monkeypatch.setattr(cases, "grid", lambda name, layers=None: grid)
+    argv = ["bench", "--backends", "torch-naive", "--threads", "1", "--reps", "1", "--budget", "0.05"]
+    seen, sizes = [], []
+    for i in (1, 2, 3):
+        code, out, _ = _run(argv + ["--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/3"], capsys)
+        assert code == 0 and f"share {i}/3 of its groups" in out
+        rows = results.load([str(tmp_path / f"s{i}")])
+        slots = {(r["case"], r["pass"]) for r in rows}
+        assert all(bench.promised(r["layer"], r["key"]) <= {x["backend"] for x in rows if x["group"] == r["group"]}
+                   for r in rows)  # fmt: skip
+        seen += sorted(slots)
+        sizes.append(len(slots))
+    assert sorted(seen) == sorted({(c.name, p) for c in grid for p in bench.costmodel.PASSES})  # each once
+    assert max(sizes) - min(sizes) <= 1
+    code, out, _ = _run(["report", *(str(tmp_path / f"s{i}") for i in (1, 2, 3)), "--out", str(tmp_path / "r")], capsys)
+    assert code == 0
+    with open(tmp_path / "r" / "summary.csv", newline="") as fh:
+        table = [r for r in csv.DictReader(fh) if r["table"] == "Speed per case and pass"]
+    assert sorted((r["case"], r["pass"]) for r in table) == sorted(seen)  # every group once, from 3 folders
 
 
 def test_matrix_failures_exit_1(monkeypatch, capsys):

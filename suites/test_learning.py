@@ -27,6 +27,7 @@ def fit(student, teacher, channels, steps, lr, size=16, batch=8):
         loss = (student(x) - want).square().mean()
         opt.zero_grad()
         loss.backward()
+        rn.normalize_position_grads(student)
         opt.step()
         sched.step()
     return loss.item()
@@ -119,6 +120,7 @@ def trajectory(layer, backend, steps=6):
         loss = (m(x) - target).square().mean()
         opt.zero_grad()
         loss.backward()
+        rn.normalize_position_grads(m)
         opt.step()
         losses.append(float(loss))
     return losses, [p.detach() for p in m.parameters()]

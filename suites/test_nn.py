@@ -11,6 +11,7 @@ from rfbench import impls
 from rfbench.impls import nn as rn
 
 B = "torch-naive"
+F64 = torch.float64
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -231,6 +232,7 @@ def test_acu_position_gradient_is_normalised_and_centre_is_zero(groups):
         a.pos_y[..., a.center] = 0
     x = torch.randn(2, 3, 8, 8)
     a(x).square().sum().backward()
+    assert rn.normalize_position_grads(a) == 1
     raw = torch.autograd.grad(
         impls.acu_conv2d(x, a.weight, a.pos_x, a.pos_y, a.bias, backend=B).square().sum(), (a.pos_x, a.pos_y)
     )
@@ -253,6 +255,116 @@ def test_acu_plain_gradient_when_hook_disabled():
     torch.testing.assert_close(a.pos_y.grad, raw[1])
 
 
+def _acu_model(**kw):
+    """Two ACU layers (one with position groups), float64, positions moved off the grid."""
+    torch.manual_seed(12)
+    model = torch.nn.Sequential(
+        rn.ACUConv2d(3, 4, backend=B, dtype=F64, **kw),
+        torch.nn.Tanh(),
+        rn.ACUConv2d(4, 2, synapses=5, init="circle", position_groups=2, backend=B, dtype=F64, **kw),
+    )
+    with torch.no_grad():
+        for m in model[::2]:
+            m.pos_x.add_(0.4 * torch.rand_like(m.pos_x) - 0.2)
+            m.pos_y.add_(0.4 * torch.rand_like(m.pos_y) - 0.2)
+    return model
+
+
+def _position_grads(model):
+    acu = [m for m in model.modules() if isinstance(m, rn.ACUConv2d) and m.pos_x.grad is not None]
+    return [torch.stack((m.pos_x.grad, m.pos_y.grad)).clone() for m in acu]
+
+
+def _normalised_bound(x, model, dy):
+    """Per synapse, the largest ``|u_a - u_b|`` of two normalised position gradients whose raw gradients
+    ``g_a, g_b`` were summed in different orders from the same terms (float64).
+
+    Each raw component is within ``gamma_n sum|terms|`` of the exact sum (harness/metrics.py, item 1), so
+    ``|g_a - g_b| <= 2 gamma_n |(A_x, A_y)|`` with ``A`` the reference's ``sum|terms|`` (absolute mode) and
+    ``n`` the count of ``metrics.n_terms`` for acu positions (``8 N Ho Wo S F / P`` summands plus 11
+    operations). For vectors ``|a/|a| - b/|b|| <= 2 |a - b| / |b|`` (``a/|a| - b/|b| = (a - b)/|b| +
+    a (|b| - |a|) / (|a| |b|)``), and computing each quotient (hypot, division) adds at most ``2u`` per
+    component, so ``4u`` to the difference of the two. Only the first layer, whose ``dy`` is given."""
+    from rfbench.reference import acu as ref
+
+    m = model[0]
+    arr = [t.detach().numpy() for t in (x, m.weight, m.pos_x, m.pos_y, m.bias)]
+    absg = ref.backward(*arr, dy.numpy(), absolute=True)
+    ax, ay = (torch.from_numpy(absg[k]) for k in ("pos_x", "pos_y"))
+    n_, s_, h_, w_ = x.shape
+    n = 8 * n_ * h_ * w_ * s_ * m.out_channels + 11
+    u = 2.0**-53
+    return 2 * (2 * n * u / (1 - n * u)) * torch.hypot(ax, ay), 4 * u
+
+
+def test_accumulated_half_batches_normalise_like_the_full_batch():
+    """Fails on the per-backward hook (relative difference ~1: each half was normalised on its own)."""
+    model = _acu_model()
+    x = torch.randn(6, 3, 7, 9, dtype=F64)
+    c = torch.randn(6, 4, 7, 9, dtype=F64)  # loss sum(c * layer-1 output): dy = c, whatever the split
+    first = model[0]
+    first(x).mul(c).sum().backward()
+    rn.normalize_position_grads(first)
+    full = _position_grads(first)[0]
+    first.zero_grad()
+    for part in (slice(0, 3), slice(3, 6)):
+        first(x[part]).mul(c[part]).sum().backward()
+    rn.normalize_position_grads(first)
+    acc = _position_grads(first)[0]
+    raw_bound, extra = _normalised_bound(x, model, c)
+    gnorm = torch.hypot(*_raw_grads(first, x, c))
+    diff = (acc - full).square().sum(0).sqrt()
+    assert bool((diff <= 2 * raw_bound / gnorm + extra).all()), float((diff - 2 * raw_bound / gnorm).max())
+    torch.testing.assert_close(full.square().sum(0)[..., [0, 1, 2, 3, 5, 6, 7, 8]], torch.ones(8, dtype=F64))
+
+
+def _raw_grads(m, x, dy):
+    pos = torch.autograd.grad(
+        impls.acu_conv2d(x, m.weight, m.pos_x, m.pos_y, m.bias, backend=B).mul(dy).sum(), (m.pos_x, m.pos_y)
+    )
+    return pos[0].detach(), pos[1].detach()
+
+
+def test_loss_scaling_then_unscaling_normalises_like_no_scaling():
+    """AMP's GradScaler (a power-of-two scale, so scaling and unscaling are exact in float64): the
+    normalised position gradients equal the unscaled run's bit for bit. Fails on the per-backward hook,
+    which normalised the scaled gradient (then unscaled: 1/65536 of the right one)."""
+    model = _acu_model()
+    x = torch.randn(3, 3, 8, 6, dtype=F64)
+    loss = lambda: model(x).square().sum()  # noqa: E731
+    loss().backward()
+    rn.normalize_position_grads(model)
+    want = _position_grads(model)
+    model.zero_grad()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=65536.0)
+    scaler.scale(loss()).backward()
+    scaler.unscale_(opt)
+    rn.normalize_position_grads(model)
+    for got, ref_ in zip(_position_grads(model), want):
+        assert torch.equal(got, ref_)
+
+
+def test_step_without_normalising_is_refused():
+    """A step on raw position gradients is caught at the next forward; accumulation is not."""
+    model = _acu_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(2, 3, 6, 6, dtype=F64)
+    for _ in range(2):  # two accumulated backwards, then the helper and a step: fine
+        model(x).sum().backward()
+    assert rn.normalize_position_grads(model) == 2
+    opt.step()
+    model(x).sum().backward()
+    opt.step()  # the helper forgotten
+    with pytest.raises(RuntimeError, match=r"normalize_position_grads\(model\).*normalize_grad=False"):
+        model(x)
+    plain = _acu_model(normalize_grad=False)
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    plain(x).sum().backward()
+    opt.step()
+    plain(x)  # nothing to normalise: no error
+
+
 @pytest.mark.parametrize("fixed", [True, False])
 def test_fixed_centre_stays_at_origin(fixed):
     torch.manual_seed(10)
@@ -261,6 +373,7 @@ def test_fixed_centre_stays_at_origin(fixed):
     for _ in range(5):
         opt.zero_grad()
         (a(torch.randn(2, 2, 8, 8)) - 1).square().mean().backward()
+        rn.normalize_position_grads(a)
         opt.step()
     moved = float(a.pos_x[0].detach().abs() + a.pos_y[0].detach().abs())
     assert (moved == 0) == fixed
@@ -277,6 +390,7 @@ def test_position_warmup():
         assert warm.frozen == (step < 3)
         opt.zero_grad()
         model(torch.randn(2, 2, 8, 8)).square().mean().backward()
+        rn.normalize_position_grads(model)
         opt.step()
         warm.step()
         now = [p.detach() for m in model[::2] for p in (m.pos_x, m.pos_y)]
