@@ -35,6 +35,12 @@ class _Grouped:
     def __init__(self, op):
         self.op = op
 
+    def __getattr__(self, name):
+        """The wrapped op's other attributes (its primitives ``P``, tunables) read through."""
+        if name == "op":
+            raise AttributeError(name)
+        return getattr(self.op, name)
+
     def forward(self, t, hp):
         if hp["groups"] == 1:
             return self.op.forward(t, hp)

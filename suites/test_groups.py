@@ -159,8 +159,8 @@ def numba_path(request, monkeypatch):
     return request.param
 
 
-def _matrix(case, backend, dtype, seed):
-    rows = runner.run_case(case, backend, dtype, "cpu", seed)
+def _matrix(case, backend, dtype, seed, op=None):
+    rows = runner.run_case(case, backend, dtype, "cpu", seed, op=op)
     if rows[0]["status"] == "skip":
         pytest.skip(f"{backend}: {rows[0]['reason']}")
     bad = [
@@ -284,3 +284,22 @@ def test_the_cuda_backends_take_groups_per_group():
     for ops in (layers.ops(prims=None), torch_fast.OPS):
         assert all(isinstance(ops[k], _groups._Grouped) for k in GROUPED)
         assert not isinstance(ops["acu"], _groups._Grouped)
+
+
+SIM = [
+    cases.Case("sim-dw", "dau", n=1, s=2, f=2, h=5, w=4, k=2, sigma=0.8, spread=3.0, radius=2, channel_groups=2),
+    cases.Case("sim-g2", "dau_gauss", n=1, s=2, f=4, h=5, w=4, k=2, radius=2, per_unit_sigma=True, channel_groups=2),
+    cases.Case("sim-dw-stride2", "njet", n=1, s=2, f=2, h=5, w=4, radius=2, stride=2, channel_groups=2),
+]
+
+
+@pytest.mark.parametrize("case", SIM, ids=[c.id for c in SIM])
+def test_numba_cuda_groups_under_the_simulator(case, seed):
+    """numba-cuda's per-group path run by Numba's CUDA simulator on CPU tensors, judged against the reference."""
+    from numba import config
+
+    if not config.ENABLE_CUDASIM:
+        pytest.skip("numba CUDA simulator not enabled (NUMBA_ENABLE_CUDASIM=1; set by conftest without a GPU)")
+    from rfbench.impls.backends.cuda import numba_prims
+
+    _matrix(case, "numba-cuda", "float64", seed, op=numba_prims.OPS[case.layer])
