@@ -24,6 +24,11 @@ whole blocks of ``_RB`` rows x ``_CW`` columns: 1 at the paper case's 32 x 32, 4
   x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
 
+Channel groups (``groups = G``) run in the kernels: every ``F S`` above is ``F S/G`` (an output channel's
+input loop covers its group's channels), the per-channel passes (blur, basis) keep ``S``; the DAU
+window path serves depthwise layers too (its input-gradient gather runs the units transposed within
+each group, ``_transpose_units``), and the N-Jet mixing is one batched GEMM over the groups.
+
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
 ``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements); ``acu`` pads
 ``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
@@ -269,9 +274,8 @@ class _Dau:
                 if "mu_y" in needs:
                     out["mu_y"] = w * self._sampled(_t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st)), wy, wx)
         if needs & {"x", "sigma"}:
-            back = _scatter(
-                dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad
-            )  # groups: a's shape
+            # channel groups: _scatter reads them from a's shape [F, S/G, K, 4]
+            back = _scatter(dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
             back_h = _vblur_t(back, g, pad, x.shape[2])  # dL/d(column-blurred x)
             if "x" in needs:
                 out["x"] = _t(_hblur_t(back_h, g, pad, x.shape[3]))
