@@ -303,3 +303,11 @@ def test_numba_cuda_groups_under_the_simulator(case, seed):
     from rfbench.impls.backends.cuda import numba_prims
 
     _matrix(case, "numba-cuda", "float64", seed, op=numba_prims.OPS[case.layer])
+
+
+@pytest.mark.parametrize("name", ["DAUConv2d", "DAUGaussConv2d", "NJetConv2d"])
+def test_grouped_modules_on_meta_tensors(name):
+    """The custom operator's fake implementation gives the grouped output shape without computing."""
+    m = getattr(rnn, name)(8, 8, groups=8, stride=2, device="meta")
+    y = m(torch.empty(2, 8, 9, 7, device="meta"))
+    assert y.is_meta and y.shape == (2, 8, 5, 4)
