@@ -136,17 +136,18 @@ def _callables(case, backend, t, dy, pass_):
 
 
 def _std_callables(case, side, t, dy, pass_, seed, variant=STD):
-    """``conv2d-std`` (reference/README.md section 8): conv2d of ``x`` with a dense ``[F, S, side, side]``
-    kernel, padding ``side // 2`` (so ``Ho = ceil(H / stride)`` as the layer's); backward w.r.t. ``x``
-    and the kernel.  Timing only: it computes a different function.  ``variant``
-    (``baselines.STD_VARIANTS``) picks the dtype (its own copies of ``x``, the kernel and ``dy``)
-    and whether TF32 is on while it runs."""
+    """``conv2d-std`` (reference/README.md section 8): conv2d of ``x`` with a dense ``[F, S/G, side, side]``
+    kernel and the case's ``G`` channel groups (a depthwise layer against a depthwise conv), padding
+    ``side // 2`` (so ``Ho = ceil(H / stride)`` as the layer's); backward w.r.t. ``x`` and the kernel.
+    Timing only: it computes a different function.  ``variant`` (``baselines.STD_VARIANTS``) picks the
+    dtype (its own copies of ``x``, the kernel and ``dy``) and whether TF32 is on while it runs."""
     run_dtype, tf32 = baselines.STD_VARIANTS[variant]
     dt = runner.DTYPES[run_dtype] if variant != STD else t["x"].dtype
     x = t["x"] if dt == t["x"].dtype else t["x"].detach().to(dt).requires_grad_(True)
     dy = dy if dy.dtype == dt else dy.to(dt)
     gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(case.f, case.s, side, side, generator=gen, dtype=torch.float64).to(dt).to(x.device)
+    g_ = case.channel_groups
+    w = torch.randn(case.f, case.s // g_, side, side, generator=gen, dtype=torch.float64).to(dt).to(x.device)
     w.requires_grad_(True)
     bias = t.get("bias")
     bias = None if bias is None else bias if bias.dtype == dt else bias.detach().to(dt)
@@ -154,7 +155,7 @@ def _std_callables(case, side, t, dy, pass_, seed, variant=STD):
 
     def conv():
         with precision.fp32(tf32):
-            return torch.nn.functional.conv2d(x, w, bias, stride=case.stride, padding=side // 2)
+            return torch.nn.functional.conv2d(x, w, bias, stride=case.stride, padding=side // 2, groups=g_)
 
     def fwd(_):
         with torch.no_grad():

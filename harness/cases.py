@@ -20,6 +20,8 @@ class Case:
     ``displace``: ``"random"``, ``"integer"`` (rounded) or ``"near-integer"`` (integer +- 1e-6..1e-4);
     ``radius``: ``blur_radius`` (dau), ``radius`` (dau_gauss, njet), None for the default;
     ``groups``: ACU position groups (0: one shared ``[K]`` set);
+    ``channel_groups``: the ``groups`` argument of dau, dau_gauss and njet (nn.Conv2d's channel groups:
+    weights ``[F, S/G, ...]``; ``= s = f`` is depthwise), apart from ACU's position groups;
     ``per_unit_sigma``: dau_gauss with ``sigma [F,S,K]``; ``contiguous``: False gives ``x`` permuted strides;
     ``scale``: the data arrays (``x``, the weights, ``bias``) multiplied by it (1e-20: outputs
     near 1e-40, below the smallest normal float32; 1e15: outputs near 1e30, the largest scale whose
@@ -42,6 +44,7 @@ class Case:
     order: int = 2
     radius: int = None
     groups: int = 0
+    channel_groups: int = 1
     per_unit_sigma: bool = False
     mu_grad: str = "exact"
     bias: bool = True
@@ -55,8 +58,9 @@ class Case:
 
     def fields(self):
         out = asdict(self)
-        if out["scale"] == 1.0:  # unscaled cases keep the fields (and the speed-group keys) they had
-            del out["scale"]
+        for name, plain in (("scale", 1.0), ("channel_groups", 1)):
+            if out[name] == plain:  # such cases keep the fields (and the speed-group keys) they had
+                del out[name]
         return out
 
     def resolved_radius(self):
@@ -84,8 +88,8 @@ class Case:
     def arrays(self, seed=0):
         """The case's float64 arguments (``seed`` is mixed with the case's own) -> dict name -> array."""
         rng = np.random.default_rng([self.seed, seed])
-        f_, s_, k_ = self.f, self.s, self.k
-        a = {"x": rng.standard_normal((self.n, s_, self.h, self.w))}
+        f_, s_, k_ = self.f, self.s // self.channel_groups, self.k
+        a = {"x": rng.standard_normal((self.n, self.s, self.h, self.w))}
         if self.layer in ("dau", "dau_gauss"):
             a["weight"] = rng.standard_normal((f_, s_, k_))
             a["mu_x"] = self._displacements(rng, (f_, s_, k_))
@@ -122,6 +126,9 @@ class Case:
         for p in layer.params:
             if p.name == layer.radius:
                 hp[p.name] = self.resolved_radius()
+            elif p.name == "groups":  # the layer's channel groups (``groups`` is ACU's position groups)
+                if self.channel_groups != 1:
+                    hp[p.name] = self.channel_groups
             elif hasattr(self, p.name) and (p.forward or backward):
                 hp[p.name] = getattr(self, p.name)
         return hp
@@ -163,7 +170,30 @@ def _smoke():
     cases += _awkward("acu", k=5, spread=2.5)
     cases.append(Case("groups", "acu", k=4, f=6, groups=3, seed=14))
     cases += _awkward("njet", sigma=0.9, order=2)
+    cases += _depthwise()
     return cases
+
+
+def _depthwise():
+    """Depthwise (``groups = S = F``, DCLS's main use) for each layer with channel groups: odd sizes, stride 2."""
+    base = dict(n=2, s=4, f=4, h=7, w=6, channel_groups=4)
+    return [
+        Case("depthwise", "dau", **base, k=3, sigma=0.7, seed=15),
+        Case("depthwise", "dau_gauss", **base, k=3, radius=3, sigma=0.9, seed=16),
+        Case("depthwise-stride2", "njet", **base, order=2, sigma=0.9, stride=2, seed=17),
+    ]
+
+
+def _groups2():
+    """Two channel groups, ``F/G != S/G``, on the default grid's awkward shapes."""
+    base = dict(n=2, s=4, f=6, h=9, w=8, channel_groups=2)
+    return [
+        Case("groups2", "dau", **base, k=3, sigma=0.8, seed=34),
+        Case("groups2-stride2", "dau", **base, k=2, sigma=0.8, stride=2, seed=35),
+        Case("groups2-gauss-grad", "dau", **base, k=2, mu_grad="gauss", seed=36),
+        Case("groups2", "dau_gauss", **base, k=2, radius=3, per_unit_sigma=True, seed=37),
+        Case("groups2-stride2", "njet", **base, order=3, sigma=1.2, stride=2, seed=38),
+    ]
 
 
 def _default():
@@ -196,6 +226,7 @@ def _default():
         Case("order3-stride2", "njet", order=3, sigma=1.5, stride=2, h=12, w=11, seed=27),
         Case("per-unit-sigma-stride2", "dau_gauss", k=2, radius=3, per_unit_sigma=True, stride=2, seed=28),
     ]
+    cases += _groups2()
     return cases
 
 
@@ -204,14 +235,20 @@ def _paper():
     192 output channels, 32 x 32 input.  N = 8 and S = 64 are our choice, as for the middle layer
     of a 3-layer network on 32 x 32 images.  Sweeps (smaller N, S, F so that the whole grid runs
     on a 2-core CPU): the maximum displacement (standard kernel side 5 to 33) and K (1 to 6) for
-    DAU, the number of synapses and their spread for ACU, sigma and order for N-Jet."""
+    DAU, the number of synapses and their spread for ACU, sigma and order for N-Jet.  ``paper-depthwise``:
+    the paper's DAU, N-Jet and dau_gauss layers depthwise (``groups = S = F = 192``; DCLS's main use, ConvNeXt's
+    depthwise convolutions), measured against a depthwise dense conv of the units' spread."""
     main = dict(n=8, s=64, f=192, h=32, w=32)
+    dw = dict(n=8, s=192, f=192, h=32, w=32, channel_groups=192)
     small = dict(n=2, s=32, f=64, h=32, w=32)
     out = [
         Case("paper", "dau", **main, k=2, sigma=0.5, spread=4.0, radius=2, seed=30),
         Case("paper", "acu", **main, k=9, spread=1.5, seed=31),
         Case("paper", "njet", **main, order=2, sigma=1.0, seed=32),
         Case("paper", "dau_gauss", **main, k=2, sigma=0.5, spread=2.0, radius=4, seed=33),
+        Case("paper-depthwise", "dau", **dw, k=2, sigma=0.5, spread=4.0, radius=2, seed=100),
+        Case("paper-depthwise", "njet", **dw, order=2, sigma=1.0, seed=101),
+        Case("paper-depthwise", "dau_gauss", **dw, k=2, sigma=0.5, spread=2.0, radius=4, seed=102),
     ]
     out += [
         Case(f"side{2 * d + 1}", "dau", **small, k=2, sigma=0.5, spread=d - 1e-3, radius=2, seed=40 + d)

@@ -1,8 +1,10 @@
 """Cost models of reference/README.md section 8: multiply-accumulates (MACs) and minimal memory traffic
 per layer, algorithm and pass; the paper's and the model's theoretical speed-up.
 
-``P = N Ho Wo`` output positions.  "naive" is the materialised kernel of side ``kh x kw``
-(what ``torch-naive`` builds in that run); "efficient" is each paper's algorithm as the
+``P = N Ho Wo`` output positions; ``S`` below, where it multiplies ``F``, is ``S/G``: with ``G`` channel
+groups (``groups``) each output channel reads ``S/G`` input channels (a depthwise layer ``1``), in every
+algorithm and in ``conv2d-std``, which is timed with the same groups.  "naive" is the materialised kernel
+of side ``kh x kw`` (what ``torch-naive`` builds in that run); "efficient" is each paper's algorithm as the
 efficient backends implement it (blur then shift for DAU, shift then 1x1 products for ACU,
 separable basis then mixing for N-Jet).  Backward counts are the passes those backends perform:
 
@@ -32,6 +34,11 @@ def _dims(case):
     return n, case.s, f_, case.h, case.w, ho, wo, n * ho * wo
 
 
+def _pairs(case):
+    """Channel pairs ``F S/G`` that carry weights (``G`` channel groups; ACU has none)."""
+    return case.f * (case.s // case.channel_groups)
+
+
 def naive_kernel(case, arrays):
     """Side ``(kh, kw)`` of the dense kernel ``torch-naive`` materialises for these parameters."""
     if case.layer in ("dau_gauss", "njet"):  # cropped to the offsets that reach the image
@@ -49,10 +56,10 @@ def naive_kernel(case, arrays):
 
 def naive_macs(case, kernel, pass_):
     """``P F S kh kw`` forward; backward twice that plus the chain ``F S K kh kw``."""
-    n, s_, f_, *_, p = _dims(case)
-    fwd = p * f_ * s_ * kernel[0] * kernel[1]
+    p, fs = _dims(case)[-1], _pairs(case)
+    fwd = p * fs * kernel[0] * kernel[1]
     units = {"dau": case.k, "dau_gauss": case.k, "acu": case.k, "njet": _math.n_basis(case.order)}[case.layer]
-    bwd = 2 * fwd + f_ * s_ * units * kernel[0] * kernel[1]
+    bwd = 2 * fwd + fs * units * kernel[0] * kernel[1]
     return {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[pass_]
 
 
@@ -62,7 +69,7 @@ def efficient_macs(case, pass_):
     if case.layer == "dau":
         rb = case.resolved_radius()
         blur = n * h * w * s_ * 2 * (2 * rb + 1)
-        shift = 4 * p * f_ * s_ * case.k
+        shift = 4 * p * _pairs(case) * case.k
         fwd = shift + blur
         gauss = 2 if case.mu_grad == "gauss" else 0
         bwd = (2 + gauss) * shift + (3 + gauss) * blur
@@ -75,7 +82,7 @@ def efficient_macs(case, pass_):
     elif case.layer == "njet":
         r, j_ = case.resolved_radius(), _math.n_basis(case.order)
         sep = n * h * wo * s_ * (case.order + 1) * (2 * r + 1) + p * s_ * j_ * (2 * r + 1)
-        mix = p * f_ * s_ * j_
+        mix = p * _pairs(case) * j_
         fwd = sep + mix
         bwd = 2 * mix + 3 * sep
     else:  # dau_gauss has no efficient form: per-unit scales make the kernel non-separable
@@ -100,17 +107,16 @@ def min_bytes(case, pass_, itemsize):
     """Compulsory memory traffic: read inputs and parameters, write outputs (and the reverse for backward)."""
     n, s_, f_, h, w, ho, wo, p = _dims(case)
     units = {"dau": 3 * case.k, "dau_gauss": 3 * case.k, "acu": case.k, "njet": _math.n_basis(case.order)}[case.layer]
-    x, y, params = n * s_ * h * w, p * f_, f_ * s_ * units
+    x, y, params = n * s_ * h * w, p * f_, _pairs(case) * units
     fwd = x + params + y
     bwd = y + x + params + x + params  # dy, x, params in; dx, dparams out
     return itemsize * {"forward": fwd, "backward": bwd, "forward+backward": fwd + bwd}[pass_]
 
 
 def std_macs(case, side, pass_):
-    """MACs of ``conv2d-std`` (a dense ``side x side`` conv2d): ``P F S side^2`` forward, twice that
-    backward (input and kernel gradients)."""
-    n, s_, f_, *_, p = _dims(case)
-    fwd = p * f_ * s_ * side * side
+    """MACs of ``conv2d-std`` (a dense ``side x side`` conv2d with the layer's channel groups): ``P F S/G side^2``
+    forward, twice that backward (input and kernel gradients)."""
+    fwd = _dims(case)[-1] * _pairs(case) * side * side
     return {"forward": fwd, "backward": 2 * fwd, "forward+backward": 3 * fwd}[pass_]
 
 

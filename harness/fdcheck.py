@@ -26,6 +26,10 @@ CASES = (
     cases.Case("fd-groups", "acu", n=1, s=2, f=4, h=5, w=5, k=3, groups=2, stride=2),
     cases.Case("fd", "njet", n=2, s=2, f=2, h=6, w=5, order=3, sigma=1.2),
     cases.Case("fd-stride2", "njet", n=1, s=2, f=2, h=6, w=7, order=2, sigma=0.7, stride=2, radius=3),
+    # channel groups: two groups of dau, depthwise dau_gauss and njet (the shared sigma's gradient summed)
+    cases.Case("fd-groups2", "dau", n=1, s=2, f=4, h=5, w=5, k=2, sigma=0.8, spread=3.0, channel_groups=2),
+    cases.Case("fd-depthwise", "dau_gauss", n=1, s=2, f=2, h=5, w=5, k=2, sigma=0.9, radius=2, channel_groups=2),
+    cases.Case("fd-depthwise", "njet", n=1, s=2, f=2, h=5, w=6, order=2, sigma=0.9, channel_groups=2),
 )
 
 POSITIONS = ("mu_x", "mu_y", "pos_x", "pos_y")

@@ -467,8 +467,13 @@ def _dtypes(backend, layer, device):
 
 
 def _small(case):
-    """A rehearsal-sized copy of a speed case (same layer and parameters, tiny tensors)."""
-    return dataclasses.replace(case, n=1, s=min(case.s, 4), f=min(case.f, 8), h=min(case.h, 12), w=min(case.w, 12))
+    """A rehearsal-sized copy of a speed case (same layer and parameters, tiny tensors; a depthwise case stays
+    depthwise, other channel groups become one)."""
+    s_, f_ = min(case.s, 4), min(case.f, 8)
+    cg = s_ if case.channel_groups == case.s else 1
+    return dataclasses.replace(
+        case, n=1, s=s_, f=f_ if cg == 1 else s_, h=min(case.h, 12), w=min(case.w, 12), channel_groups=cg
+    )
 
 
 def step_probe(ctx):

@@ -160,19 +160,21 @@ def n_terms(case, output, dtype="float64"):
     """Upper bound on the number of terms summed into one element of ``output``
     (``"forward"`` or an argument name) for ``case``, over any evaluation order, plus the
     operations in one term (``coef_depth``)."""
-    n, s_, f_, k_ = case.n, case.s, case.f, case.k
+    n, k_ = case.n, case.k
+    # with channel groups an output reads S/G channels and an input feeds F/G outputs (ACU has none)
+    s_, f_ = case.s // case.channel_groups, case.f // case.channel_groups
     ho, wo = case.out_shape()[2:]
     pix = max(n * ho * wo, 1)
     if case.layer == "dau":
         tap = 4 * (2 * case.resolved_radius() + 1) ** 2  # bilinear x blur taps per unit
         per = {"forward": s_ * k_ * tap, "x": f_ * k_ * tap, "weight": pix * tap}
         per["mu_x"] = per["mu_y"] = 2 * pix * tap
-        per["sigma"] = 2 * f_ * s_ * k_ * pix * tap
+        per["sigma"] = 2 * case.f * s_ * k_ * pix * tap  # every output channel's pairs
     elif case.layer == "dau_gauss":
         tap = (2 * case.resolved_radius() + 1) ** 2
         per = {"forward": s_ * k_ * tap, "x": f_ * k_ * tap, "weight": pix * tap}
         per["mu_x"] = per["mu_y"] = 2 * pix * tap
-        per["sigma"] = 2 * pix * tap * (1 if case.per_unit_sigma else f_ * s_ * k_)
+        per["sigma"] = 2 * pix * tap * (1 if case.per_unit_sigma else case.f * s_ * k_)
     elif case.layer == "acu":
         groups = max(case.groups, 1)
         per = {"forward": s_ * k_ * 4, "x": f_ * k_ * 4, "weight": pix * 4}
@@ -180,7 +182,8 @@ def n_terms(case, output, dtype="float64"):
     else:  # njet
         tap = (2 * case.resolved_radius() + 1) ** 2
         j_ = (case.order + 1) * (case.order + 2) // 2
-        per = {"forward": s_ * j_ * tap, "x": f_ * j_ * tap, "alpha": pix * tap, "sigma": 2 * f_ * s_ * j_ * pix * tap}
+        per = {"forward": s_ * j_ * tap, "x": f_ * j_ * tap, "alpha": pix * tap}
+        per["sigma"] = 2 * case.f * s_ * j_ * pix * tap
     per["bias"] = pix
     return per[output] + 1 + coef_depth(case, dtype)
 

@@ -60,6 +60,7 @@ def dau_conv2d(
     stride: int = 1,
     blur_radius: int | None = None,
     mu_grad: str = "exact",
+    groups: int = 1,
     backend: str = "auto",
 ) -> Tensor:
     """DAU convolution, efficient form (reference/README.md section 2; DAU IJCV Eq. 13-14).
@@ -69,12 +70,13 @@ def dau_conv2d(
 
     Args:
         x: ``[N, S, H, W]`` input.
-        weight, mu_x, mu_y: ``[F, S, K]`` unit weights and displacements (columns, rows; pixels).
+        weight, mu_x, mu_y: ``[F, S/groups, K]`` unit weights and displacements (columns, rows; pixels).
         sigma: positive scalar (0-d tensor or float), the layer's Gaussian scale.
         bias: optional ``[F]``.
         stride: int >= 1; ``Ho = ceil(H / stride)``.
         blur_radius: radius of the blur ``G``; default ``ceil(3 sigma)``.
         mu_grad: ``"exact"`` (derivative of the bilinear forward) or ``"gauss"`` (DAU IJCV Eq. 16).
+        groups: channel groups as ``nn.Conv2d``'s (dividing S and F); ``groups = S`` is depthwise.
         backend: a name of ``BACKENDS`` or ``"auto"``.
     Returns:
         ``[N, F, Ho, Wo]``.
@@ -88,7 +90,7 @@ def dau_conv2d(
     """
     from . import _ops
 
-    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad}
+    hp = {"stride": stride, "blur_radius": blur_radius, "mu_grad": mu_grad, "groups": groups}
     return _ops.call("dau", backend, (x, weight, mu_x, mu_y, sigma, bias), hp)
 
 
@@ -102,17 +104,19 @@ def dau_gauss_conv2d(
     *,
     radius: int,
     stride: int = 1,
+    groups: int = 1,
     backend: str = "auto",
 ) -> Tensor:
     """DAU with per-unit Gaussian kernels of side ``2 radius + 1`` (reference/README.md section 3).
 
     Args:
         x: ``[N, S, H, W]`` input.
-        weight, mu_x, mu_y: ``[F, S, K]`` unit weights and Gaussian centres (columns, rows; pixels).
-        sigma: a positive scalar (0-d tensor or float), or ``[F, S, K]``: one scale per unit.
+        weight, mu_x, mu_y: ``[F, S/groups, K]`` unit weights and Gaussian centres (columns, rows; pixels).
+        sigma: a positive scalar (0-d tensor or float), or ``[F, S/groups, K]``: one scale per unit.
         bias: optional ``[F]``.
         radius: int >= 0, the kernel's radius (required: no default).
         stride: int >= 1.
+        groups: channel groups as ``nn.Conv2d``'s (dividing S and F); ``groups = S`` is depthwise.
         backend: a name of ``BACKENDS`` or ``"auto"``.
     Returns:
         ``[N, F, Ho, Wo]``.
@@ -125,7 +129,8 @@ def dau_gauss_conv2d(
     """
     from . import _ops
 
-    return _ops.call("dau_gauss", backend, (x, weight, mu_x, mu_y, sigma, bias), {"radius": radius, "stride": stride})
+    hp = {"radius": radius, "stride": stride, "groups": groups}
+    return _ops.call("dau_gauss", backend, (x, weight, mu_x, mu_y, sigma, bias), hp)
 
 
 def acu_conv2d(
@@ -175,19 +180,21 @@ def njet_conv2d(
     extent: float = 2.0,
     radius: int | None = None,
     stride: int = 1,
+    groups: int = 1,
     backend: str = "auto",
 ) -> Tensor:
     """N-Jet: Gaussian-derivative basis up to ``order`` with a learned scale (reference/README.md section 5).
 
     Args:
         x: ``[N, S, H, W]`` input.
-        alpha: ``[F, S, J]`` basis weights, ``J = (order+1)(order+2)/2`` (L, Lx, Ly, Lxx, Lxy, Lyy, ...).
+        alpha: ``[F, S/groups, J]`` basis weights, ``J = (order+1)(order+2)/2`` (L, Lx, Ly, Lxx, Lxy, Lyy, ...).
         sigma: positive scalar (0-d tensor or float), the basis' scale.
         bias: optional ``[F]``.
         order: int >= 0, the highest derivative order.
         extent: the default radius is ``ceil(extent * sigma)``.
         radius: int >= 0, or None for that default.
         stride: int >= 1.
+        groups: channel groups as ``nn.Conv2d``'s (dividing S and F); ``groups = S`` is depthwise.
         backend: a name of ``BACKENDS`` or ``"auto"``.
     Returns:
         ``[N, F, Ho, Wo]``.
@@ -200,7 +207,7 @@ def njet_conv2d(
     """
     from . import _ops
 
-    hp = {"order": order, "extent": extent, "radius": radius, "stride": stride}
+    hp = {"order": order, "extent": extent, "radius": radius, "stride": stride, "groups": groups}
     return _ops.call("njet", backend, (x, alpha, sigma, bias), hp)
 
 

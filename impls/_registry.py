@@ -142,7 +142,7 @@ BACKENDS = {
             ".backends.torch_fast",
             ("cpu", "cuda"),
             F32_64,
-            summary="the papers' efficient algorithms in torch ops; hand-written backward",
+            summary="the papers' efficient algorithms in torch ops; hand-written backward; groups: a pass per group",
             ftz_cpu=("dau_gauss",),
         ),
         Backend(
@@ -162,7 +162,8 @@ BACKENDS = {
             F32_64,
             requires=("numba",),
             packages=("numba", "numba-cuda"),
-            summary="numba.cuda kernels: separable blur, bilinear shift, gather-form adjoints; deterministic",
+            summary="numba.cuda kernels: separable blur, bilinear shift, gather-form adjoints; deterministic; "
+            "groups: a pass per group",
         ),
         Backend(
             "cupy",
@@ -171,7 +172,8 @@ BACKENDS = {
             F32_64,
             requires=("cupy",),
             packages=(("cupy", "cupy-cuda13x", "cupy-cuda12x", "cupy"),),  # named for its CUDA, or plain from source
-            summary="CUDA C kernels via cupy.RawModule: shared-memory tiles, block reductions; cuBLAS mixing",
+            summary="CUDA C kernels via cupy.RawModule: shared-memory tiles, block reductions; cuBLAS mixing; "
+            "groups: a pass per group",
             ftz_cuda=("float32",),  # CuPy appends -ftz=true to every NVRTC compile (cupy/cuda/compiler.py)
         ),
     )

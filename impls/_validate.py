@@ -144,19 +144,33 @@ def real(fn, name, value):
     return float(value)
 
 
-def unit_weights(fn, name, weight, x):
-    """``weight [F,S,K]`` with ``S`` of ``x`` and ``F, K >= 1``."""
+def unit_weights(fn, name, weight, x, groups=1):
+    """``weight [F,S/G,K]`` with ``S`` of ``x``, ``G = groups`` and ``F, K >= 1``."""
     tensor(fn, name, weight, x)
-    s_ = x.shape[1]
+    s_ = x.shape[1] // groups
     if weight.dim() != 3 or weight.shape[1] != s_ or weight.shape[0] < 1 or weight.shape[2] < 1:
-        _fail(
-            ValueError, fn, name, f"shape [F, {s_}, K] with F, K >= 1 (S = x.shape[1])", f"shape {tuple(weight.shape)}"
-        )
+        what = "S = x.shape[1]" if groups == 1 else f"S/groups = {x.shape[1]}/{groups}"
+        _fail(ValueError, fn, name, f"shape [F, {s_}, K] with F, K >= 1 ({what})", f"shape {tuple(weight.shape)}")
 
 
-def units(fn, x, weight, names_xy, ax, ay, wname="weight"):
-    """``weight [F,S,K]`` with ``S`` of ``x``, and displacement tensors of the same shape."""
-    unit_weights(fn, wname, weight, x)
+def groups_divide(fn, x, groups):
+    """``groups`` (nn.Conv2d's channel groups) divides ``S = x.shape[1]``; checked before the weights' shape."""
+    if x.shape[1] % groups:
+        _fail(ValueError, fn, "groups", f"a divisor of S = x.shape[1] = {x.shape[1]}", groups)
+
+
+def groups_divide_f(fn, f_, groups, wname="weight"):
+    """``groups`` divides ``F``, the weights' first dimension."""
+    if f_ % groups:
+        _fail(ValueError, fn, "groups", f"a divisor of F = {wname}.shape[0] = {f_}", groups)
+
+
+def units(fn, x, weight, names_xy, ax, ay, wname="weight", groups=1):
+    """``weight [F,S/G,K]`` with ``S`` of ``x`` and ``G`` dividing ``S`` and ``F``, and displacement tensors of the
+    same shape."""
+    groups_divide(fn, x, groups)
+    unit_weights(fn, wname, weight, x, groups)
+    groups_divide_f(fn, weight.shape[0], groups, wname)
     for name, t in zip(names_xy, (ax, ay)):
         tensor(fn, name, t, x, weight.shape, f"shape {tuple(weight.shape)} (that of {wname})")
 
@@ -194,7 +208,7 @@ def check(layer, tensors, hp):
 def _dau(fn, t, hp):
     x, weight = t["x"], t["weight"]
     input_x(fn, x)
-    units(fn, x, weight, ("mu_x", "mu_y"), t["mu_x"], t["mu_y"])
+    units(fn, x, weight, ("mu_x", "mu_y"), t["mu_x"], t["mu_y"], groups=hp["groups"])
     t["sigma"] = scalar(fn, "sigma", t["sigma"], x)
     bias(fn, t["bias"], x, weight.shape[0])
 
@@ -203,7 +217,7 @@ def _dau_gauss(fn, t, hp):
     """``sigma`` a scalar or ``[F,S,K]``."""
     x, weight, sigma = t["x"], t["weight"], t["sigma"]
     input_x(fn, x)
-    units(fn, x, weight, ("mu_x", "mu_y"), t["mu_x"], t["mu_y"])
+    units(fn, x, weight, ("mu_x", "mu_y"), t["mu_x"], t["mu_y"], groups=hp["groups"])
     if isinstance(sigma, torch.Tensor) and sigma.dim() == 3:
         tensor(fn, "sigma", sigma, x, weight.shape, f"a scalar or shape {tuple(weight.shape)} (that of weight)")
     else:
@@ -229,21 +243,24 @@ def _acu(fn, t, hp):
 
 
 def _njet(fn, t, hp):
-    """``alpha [F,S,J]`` with ``J`` of ``order``."""
-    x, alpha = t["x"], t["alpha"]
+    """``alpha [F,S/G,J]`` with ``J`` of ``order`` and ``G = groups`` dividing ``S`` and ``F``."""
+    x, alpha, groups = t["x"], t["alpha"], hp["groups"]
     input_x(fn, x)
     order = hp["order"]
     j_ = (order + 1) * (order + 2) // 2
     tensor(fn, "alpha", alpha, x)
-    s_ = x.shape[1]
+    groups_divide(fn, x, groups)
+    s_ = x.shape[1] // groups
     if alpha.dim() != 3 or alpha.shape[1] != s_ or alpha.shape[2] != j_ or alpha.shape[0] < 1:
+        what = "S = x.shape[1]" if groups == 1 else f"S/groups = {x.shape[1]}/{groups}"
         _fail(
             ValueError,
             fn,
             "alpha",
-            f"shape [F, {s_}, {j_}] (S = x.shape[1], J for order {order})",
+            f"shape [F, {s_}, {j_}] ({what}, J for order {order})",
             f"shape {tuple(alpha.shape)}",
         )
+    groups_divide_f(fn, alpha.shape[0], groups, "alpha")
     t["sigma"] = scalar(fn, "sigma", t["sigma"], x)
     bias(fn, t["bias"], x, alpha.shape[0])
 

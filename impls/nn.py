@@ -8,6 +8,11 @@ contract's sections are those of reference/README.md):
 - ``ACUConv2d``       active convolution (contract section 4): ``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]``.
 - ``NJetConv2d``      Gaussian-derivative basis, learned scale (contract section 5): ``alpha [F,S,J]``, one ``sigma``.
 
+``DAUConv2d``, ``DAUGaussConv2d`` and ``NJetConv2d`` take ``groups`` (channel groups, as ``nn.Conv2d``'s:
+dividing ``in_channels`` and ``out_channels``; their weights are then ``[F, S/groups, ...]``; ``groups =
+in_channels = out_channels`` is depthwise).  ``ACUConv2d``'s ``position_groups`` are another thing: groups of
+output channels sharing one set of positions.
+
 Every scale is stored as ``log_sigma`` (``sigma = exp(log_sigma)``, so it stays positive
 whatever the optimiser does); it is a Parameter when learned and a buffer otherwise, so the
 state_dict keys do not depend on ``learn_sigma``.
@@ -150,11 +155,17 @@ class _Layer(nn.Module):
 
     def _common(self, in_channels, out_channels, stride, backend, **ints):
         """Validate and store the channel counts, ``stride``, ``backend`` and each of ``ints`` (name -> value,
-        an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma)."""
+        an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma).  Channel
+        ``groups``, where given, must divide both channel counts."""
         name = type(self).__name__
         for key, val in dict(in_channels=in_channels, out_channels=out_channels, stride=stride, **ints).items():
             low, none = (0, True) if key.endswith("radius") else (1, False)
             setattr(self, key, _validate.integer(name, key, val, low, allow_none=none))
+        for key in ("in_channels", "out_channels"):
+            if "groups" in ints and getattr(self, key) % self.groups:
+                raise ValueError(
+                    f"{name}: argument 'groups' expected a divisor of {key} = {getattr(self, key)}, got {self.groups}"
+                )
         self.backend = backend
 
     def _real(self, key, value):
@@ -180,7 +191,8 @@ class _Layer(nn.Module):
             val = getattr(self, key)
             return f"{val:g}" if isinstance(val, float) else repr(val)
 
-        return ", ".join([f"{self.in_channels}, {self.out_channels}"] + [f"{k}={show(k)}" for k in self._shown])
+        shown = [k for k in self._shown if k != "groups" or self.groups != 1]  # groups shown when not 1
+        return ", ".join([f"{self.in_channels}, {self.out_channels}"] + [f"{k}={show(k)}" for k in shown])
 
 
 class DAUConv2d(_Layer):
@@ -188,10 +200,11 @@ class DAUConv2d(_Layer):
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
 
-    Parameters: ``weight [F,S,K]`` (Glorot), ``mu_x, mu_y [F,S,K]`` (pixels; ``mu_init="uniform"`` in
-    ``[-1.5, 1.5]``, IJCV 5.2, or ``"grid"``), ``log_sigma`` 0-d (``sigma = exp(log_sigma)``; a Parameter
-    only if ``learn_sigma``), ``bias [F]`` (zeros). Buffer ``unit_mask [F,S,K]`` (bool): units cleared by
-    ``prune_units`` read weight 0. ``blur_radius`` None means ``ceil(3 sigma)`` of the current sigma.
+    Parameters (``S = in_channels / groups``): ``weight [F,S,K]`` (Glorot), ``mu_x, mu_y [F,S,K]`` (pixels;
+    ``mu_init="uniform"`` in ``[-1.5, 1.5]``, IJCV 5.2, or ``"grid"``), ``log_sigma`` 0-d
+    (``sigma = exp(log_sigma)``; a Parameter only if ``learn_sigma``), ``bias [F]`` (zeros). Buffer
+    ``unit_mask [F,S,K]`` (bool): units cleared by ``prune_units`` read weight 0. ``blur_radius`` None means
+    ``ceil(3 sigma)`` of the current sigma.
 
     Example:
         >>> import torch, rfbench
@@ -200,7 +213,7 @@ class DAUConv2d(_Layer):
         torch.Size([4, 16, 32, 32])
     """
 
-    _shown = ("units", "sigma", "stride", "bias", "mu_grad", "learn_sigma", "backend")
+    _shown = ("units", "sigma", "stride", "groups", "bias", "mu_grad", "learn_sigma", "backend")
 
     def __init__(
         self,
@@ -209,6 +222,7 @@ class DAUConv2d(_Layer):
         units: int = 2,
         sigma: float = 0.5,
         stride: int = 1,
+        groups: int = 1,
         bias: bool = True,
         mu_init: str = "uniform",
         mu_grad: str = "exact",
@@ -220,11 +234,11 @@ class DAUConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, units=units, blur_radius=blur_radius)
+        self._common(in_channels, out_channels, stride, backend, units=units, blur_radius=blur_radius, groups=groups)
         self.init_sigma = self._real("sigma", sigma)
         self.mu_init = self._choice("mu_init", mu_init, ("uniform", "grid"))
         self.mu_grad = self._choice("mu_grad", mu_grad, ("exact", "gauss"))
-        _units(self, (out_channels, in_channels, units), (), learn_sigma, bias, kw)
+        _units(self, (out_channels, in_channels // self.groups, units), (), learn_sigma, bias, kw)
 
     def reset_parameters(self):
         glorot_(self.weight)
@@ -239,7 +253,7 @@ class DAUConv2d(_Layer):
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride, blur_radius=self.blur_radius,
-            mu_grad=self.mu_grad, backend=self.backend,
+            mu_grad=self.mu_grad, groups=self.groups, backend=self.backend,
         )  # fmt: skip
 
 
@@ -269,7 +283,7 @@ class DAUGaussConv2d(_Layer):
         torch.Size([2, 8, 8, 8])
     """
 
-    _shown = ("units", "radius", "init_sigma", "stride", "bias", "learn_sigma", "backend")
+    _shown = ("units", "radius", "init_sigma", "stride", "groups", "bias", "learn_sigma", "backend")
 
     def __init__(
         self,
@@ -279,6 +293,7 @@ class DAUGaussConv2d(_Layer):
         sigma: float = 0.5,
         radius: int | None = None,
         stride: int = 1,
+        groups: int = 1,
         bias: bool = True,
         mu_init: str = "uniform",
         learn_sigma: bool = True,
@@ -288,12 +303,12 @@ class DAUGaussConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, units=units, radius=radius)
+        self._common(in_channels, out_channels, stride, backend, units=units, radius=radius, groups=groups)
         self.init_sigma = self._real("sigma", sigma)
         if self.radius is None:
             self.radius = math.ceil(MU_RANGE + 3 * self.init_sigma)
         self.mu_init = self._choice("mu_init", mu_init, ("uniform", "grid"))
-        shape = (out_channels, in_channels, units)
+        shape = (out_channels, in_channels // self.groups, units)
         _units(self, shape, shape, learn_sigma, bias, kw)
 
     reset_parameters = DAUConv2d.reset_parameters
@@ -302,7 +317,7 @@ class DAUGaussConv2d(_Layer):
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_gauss_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius, stride=self.stride,
-            backend=self.backend,
+            groups=self.groups, backend=self.backend,
         )  # fmt: skip
 
 
@@ -420,9 +435,10 @@ class NJetConv2d(_Layer):
 
     ``x [N, S, H, W]`` -> ``[N, F, ceil(H/stride), ceil(W/stride)]``.
 
-    Parameters: ``alpha [F,S,J]``, ``J = (order+1)(order+2)/2``, normal with std ``sqrt(2 / (S J))``
-    (fan-in scaled); ``log_sigma`` 0-d (``sigma = exp(log_sigma)``, initially ``sigma``; a Parameter if
-    ``learn_sigma``); ``bias [F]`` (zeros). ``radius`` None means ``ceil(extent sigma)`` of the current sigma.
+    Parameters: ``alpha [F,S,J]`` (``S = in_channels / groups``), ``J = (order+1)(order+2)/2``, normal with
+    std ``sqrt(2 / (S J))`` (fan-in scaled); ``log_sigma`` 0-d (``sigma = exp(log_sigma)``, initially
+    ``sigma``; a Parameter if ``learn_sigma``); ``bias [F]`` (zeros). ``radius`` None means
+    ``ceil(extent sigma)`` of the current sigma.
 
     Example:
         >>> import torch, rfbench
@@ -431,7 +447,7 @@ class NJetConv2d(_Layer):
         torch.Size([4, 16, 32, 32])
     """
 
-    _shown = ("order", "sigma", "extent", "stride", "bias", "learn_sigma", "backend")
+    _shown = ("order", "sigma", "extent", "stride", "groups", "bias", "learn_sigma", "backend")
 
     def __init__(
         self,
@@ -442,6 +458,7 @@ class NJetConv2d(_Layer):
         extent: float = 2.0,
         learn_sigma: bool = True,
         stride: int = 1,
+        groups: int = 1,
         bias: bool = True,
         radius: int | None = None,
         backend: str = "auto",
@@ -450,18 +467,18 @@ class NJetConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, radius=radius)
+        self._common(in_channels, out_channels, stride, backend, radius=radius, groups=groups)
         self.order = _validate.integer(type(self).__name__, "order", order, 0)
         self.init_sigma = self._real("sigma", sigma)
         self.extent = self._real("extent", extent)
-        self.alpha = nn.Parameter(torch.empty(out_channels, in_channels, n_basis(order), **kw))
+        self.alpha = nn.Parameter(torch.empty(out_channels, in_channels // self.groups, n_basis(order), **kw))
         _scale(self, self.init_sigma, (), learn_sigma, kw)
         _bias(self, bias, out_channels, kw)
         self.reset_parameters()
 
     def reset_parameters(self):
         with torch.no_grad():
-            self.alpha.normal_(0.0, math.sqrt(2.0 / (self.in_channels * self.alpha.shape[2])))
+            self.alpha.normal_(0.0, math.sqrt(2.0 / (self.alpha.shape[1] * self.alpha.shape[2])))
             self.log_sigma.fill_(math.log(self.init_sigma))
             if self.bias is not None:
                 self.bias.zero_()
@@ -469,7 +486,7 @@ class NJetConv2d(_Layer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return njet_conv2d(
             x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent, radius=self.radius,
-            stride=self.stride, backend=self.backend,
+            stride=self.stride, groups=self.groups, backend=self.backend,
         )  # fmt: skip
 
 

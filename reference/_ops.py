@@ -364,3 +364,38 @@ def correlate_dkern(x, dy, win, stride):
     for a, b, idx in _taps(dk.shape[2], dk.shape[3], ho, wo, stride):
         dk[:, :, a, b] = np.einsum("nfij,nsij->fs", dy, xp[idx])
     return dk
+
+
+# ---------------------------------------------------------------- channel groups (reference/README.md section 6)
+
+
+def _group_slice(name, a, g, groups):
+    """Group ``g``'s part of argument ``name``: ``x``, ``dy`` by channel (axis 1), a scalar ``sigma`` whole,
+    every other ``[F, ...]`` array (weights, displacements, ``bias``, per-unit ``sigma``) by output channel."""
+    if a is None or (name == "sigma" and np.ndim(a) < 3):
+        return a
+    axis = 1 if name in ("x", "dy") else 0
+    n = a.shape[axis] // groups
+    return np.take(a, range(g * n, (g + 1) * n), axis=axis)
+
+
+def _join(name, parts):
+    if parts[0] is None:
+        return None
+    if name == "sigma" and np.ndim(parts[0]) < 3:  # one shared scale: the groups' gradients add up
+        return np.asarray(sum(parts))
+    return np.concatenate(parts, axis=1 if name in ("x", "dy") else 0)
+
+
+def by_group(fn, groups, args, **hp):
+    """A grouped layer as what it is: ``groups`` independent layers, group ``g`` on the input channels
+    ``g S/G .. (g+1) S/G - 1`` and the output channels ``g F/G ..`` (reference/README.md section 6).
+
+    ``fn``: a layer's forward (-> ``[N, F/G, Ho, Wo]``) or backward (-> gradients by name) with
+    ``groups=1``; ``args``: its array arguments by name (``x``, the weights, ``sigma``, ``bias``, ``dy``).
+    -> the forward's outputs concatenated by channel, or the gradients joined (a scalar ``sigma``'s summed).
+    """
+    got = [fn(**{k: _group_slice(k, v, g, groups) for k, v in args.items()}, **hp) for g in range(groups)]
+    if isinstance(got[0], dict):
+        return {k: _join(k, [d[k] for d in got]) for k in got[0]}
+    return np.concatenate(got, axis=1)

@@ -30,7 +30,7 @@ def _window(mu_y, mu_x, stride, shape, hw, r):
     return rows, cols, (-rows[0], -cols[0])
 
 
-def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, absolute=False):
+def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, groups=1, absolute=False):
     """Efficient-form DAU (IJCV Eq. 13-14): blur with ``G`` then sample at ``(i*s + mu_y, j*s + mu_x)``.
 
     ``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``.
@@ -38,6 +38,15 @@ def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=No
     ``sum |terms|`` per output, the scale of the rounding bound, reference/README.md section 9).
     The blur and the samples are SciPy's (``reference._scipy``).
     """
+    if groups > 1:
+        return _ops.by_group(
+            forward,
+            groups,
+            {"x": x, "weight": weight, "mu_x": mu_x, "mu_y": mu_y, "sigma": sigma, "bias": bias},
+            stride=stride,
+            blur_radius=blur_radius,
+            absolute=absolute,
+        )
     if absolute:
         x, weight, bias = _absolute(x, weight, bias)
     sigma = _ops.scalar(sigma)
@@ -62,8 +71,16 @@ def forward(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=No
     return y
 
 
-def forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, absolute=False):
+def forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_radius=None, groups=1, absolute=False):
     """``forward`` in NumPy alone (the blur on the sampled window, the four corners read and weighed)."""
+    if groups > 1:
+        hp = dict(stride=stride, blur_radius=blur_radius, absolute=absolute)
+        return _ops.by_group(
+            forward_numpy,
+            groups,
+            {"x": x, "weight": weight, "mu_x": mu_x, "mu_y": mu_y, "sigma": sigma, "bias": bias},
+            **hp,
+        )
     if absolute:
         x, weight, bias = _absolute(x, weight, bias)
     sigma = _ops.scalar(sigma)
@@ -87,13 +104,23 @@ def forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, stride=1, blur_rad
     return y
 
 
-def backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=None, mu_grad="exact", absolute=False):
+def backward(
+    x, weight, mu_x, mu_y, sigma, bias, dy, *, stride=1, blur_radius=None, mu_grad="exact", groups=1, absolute=False
+):
     """Gradients of ``sum(dy * forward(...))`` for every argument -> dict.
 
     ``mu_grad="exact"`` differentiates the bilinear sampling (reference/README.md section 1);
     ``mu_grad="gauss"`` is DAU IJCV Eq. 16: sample ``x * Dx`` / ``x * Dy`` instead.
     ``sigma``'s gradient holds ``blur_radius`` fixed and differentiates the normalised ``G``.
     """
+    if groups > 1:
+        hp = dict(stride=stride, blur_radius=blur_radius, mu_grad=mu_grad, absolute=absolute)
+        return _ops.by_group(
+            backward,
+            groups,
+            {"x": x, "weight": weight, "mu_x": mu_x, "mu_y": mu_y, "sigma": sigma, "bias": bias, "dy": dy},
+            **hp,
+        )
     if absolute:
         x, weight, bias, dy = _absolute(x, weight, bias, dy)
     sigma = _ops.scalar(sigma)
@@ -182,19 +209,44 @@ def _gauss_forward(correlate, x, weight, mu_x, mu_y, sigma, bias, radius, stride
     return y
 
 
-def gauss_forward(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, absolute=False):
+def gauss_forward(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, groups=1, absolute=False):
     """``dau_gauss``: correlate with ``W = sum_k weight Gk`` of side ``2R+1`` (``scipy.signal.correlate``).
     Shapes as ``forward``; ``sigma`` is a scalar or ``[F,S,K]``."""
+    if groups > 1:
+        return _ops.by_group(
+            gauss_forward,
+            groups,
+            {"x": x, "weight": weight, "mu_x": mu_x, "mu_y": mu_y, "sigma": sigma, "bias": bias},
+            radius=radius,
+            stride=stride,
+            absolute=absolute,
+        )
     return _gauss_forward(_scipy.correlate, x, weight, mu_x, mu_y, sigma, bias, radius, stride, absolute)
 
 
-def gauss_forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, absolute=False):
+def gauss_forward_numpy(x, weight, mu_x, mu_y, sigma, bias=None, *, radius, stride=1, groups=1, absolute=False):
     """``gauss_forward`` with the correlation in NumPy alone (``_ops.correlate``)."""
+    if groups > 1:
+        hp = dict(radius=radius, stride=stride, absolute=absolute)
+        return _ops.by_group(
+            gauss_forward_numpy,
+            groups,
+            {"x": x, "weight": weight, "mu_x": mu_x, "mu_y": mu_y, "sigma": sigma, "bias": bias},
+            **hp,
+        )
     return _gauss_forward(_ops.correlate, x, weight, mu_x, mu_y, sigma, bias, radius, stride, absolute)
 
 
-def gauss_backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, radius, stride=1, absolute=False):
+def gauss_backward(x, weight, mu_x, mu_y, sigma, bias, dy, *, radius, stride=1, groups=1, absolute=False):
     """Exact gradients of ``dau_gauss`` for every argument -> dict (``sigma``'s in its own shape)."""
+    if groups > 1:
+        hp = dict(radius=radius, stride=stride, absolute=absolute)
+        return _ops.by_group(
+            gauss_backward,
+            groups,
+            {"x": x, "weight": weight, "mu_x": mu_x, "mu_y": mu_y, "sigma": sigma, "bias": bias, "dy": dy},
+            **hp,
+        )
     if absolute:
         x, weight, bias, dy = _absolute(x, weight, bias, dy)
     sigma = np.asarray(sigma, dtype=np.float64)

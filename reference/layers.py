@@ -110,6 +110,9 @@ class Layer:
 
 
 STRIDE = Param("stride", int, 1, low=1)
+# Channel groups, as nn.Conv2d's ``groups``: G divides S and F, weights ``[F, S/G, ...]``, output channel f reads
+# the input channels of its group ``f // (F/G)`` only (reference/README.md section 6).  Not ACU's position groups.
+GROUPS = Param("groups", int, 1, low=1)
 
 LAYERS = {
     layer.name: layer
@@ -123,6 +126,7 @@ LAYERS = {
                 STRIDE,
                 Param("blur_radius", int, None, low=0, factor=3.0),
                 Param("mu_grad", str, "exact", choices=("exact", "gauss"), forward=False),
+                GROUPS,
             ),
             radius="blur_radius",
             finite=("mu_x", "mu_y"),
@@ -134,7 +138,7 @@ LAYERS = {
             "dau_gauss_conv2d",
             3,
             ("x", "weight", "mu_x", "mu_y", "sigma", "bias"),
-            (Param("radius", int, low=0), STRIDE),
+            (Param("radius", int, low=0), STRIDE, GROUPS),
             radius="radius",
             finite=("mu_x", "mu_y"),
             positive=("sigma",),
@@ -159,6 +163,7 @@ LAYERS = {
                 Param("extent", float, 2.0),
                 Param("radius", int, None, low=0, factor="extent"),
                 STRIDE,
+                GROUPS,
             ),
             radius="radius",
             positive=("sigma",),

@@ -63,23 +63,32 @@ def _forward(hermite, correlate, x, alpha, sigma, bias, order, extent, radius, s
     return y
 
 
-def forward(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, absolute=False):
+def forward(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, groups=1, absolute=False):
     """``y = bias + correlate(x, sum_j alpha_j B_j)``, the Hermite factors by ``scipy.special``, the
     correlation by ``scipy.signal``.
 
     ``x [N,S,H,W]``, ``alpha [F,S,J]``, scalar ``sigma``, ``bias [F]`` -> ``[N,F,Ho,Wo]``.
     ``absolute``: the same sums with every term non-negative (``sum |terms|`` per output).
     """
+    if groups > 1:
+        hp = dict(order=order, extent=extent, radius=radius, stride=stride, absolute=absolute)
+        return _ops.by_group(forward, groups, {"x": x, "alpha": alpha, "sigma": sigma, "bias": bias}, **hp)
     return _forward(_scipy.hermite, _scipy.correlate, x, alpha, sigma, bias, order, extent, radius, stride, absolute)
 
 
-def forward_numpy(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, absolute=False):
+def forward_numpy(x, alpha, sigma, bias=None, *, order, extent=2.0, radius=None, stride=1, groups=1, absolute=False):
     """``forward`` in NumPy alone (the Hermite recursion of ``_ops.hermite``, ``_ops.correlate``)."""
+    if groups > 1:
+        hp = dict(order=order, extent=extent, radius=radius, stride=stride, absolute=absolute)
+        return _ops.by_group(forward_numpy, groups, {"x": x, "alpha": alpha, "sigma": sigma, "bias": bias}, **hp)
     return _forward(_ops.hermite, _ops.correlate, x, alpha, sigma, bias, order, extent, radius, stride, absolute)
 
 
-def backward(x, alpha, sigma, bias, dy, *, order, extent=2.0, radius=None, stride=1, absolute=False):
+def backward(x, alpha, sigma, bias, dy, *, order, extent=2.0, radius=None, stride=1, groups=1, absolute=False):
     """Gradients of ``sum(dy * forward(...))`` for every argument -> dict."""
+    if groups > 1:
+        hp = dict(order=order, extent=extent, radius=radius, stride=stride, absolute=absolute)
+        return _ops.by_group(backward, groups, {"x": x, "alpha": alpha, "sigma": sigma, "bias": bias, "dy": dy}, **hp)
     if absolute:
         x, alpha, bias, dy = (None if a is None else np.abs(a) for a in (x, alpha, bias, dy))
     r = _radius(sigma, radius, extent)

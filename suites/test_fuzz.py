@@ -4,7 +4,8 @@ reference/README.md section 1).
 
 Ranges: N 0-3, channels 1-7, H and W 1-17, K 1-4, stride 1-3, displacements up to +-20
 (random, exact integers, integers +- 1e-7, or a mixture), sigma 0.3-5 (per-unit for
-``dau_gauss``), ACU position groups, N-Jet orders 0-4, both ``mu_grad`` modes, data scaled by
+``dau_gauss``), ACU position groups, channel groups (``groups`` 1-3 and depthwise) of the other
+layers, N-Jet orders 0-4, both ``mu_grad`` modes, data scaled by
 1e-20 or 1e15 in one case of five, float32 and float64.
 
 Profiles:
@@ -76,8 +77,14 @@ def fuzz_cases(draw, layer):
         groups = draw(st.sampled_from([0, 1, 2, 3]))
         c["f"] = max(1, groups) * draw(st.integers(1, max(1, 7 // max(1, groups))))
         c["groups"] = groups
-    else:
-        c["f"] = draw(st.integers(1, 7))
+    else:  # channel groups: 1, 2, 3 or depthwise (groups = S = F)
+        cg = draw(st.sampled_from([1, 1, 2, 3, "depthwise"]))
+        if cg == "depthwise":
+            c["f"] = cg = c["s"]
+        else:
+            c["s"] = cg * draw(st.integers(1, max(1, 7 // cg)))
+            c["f"] = cg * draw(st.integers(1, max(1, 7 // cg)))
+        c["channel_groups"] = cg
     if layer != "njet":
         c["k"] = draw(st.integers(1, 4))
         c["spread"] = draw(st.sampled_from([0.5, 2.0, 5.0, 12.0, 20.0]))
@@ -174,6 +181,7 @@ def test_fuzz_long(backend, layer, one_thread):
 def test_fuzz_cases_cover_the_ranges():
     """The strategy reaches the edges the suite promises (a guard against a silently narrowed range)."""
     seen = {"n0": False, "pixel": False, "near": False, "order4": False, "groups": False, "per_unit": False}
+    seen.update(channel_groups=False, depthwise=False)
 
     @settings(max_examples=150, derandomize=True, deadline=None, database=None)
     @given(data=st.data())
@@ -184,6 +192,8 @@ def test_fuzz_cases_cover_the_ranges():
         seen["order4"] |= c.order == 4 and layer == "njet"
         seen["groups"] |= c.groups > 1
         seen["per_unit"] |= c.per_unit_sigma
+        seen["channel_groups"] |= 1 < c.channel_groups < c.s
+        seen["depthwise"] |= c.channel_groups == c.s == c.f > 1
         if c.layer != "njet" and c.displace == "near-integer":
             mu = c.arrays()["mu_x" if layer != "acu" else "pos_x"]
             frac = np.abs(mu - np.round(mu))

@@ -128,10 +128,10 @@ def test_custom_op_opcheck(layer):
     params, kw = case(layer)
     x = torch.randn(2, 3, 6, 5, dtype=F64)
     hp = {
-        "dau": {"stride": 2, "blur_radius": None, "mu_grad": "exact"},
-        "dau_gauss": {"radius": 2, "stride": 2},
+        "dau": {"stride": 2, "blur_radius": None, "mu_grad": "exact", "groups": 1},
+        "dau_gauss": {"radius": 2, "stride": 2, "groups": 1},
         "acu": {"stride": 2},
-        "njet": {"order": 2, "extent": 2.0, "radius": None, "stride": 2},
+        "njet": {"order": 2, "extent": 2.0, "radius": None, "stride": 2, "groups": 1},
     }[layer]
     args = [t.requires_grad_() if t is not None else None for t in [x, *params]]
     res = torch.library.opcheck(_ops.OPS[layer], (*args, "torch-fast", *hp.values()))
@@ -184,10 +184,11 @@ def test_validation_reads_no_values_of_meta_tensors():
     x = torch.empty(2, 3, 5, 5, **m)
     u = torch.empty(4, 3, 2, **m)
     s = torch.empty((), **m)
-    _validate.check(TABLE["dau"], (x, u, u, u, s, None), {"stride": 1, "blur_radius": None, "mu_grad": "exact"})
-    _validate.check(TABLE["dau_gauss"], (x, u, u, u, u, None), {"radius": 2, "stride": 1})
+    dau_hp = {"stride": 1, "blur_radius": None, "mu_grad": "exact", "groups": 1}
+    _validate.check(TABLE["dau"], (x, u, u, u, s, None), dau_hp)
+    _validate.check(TABLE["dau_gauss"], (x, u, u, u, u, None), {"radius": 2, "stride": 1, "groups": 1})
     _validate.check(TABLE["acu"], (x, u, torch.empty(2, 2, **m), torch.empty(2, 2, **m), None), {"stride": 1})
-    njet_hp = {"order": 2, "extent": 2.0, "radius": None, "stride": 1}
+    njet_hp = {"order": 2, "extent": 2.0, "radius": None, "stride": 1, "groups": 1}
     _validate.check(TABLE["njet"], (x, torch.empty(4, 3, 6, **m), s, None), njet_hp)
     _validate.values("f", [("mu_x", u)], [("sigma", s)])
     old = impls.set_device_value_checks(True)  # opted in: meta still has nothing to read
@@ -207,10 +208,11 @@ def test_validation_does_not_synchronise_cuda():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _validate.check(TABLE["dau"], (x, u, u, u, s, None), {"stride": 1, "blur_radius": 2, "mu_grad": "exact"})
-        _validate.check(TABLE["dau_gauss"], (x, u, u, u, u.abs() + 0.1, None), {"radius": 2, "stride": 1})
+        dau_hp = {"stride": 1, "blur_radius": 2, "mu_grad": "exact", "groups": 1}
+        _validate.check(TABLE["dau"], (x, u, u, u, s, None), dau_hp)
+        _validate.check(TABLE["dau_gauss"], (x, u, u, u, u.abs() + 0.1, None), {"radius": 2, "stride": 1, "groups": 1})
         _validate.check(TABLE["acu"], (x, u, torch.randn(2, 2, **c), torch.randn(2, 2, **c), None), {"stride": 1})
-        njet_hp = {"order": 2, "extent": 2.0, "radius": 3, "stride": 1}
+        njet_hp = {"order": 2, "extent": 2.0, "radius": 3, "stride": 1, "groups": 1}
         _validate.check(TABLE["njet"], (x, torch.randn(4, 3, 6, **c), s, None), njet_hp)
         _validate.values("f", [("mu_x", u)], [("sigma", s)])
     finally:

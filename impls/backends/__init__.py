@@ -48,6 +48,9 @@ of its inputs, and NaN or inf in ``x``, the weights or ``bias`` propagates (sect
 - ``keep`` (layers with a radius): the centre taps ``|t| <= keep <= radius`` that can join an
   output to a pixel.  A backend may compute with those taps alone: the others change no output
   and no gradient.
+- ``groups`` (dau, dau_gauss, njet): channel groups, the weights ``[F, S/groups, ...]``
+  (reference/README.md section 6).  A backend whose kernels have none wraps its op in
+  ``impls._groups.per_group`` (one pass per group, concatenated: correct, not fast).
 
 No value of a tensor on a device is read on the host, by ``backend_hp`` or by a backend: such a
 read is a host-device synchronisation.  So ``keep`` of ``dau``, which depends on the

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as tnf
 
 from .. import _math
+from .._groups import per_group
 
 _BUDGET = 2**21  # elements of the window buffer: one per call, reused across chunks, small enough to stay in cache
 
@@ -575,4 +576,5 @@ class _Njet:
         return out
 
 
-OPS = {"dau": _Dau, "dau_gauss": _DauGauss, "acu": _Acu, "njet": _Njet}
+# Channel groups by ``_groups.per_group``: one pass per group, concatenated (correct, not fast).
+OPS = {"dau": per_group(_Dau), "dau_gauss": per_group(_DauGauss), "acu": _Acu, "njet": per_group(_Njet)}

@@ -16,17 +16,18 @@ import torch.nn.functional as tnf
 from .. import _autograd, _math
 
 
-def conv(x, kern, rows, cols, stride):
+def conv(x, kern, rows, cols, stride, groups=1):
     """Strided correlation with a kernel covering offsets ``rows = (t0, t1)``, ``cols`` (``t0, u0 <= 0``).
 
-    ``x [N,S,H,W]``, ``kern [F,S,t1-t0+1,u1-u0+1]`` -> ``[N,F,Ho,Wo]`` on the zero-extended plane.
+    ``x [N,S,H,W]``, ``kern [F,S/groups,t1-t0+1,u1-u0+1]`` -> ``[N,F,Ho,Wo]`` on the zero-extended plane
+    (``groups``: conv2d's channel groups).
     """
     h, w = x.shape[2:]
     ho, wo = _math.out_size(h, stride), _math.out_size(w, stride)
     bottom = max(0, (ho - 1) * stride + rows[1] - (h - 1))
     right = max(0, (wo - 1) * stride + cols[1] - (w - 1))
     xp = tnf.pad(x, (-cols[0], right, -rows[0], bottom))
-    return tnf.conv2d(xp, kern, stride=stride)[:, :, :ho, :wo]
+    return tnf.conv2d(xp, kern, stride=stride, groups=groups)[:, :, :ho, :wo]
 
 
 def _crop(x, radius, stride):
@@ -60,16 +61,16 @@ class _GaussMuGrad(torch.autograd.Function):
     ``weight[f,s,k] * <dL/dW_dense[f,s], Dx composed with unit k's stencil>``."""
 
     @staticmethod
-    def forward(ctx, mu_x, mu_y, x, weight, sigma, blur_radius, stride):
+    def forward(ctx, mu_x, mu_y, x, weight, sigma, blur_radius, stride, groups):
         ctx.save_for_backward(mu_x, mu_y, x, weight, sigma)
-        ctx.hp = (blur_radius, stride)
+        ctx.hp = (blur_radius, stride, groups)
         h, w = x.shape[2:]
         return x.new_zeros(x.shape[0], weight.shape[0], _math.out_size(h, stride), _math.out_size(w, stride))
 
     @staticmethod
     def backward(ctx, dy):
         mu_x, mu_y, x, weight, sigma = ctx.saved_tensors
-        blur_radius, stride = ctx.hp
+        blur_radius, stride, groups = ctx.hp
         fy, wy = _math.bilinear(mu_y)
         fx, wx = _math.bilinear(mu_x)
         g, gd = _math.gauss1d(sigma, blur_radius), _math.gauss_dx1d(sigma, blur_radius)
@@ -82,17 +83,18 @@ class _GaussMuGrad(torch.autograd.Function):
         right = max(0, (dy.shape[3] - 1) * stride + cols[1] - (w - 1))
         xp = tnf.pad(x, (-cols[0], right, -rows[0], bottom))
         xp = xp[:, :, : (dy.shape[2] - 1) * stride + kh, : (dy.shape[3] - 1) * stride + kw]
-        dk = torch.nn.grad.conv2d_weight(xp, (weight.shape[0], weight.shape[1], kh, kw), dy, stride=stride)
+        shape = (weight.shape[0], weight.shape[1], kh, kw)
+        dk = torch.nn.grad.conv2d_weight(xp, shape, dy, stride=stride, groups=groups)
         out = []
         for br, bc in ((g, gd), (gd, g)):  # Dx = outer(g, gd), Dy = outer(gd, g) (reference/README.md section 2)
             ry = _math.stencil_axis(fy, wy, br, *rows)  # [F,S,K,kh]
             rx = _math.stencil_axis(fx, wx, bc, *cols)  # [F,S,K,kw]
             out.append(weight * torch.einsum("fstu,fskt,fsku->fsk", dk, ry, rx))
-        return out[0], out[1], None, None, None, None, None
+        return out[0], out[1], None, None, None, None, None, None
 
 
 def dau(t, hp):
-    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S,K]``, 0-d ``sigma`` -> ``[N,F,Ho,Wo]``."""
+    """``x [N,S,H,W]``, ``weight, mu_x, mu_y [F,S/G,K]``, 0-d ``sigma`` -> ``[N,F,Ho,Wo]``."""
     x, weight, mu_x, mu_y, bias = t["x"], t["weight"], t["mu_x"], t["mu_y"], t["bias"]
     stride, blur_radius, mu_grad = hp["stride"], hp["blur_radius"], hp["mu_grad"]
     sig = t["sigma"].reshape(())
@@ -101,9 +103,10 @@ def dau(t, hp):
     else:
         mx, my = mu_x, mu_y
     kern, rows, cols = dau_kernel(weight, mx, my, sig, blur_radius, x.shape[2:], stride)
-    y = conv(x, kern, rows, cols, stride)
+    groups = hp["groups"]
+    y = conv(x, kern, rows, cols, stride, groups)
     if mu_grad == "gauss" and (mu_x.requires_grad or mu_y.requires_grad):
-        y = y + _GaussMuGrad.apply(mu_x, mu_y, x.detach(), weight.detach(), sig.detach(), blur_radius, stride)
+        y = y + _GaussMuGrad.apply(mu_x, mu_y, x.detach(), weight.detach(), sig.detach(), blur_radius, stride, groups)
     return _add_bias(y, bias)
 
 
@@ -114,7 +117,7 @@ def dau_gauss(t, hp):
     sig = sigma if sigma.dim() == 3 else sigma.reshape(()).expand(weight.shape)
     rows, cols = _crop(x, radius, stride)
     kern = torch.einsum("fsk,fsktu->fstu", weight, _math.unit_gaussians(mu_x, mu_y, sig, radius, rows, cols))
-    return _add_bias(conv(x, _math.flush_subnormal(kern), rows, cols, stride), bias)
+    return _add_bias(conv(x, _math.flush_subnormal(kern), rows, cols, stride, hp["groups"]), bias)
 
 
 def acu_kernel(weight, pos_x, pos_y, hw, stride):
@@ -146,7 +149,7 @@ def njet(t, hp):
     dr, dc = d[:, rows[0] + radius : rows[1] + radius + 1], d[:, cols[0] + radius : cols[1] + radius + 1]
     basis = torch.stack([torch.outer(dr[b], dc[a]) for a, b in _math.njet_pairs(order)])
     kern = torch.einsum("fsj,jtu->fstu", alpha, basis)
-    return _add_bias(conv(x, kern, rows, cols, stride), bias)
+    return _add_bias(conv(x, kern, rows, cols, stride, hp["groups"]), bias)
 
 
 # Every layer in differentiable torch code: torch autograd gives the gradients, to any order.

@@ -47,6 +47,7 @@ MACs (reference/README.md section 8), ``P = N Ho Wo``, ``b = 2 rb + 1``, ``Hc = 
 import torch
 
 from ... import _math
+from ..._groups import per_group
 
 
 def _i32(a):
@@ -334,5 +335,11 @@ class Njet:
 
 
 def ops(prims):
-    """The backend interface (``impls.backends``) over the primitives ``prims``: ``OPS`` of a CUDA backend."""
-    return {"dau": Dau(prims), "dau_gauss": DauGauss(prims), "acu": Acu(prims), "njet": Njet(prims)}
+    """The backend interface (``impls.backends``) over the primitives ``prims``: ``OPS`` of a CUDA backend.  Channel
+    groups by ``_groups.per_group``: one pass per group, concatenated (correct, not fast)."""
+    return {
+        "dau": per_group(Dau(prims)),
+        "dau_gauss": per_group(DauGauss(prims)),
+        "acu": Acu(prims),
+        "njet": per_group(Njet(prims)),
+    }

@@ -388,15 +388,17 @@ def blocked_window(ho, wo, y0, y1, x0, x1):
 def _rb_shift(c, a, off, ho, wo, one, bias):
     """``y[n,f,i,j] = bias[f] + sum_{s,k,m} a[f,s,k,m] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]``, ``o = off[f,s,k]``.
 
-    ``c [N,S,hp,pw]`` windows shaped by ``blocked_window``, ``a [F,S,K,4]``, ``off [F,S,K]`` (``< 0``:
-    the unit reads only zeros, skipped), ``one`` = 1 -> ``[N,F,Ho,Wo]``.  One task per ``(n, block of
-    _RB rows)``; per group of ``_SG`` input channels and per ``f``, a block of ``_RB x _CW`` outputs
-    lives in registers while every unit of the group adds its four taps (each input row loaded
+    ``c [N,S,hp,pw]`` windows shaped by ``blocked_window``, ``a [F,S/G,K,4]``, ``off [F,S/G,K]`` (``< 0``:
+    the unit reads only zeros, skipped), ``one`` = 1 -> ``[N,F,Ho,Wo]``.  Channel groups: ``G = S / a.shape[1]``,
+    output ``f`` reads the channels ``(f // (F/G)) S/G + s`` of its group (``s`` above is that local index).
+    One task per ``(n, block of _RB rows)``; per group of ``_SG`` input channels and per ``f``, a block of
+    ``_RB x _CW`` outputs lives in registers while every unit of the group adds its four taps (each input row loaded
     once serves two output rows), then is added to ``y``: the sum over ``(s, k)`` runs in a fixed
-    order.  MACs ``4 P F S K`` times the block waste (none when ``_RB | Ho`` and ``_CW | Wo``).
+    order.  MACs ``4 P F S K / G`` times the block waste (none when ``_RB | Ho`` and ``_CW | Wo``).
     """
     n_, s_, hp, pw = c.shape
-    f_, _, k_ = off.shape
+    f_, sg, k_ = off.shape
+    fg = f_ // (s_ // sg)  # output channels per group
     c1 = c.reshape(-1)
     upw, uone = np.uint64(pw), np.uint64(one)
     nrb, ncb = (ho + _RB - 1) // _RB, (wo + _CW - 1) // _CW
@@ -405,14 +407,15 @@ def _rb_shift(c, a, off, ho, wo, one, bias):
         n, rb = task // nrb, task % nrb
         acc = numba.carray(_stack(_ACC, c.dtype), (_RB, _CW))
         rows = min(_RB, ho - rb * _RB)
-        for s0 in range(0, s_, _SG):
+        for s0 in range(0, sg, _SG):
             for f in range(f_):
+                gb = (f // fg) * sg  # the first input channel of f's group
                 for cb in range(ncb):
                     for r in range(_RB):
                         for j in range(_CW):
                             acc[r, j] = 0
-                    for s in range(s0, min(s_, s0 + _SG)):
-                        plane = np.uint64(((n * s_ + s) * hp + rb * _RB) * pw + cb * _CW)
+                    for s in range(s0, min(sg, s0 + _SG)):
+                        plane = np.uint64(((n * s_ + gb + s) * hp + rb * _RB) * pw + cb * _CW)
                         for k in range(k_):
                             o = off[f, s, k]
                             if o < 0:
@@ -443,10 +446,11 @@ def _rb_shift(c, a, off, ho, wo, one, bias):
     return y
 
 
-def unit_lists(off, plane):
+def unit_lists(off, plane, groups=1):
     """The active units for ``_rb_taps``, ordered by ``(f, s, k)``: ``start [F, nsb + 1]`` (where the
-    units of ``f`` with ``s`` in block ``b`` of ``_TS`` channels begin and end), the units' ``(s, k)``
-    and their flat offsets ``s plane + off`` into one image's windows."""
+    units of ``f`` with ``s`` in block ``b`` of ``_TS`` channels begin and end), the units' ``(s, k)``,
+    their flat offsets ``c plane + off`` into one image's windows (``c = (f // (F/G)) S/G + s``, the
+    input channel of a unit of ``groups`` channel groups) and ``S/G``."""
     f_, s_, k_ = off.shape
     act = off >= 0
     nsb = -(-s_ // _TS)
@@ -456,7 +460,8 @@ def unit_lists(off, plane):
     start[:, 1:] = np.cumsum(per.reshape(f_, nsb, _TS).sum(2), 1)
     start += np.concatenate([[0], np.cumsum(act.reshape(f_, -1).sum(1))[:-1]])[:, None]
     f, s, k = np.nonzero(act)
-    return start, np.ascontiguousarray(np.stack([s, k], 1)), (s * plane + off[act]).astype(np.int64)
+    ch = f // (f_ // groups) * s_ + s
+    return start, np.ascontiguousarray(np.stack([s, k], 1)), (ch * plane + off[act]).astype(np.int64), s_
 
 
 @njit(cache=True, inline="always")
@@ -501,8 +506,9 @@ def _acc_io(buf, u, acc, store):
 
 
 @njit(**_RBJIT)
-def _rb_taps(c, d, start, sk, uoff, k_, one):
-    """``C[f,s,k,m] = sum_{n,i,j} d[n,f,i,j] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]`` -> ``[F,S,K,4]``.
+def _rb_taps(c, d, start, sk, uoff, sg, k_, one):
+    """``C[f,s,k,m] = sum_{n,i,j} d[n,f,i,j] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]`` -> ``[F,S/G,K,4]``
+    (channel groups: ``c``'s channel is the one of ``unit_lists``, ``sg = S/G``).
 
     ``c [N,S,hp,pw]`` windows (every read in bounds for ``i < Ho``, ``j < Wo``), ``d [N,F,Ho,Wo]``,
     the active units from ``unit_lists`` (inactive ones stay 0), ``one`` = 1.  One task per block
@@ -521,7 +527,7 @@ def _rb_taps(c, d, start, sk, uoff, k_, one):
     upw, uone, uwo = np.uint64(pw), np.uint64(one), np.uint64(wo)
     nfull = wo // _CW
     nsb, nfb = start.shape[1] - 1, (f_ + _TF - 1) // _TF
-    out = np.zeros((f_, s_, k_, 4), c.dtype)
+    out = np.zeros((f_, sg, k_, 4), c.dtype)
     for task in prange(nfb * nsb):
         fb, sb = task // nsb, task % nsb
         f0, f1 = fb * _TF, min(f_, fb * _TF + _TF)
@@ -604,15 +610,17 @@ def _rb_taps(c, d, start, sk, uoff, k_, one):
 def _shift(c, a, fy, fx, st, ho, wo):
     """``y[n,f,i,j] = sum_{s,k,m} a[f,s,k,m] c[n,s, i st + fy + da, j st + fx + db]`` (``m = 2 da + db``).
 
-    ``c [N,S,Hc,Wc]`` canvases with a zero border, ``a [F,S,K,4]``, ``fy, fx [F,S,K]`` canvas
-    indices of the floors -> ``[N,F,Ho,Wo]``.  MACs ``4 P F S K``.
+    ``c [N,S,Hc,Wc]`` canvases with a zero border, ``a [F,S/G,K,4]``, ``fy, fx [F,S/G,K]`` canvas
+    indices of the floors -> ``[N,F,Ho,Wo]``; channel groups as ``_rb_shift``'s.  MACs ``4 P F S K / G``.
     """
     n_, s_, hc, wc = c.shape
-    f_, _, k_ = fy.shape
+    f_, sg, k_ = fy.shape
+    fg = f_ // (s_ // sg)
     y = np.zeros((n_, f_, ho, wo), c.dtype)
     for nf in prange(n_ * f_):
         n, f = nf // f_, nf % f_
-        for s in range(s_):
+        gb = (f // fg) * sg
+        for s in range(sg):
             for k in range(k_):
                 r0, q0 = fy[f, s, k], fx[f, s, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
@@ -622,8 +630,8 @@ def _shift(c, a, fy, fx, st, ho, wo):
                     p = i * st + r0
                     _row4(
                         y[n, f, i, jlo:jhi],
-                        c[n, s, p],
-                        c[n, s, p + 1],
+                        c[n, gb + s, p],
+                        c[n, gb + s, p + 1],
                         a[f, s, k, 0],
                         a[f, s, k, 1],
                         a[f, s, k, 2],
@@ -639,15 +647,18 @@ def _shift(c, a, fy, fx, st, ho, wo):
 def _tapsums(c, dy, fy, fx, st):
     """``C[f,s,k,m] = sum_{n,i,j} dy[n,f,i,j] c[n,s, i st + fy + da, j st + fx + db]``. -> ``[F,S,K,4]``
 
-    Every unit gradient is a combination of these four sums.  MACs ``4 P F S K``.
+    Every unit gradient is a combination of these four sums; channel groups as ``_shift``'s (``s`` local,
+    ``-> [F,S/G,K,4]``).  MACs ``4 P F S K / G``.
     """
     n_, s_, hc, wc = c.shape
     f_, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
-    k_ = fy.shape[2]
-    out = np.zeros((f_, s_, k_, 4), c.dtype)
+    sg, k_ = fy.shape[1], fy.shape[2]
+    fg = f_ // (s_ // sg)
+    out = np.zeros((f_, sg, k_, 4), c.dtype)
     for f in prange(f_):
+        gb = (f // fg) * sg
         acc = np.zeros((4, wo), c.dtype)  # per-column partial sums: vectorisable, fixed order
-        for s in range(s_):
+        for s in range(sg):
             for k in range(k_):
                 acc[:] = 0
                 r0, q0 = fy[f, s, k], fx[f, s, k]
@@ -657,7 +668,15 @@ def _tapsums(c, dy, fy, fx, st):
                 for n in range(n_):
                     for i in _rows(r0, st, hc, ho):
                         p = i * st + r0
-                        _dot4(acc, dy[n, f, i, jlo:jhi], c[n, s, p], c[n, s, p + 1], jlo * st + q0, jhi - jlo, st)
+                        _dot4(
+                            acc,
+                            dy[n, f, i, jlo:jhi],
+                            c[n, gb + s, p],
+                            c[n, gb + s, p + 1],
+                            jlo * st + q0,
+                            jhi - jlo,
+                            st,
+                        )
                 for m in range(4):
                     for j in range(wo):
                         out[f, s, k, m] += acc[m, j]
@@ -668,23 +687,25 @@ def _tapsums(c, dy, fy, fx, st):
 def _scatter(dy, a, fy, fx, st, s_, hc, wc):
     """Adjoint of ``_shift``: ``back[n,s] = sum_{f,k}`` stencil-weighted ``dy[n,f]``. -> ``[N,S,Hc,Wc]``
 
-    MACs ``4 P F S K``.
+    Channel groups as ``_shift``'s: channel ``s`` gathers the outputs of its group.  MACs ``4 P F S K / G``.
     """
     n_, f_, ho, wo = dy.shape
-    k_ = fy.shape[2]
+    sg, k_ = fy.shape[1], fy.shape[2]
+    fg = f_ // (s_ // sg)
     back = np.zeros((n_, s_, hc, wc), dy.dtype)
     for ns in prange(n_ * s_):
         n, s = ns // s_, ns % s_
-        for f in range(f_):
+        sl, f0 = s % sg, (s // sg) * fg  # local channel, the group's first output
+        for f in range(f0, f0 + fg):
             for k in range(k_):
-                r0, q0 = fy[f, s, k], fx[f, s, k]
+                r0, q0 = fy[f, sl, k], fx[f, sl, k]
                 jlo, jhi = _lo(q0, st), _hi(q0, st, wc - 1, wo)
                 if jhi <= jlo:
                     continue
                 for i in _rows(r0, st, hc, ho):
                     p, d = i * st + r0, dy[n, f, i, jlo:jhi]
                     for m in range(4):
-                        _axpy(back[n, s, p + m // 2], jlo * st + q0 + m % 2, jhi - jlo, st, a[f, s, k, m], d)
+                        _axpy(back[n, s, p + m // 2], jlo * st + q0 + m % 2, jhi - jlo, st, a[f, sl, k, m], d)
     return back
 
 
@@ -885,15 +906,18 @@ def _jet_dd(x, hx, db, dh, pairs, st, nt):
 def _corr(x, kern, st, ho, wo):
     """``y[n,f,i,j] = sum_{s,t,u} kern[f,s,t,u] x[n,s, i st + t, j st + u]`` (centred taps).
 
-    ``x [N,S,H,W]``, ``kern [F,S,2R+1,2R+1]`` -> ``[N,F,Ho,Wo]``.  MACs ``P F S R2``.
+    ``x [N,S,H,W]``, ``kern [F,S/G,2R+1,2R+1]`` -> ``[N,F,Ho,Wo]``; channel groups as ``_shift``'s.
+    MACs ``P F S R2 / G``.
     """
     n_, s_, h, w = x.shape
-    f_, _, nt, _ = kern.shape
+    f_, sg, nt, _ = kern.shape
+    fg = f_ // (s_ // sg)
     r = (nt - 1) // 2
     y = np.zeros((n_, f_, ho, wo), x.dtype)
     for nf in prange(n_ * f_):
         n, f = nf // f_, nf % f_
-        for s in range(s_):
+        gb = (f // fg) * sg
+        for s in range(sg):
             for it in range(nt):
                 for i in range(ho):
                     p = i * st + it - r
@@ -903,20 +927,25 @@ def _corr(x, kern, st, ho, wo):
                         u = iu - r
                         jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
                         if jhi > jlo:
-                            _gaxpy(y[n, f, i, jlo:jhi], x[n, s, p], jlo * st + u, jhi - jlo, st, kern[f, s, it, iu])
+                            _gaxpy(
+                                y[n, f, i, jlo:jhi], x[n, gb + s, p], jlo * st + u, jhi - jlo, st, kern[f, s, it, iu]
+                            )
     return y
 
 
 @njit(**_JIT)
-def _corr_dx(dy, kern, st, h, w):
-    """Adjoint of ``_corr`` in ``x``: ``dy [N,F,Ho,Wo]`` -> ``[N,S,H,W]``.  MACs ``P F S R2``."""
+def _corr_dx(dy, kern, st, h, w, groups):
+    """Adjoint of ``_corr`` in ``x``: ``dy [N,F,Ho,Wo]`` -> ``[N,S,H,W]`` (``S = groups kern.shape[1]``).
+    MACs ``P F S R2 / G``."""
     n_, f_, ho, wo = dy.shape
-    s_, nt = kern.shape[1], kern.shape[2]
+    sg, nt = kern.shape[1], kern.shape[2]
+    s_, fg = groups * sg, f_ // groups
     r = (nt - 1) // 2
     out = np.zeros((n_, s_, h, w), dy.dtype)
     for ns in prange(n_ * s_):
         n, s = ns // s_, ns % s_
-        for f in range(f_):
+        sl, f0 = s % sg, (s // sg) * fg
+        for f in range(f0, f0 + fg):
             for it in range(nt):
                 for i in range(ho):
                     p = i * st + it - r
@@ -926,22 +955,25 @@ def _corr_dx(dy, kern, st, h, w):
                         u = iu - r
                         jlo, jhi = _lo(u, st), _hi(u, st, w, wo)
                         if jhi > jlo:
-                            _axpy(out[n, s, p], jlo * st + u, jhi - jlo, st, kern[f, s, it, iu], dy[n, f, i, jlo:jhi])
+                            _axpy(out[n, s, p], jlo * st + u, jhi - jlo, st, kern[f, sl, it, iu], dy[n, f, i, jlo:jhi])
     return out
 
 
 @njit(**_JIT)
-def _corr_dk(x, dy, r, st):
-    """Adjoint of ``_corr`` in the kernel: ``sum_{n,i,j} dy[n,f,i,j] x[n,s, i st + t, j st + u]``.
+def _corr_dk(x, dy, r, st, groups):
+    """Adjoint of ``_corr`` in the kernel: ``sum_{n,i,j} dy[n,f,i,j] x[n,c, i st + t, j st + u]``, ``c`` the
+    channel ``s`` of ``f``'s group.
 
-    -> ``[F,S,2r+1,2r+1]``.  MACs ``P F S R2``.
+    -> ``[F,S/G,2r+1,2r+1]``.  MACs ``P F S R2 / G``.
     """
     n_, s_, h, w = x.shape
     f_, ho, wo = dy.shape[1], dy.shape[2], dy.shape[3]
+    sg, fg = s_ // groups, f_ // groups
     nt = 2 * r + 1
-    out = np.zeros((f_, s_, nt, nt), x.dtype)
-    for fs in prange(f_ * s_):
-        f, s = fs // s_, fs % s_
+    out = np.zeros((f_, sg, nt, nt), x.dtype)
+    for fs in prange(f_ * sg):
+        f, s = fs // sg, fs % sg
+        c = (f // fg) * sg + s
         acc = np.zeros(wo, x.dtype)
         for it in range(nt):
             for iu in range(nt):
@@ -954,7 +986,7 @@ def _corr_dk(x, dy, r, st):
                         if p < 0 or p >= h:
                             continue
                         if jhi > jlo:
-                            _dot(acc[jlo:jhi], dy[n, f, i, jlo:jhi], x[n, s, p], jlo * st + u, jhi - jlo, st)
+                            _dot(acc[jlo:jhi], dy[n, f, i, jlo:jhi], x[n, c, p], jlo * st + u, jhi - jlo, st)
                 for j in range(wo):
                     out[f, s, it, iu] += acc[j]
     return out

@@ -24,6 +24,11 @@ whole blocks of ``_RB`` rows x ``_CW`` columns: 1 at the paper case's 32 x 32, 4
   x: ``P S J w + N S H Wo M w``; sigma (filter taps): ``P S J w + N S H Wo M w``.
 - dau_gauss forward: ``P F S R2``; backward ``P F S R2`` (x) + ``P F S R2`` (kernel).
 
+Channel groups (``groups = G``) run in the kernels: every ``F S`` above is ``F S/G`` (an output channel's
+input loop covers its group's channels), the per-channel passes (blur, basis) keep ``S``; the DAU
+window path serves depthwise layers too (its input-gradient gather runs the units transposed within
+each group, ``_transpose_units``), and the N-Jet mixing is one batched GEMM over the groups.
+
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
 ``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements); ``acu`` pads
 ``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
@@ -136,6 +141,15 @@ def _wide_window(fy, fx, h, w, ho, wo, rb, st):
     return act, int(y0), int(y1), int(x0), int(x1)
 
 
+def _transpose_units(u, groups):
+    """Units ``[F, S/G, K, ...]`` of a layer with ``G`` channel groups -> those of its transpose, ``[S, F/G, K, ...]``
+    (input and output channels exchanged within each group): the layer that gathers ``dy`` into the input's
+    channels, ``G`` groups again."""
+    f_, sg = u.shape[:2]
+    g = u.reshape(groups, f_ // groups, sg, *u.shape[2:]).swapaxes(1, 2)
+    return np.ascontiguousarray(g.reshape(groups * sg, f_ // groups, *u.shape[2:]))
+
+
 class _Dau:
     """``dau``: blur each input channel once, then shift per unit (DAU IJCV Eq. 13-14).
 
@@ -211,7 +225,7 @@ class _Dau:
         if needs & {"weight", "mu_x", "mu_y"}:
             hc, pw = ho + y1 - y0, wo + x1 - x0  # every read of _rb_taps in bounds
             off = np.where(act, (fy - y0) * pw + fx - x0, -1)
-            units = (*unit_lists(off, hc * pw), off.shape[2], 1)
+            units = (*unit_lists(off, hc * pw, hp["groups"]), off.shape[2], 1)
             d = np.ascontiguousarray(dyn)
             c = _blur_win(x, g, g, y0, x0, hc, pw)  # recomputed: ~1% of the pass, nothing saved
             cw = _t(_rb_taps(c, d, *units))
@@ -231,8 +245,8 @@ class _Dau:
             hq, wq = blocked_window(hb, wb, y0, y1, x0, x1)
             dyp = np.zeros((n_, f_, hq, wq), x.dtype)
             _paste(dyp, dyn, r + y1, r + x1)
-            offb = np.ascontiguousarray(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1).transpose(1, 0, 2))
-            ab = np.ascontiguousarray(a[..., ::-1].transpose(1, 0, 2, 3))  # tap (da, db) -> (1 - da, 1 - db)
+            offb = _transpose_units(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1), hp["groups"])
+            ab = _transpose_units(a[..., ::-1], hp["groups"])  # tap (da, db) -> (1 - da, 1 - db)
             back = _rb_shift(dyp, ab, offb, hb, wb, 1, np.zeros(x.shape[1], x.dtype))
             if "x" in needs:
                 out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
@@ -260,6 +274,7 @@ class _Dau:
                 if "mu_y" in needs:
                     out["mu_y"] = w * self._sampled(_t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st)), wy, wx)
         if needs & {"x", "sigma"}:
+            # channel groups: _scatter reads them from a's shape [F, S/G, K, 4]
             back = _scatter(dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
             back_h = _vblur_t(back, g, pad, x.shape[2])  # dL/d(column-blurred x)
             if "x" in needs:
@@ -371,27 +386,31 @@ class _Njet:
         _, d, pairs = self._setup(t, hp)
         _, b = self._basis(x, _np(d), pairs, st)
         n_, s_, j_, ho, wo = b.shape
-        alpha = t["alpha"].detach()
-        y = torch.matmul(alpha.reshape(alpha.shape[0], -1), _t(b).view(n_, s_ * j_, ho * wo))  # BLAS
-        return _add_bias(y.view(n_, alpha.shape[0], ho, wo), t["bias"]), {}
+        alpha, g_ = t["alpha"].detach(), hp["groups"]
+        f_ = alpha.shape[0]
+        # per channel group, [F/G, S/G J] x [S/G J, Ho Wo]: one batched GEMM (BLAS)
+        y = torch.matmul(alpha.reshape(g_, f_ // g_, -1), _t(b).view(n_, g_, s_ * j_ // g_, ho * wo))
+        return _add_bias(y.view(n_, f_, ho, wo), t["bias"]), {}
 
     def backward(self, t, saved, dy, hp, needs):
         x, st = _np(t["x"]), hp["stride"]
         sig, d, pairs = self._setup(t, hp)
         dn = _np(d)
-        alpha = t["alpha"].detach()
-        f_, s_, j_ = alpha.shape
+        alpha, g_ = t["alpha"].detach(), hp["groups"]
+        f_, sg, j_ = alpha.shape
         n_, _, ho, wo = dy.shape
-        dyv = dy.view(n_, f_, ho * wo)
+        s_, fg = sg * g_, f_ // g_
+        dyv = dy.view(n_, g_, fg, ho * wo)  # per channel group (batched GEMMs below)
         out = {}
         hx = b = None
         if needs & {"alpha", "sigma"}:
             hx, b = self._basis(x, dn, pairs, st)
         if "alpha" in needs:
             # sum_n dy_n B_n^T: batched GEMM, then a fixed-order sum over n
-            out["alpha"] = torch.matmul(dyv, _t(b).view(n_, s_ * j_, ho * wo).transpose(1, 2)).sum(0).view(f_, s_, j_)
+            bt = _t(b).view(n_, g_, sg * j_, ho * wo).transpose(2, 3)
+            out["alpha"] = torch.matmul(dyv, bt).sum(0).view(f_, sg, j_)
         if needs & {"x", "sigma"}:
-            db = torch.matmul(alpha.reshape(f_, -1).t(), dyv).numpy().reshape(n_, s_, j_, ho, wo)
+            db = torch.matmul(alpha.reshape(g_, fg, -1).transpose(1, 2), dyv).numpy().reshape(n_, s_, j_, ho, wo)
             dh = _jet_v_t(db, dn, pairs, st, x.shape[2], d.shape[0])
             if "x" in needs:
                 out["x"] = _t(_jet_h_t(dh, dn, st, x.shape[3]))
@@ -428,10 +447,10 @@ class _DauGauss:
         out = {}
         if "x" in needs:
             kern = _np(self._kernel({k: t[k].detach() for k in names}, hp))
-            out["x"] = _t(_corr_dx(dyn, kern, st, x.shape[2], x.shape[3]))
+            out["x"] = _t(_corr_dx(dyn, kern, st, x.shape[2], x.shape[3], hp["groups"]))
         want = [k for k in names if k in needs]
         if want:  # dL/dkernel in numba, then autograd through the kernel construction
-            dk = _t(_corr_dk(x, dyn, hp["keep"], st))
+            dk = _t(_corr_dk(x, dyn, hp["keep"], st, hp["groups"]))
             leaves = {k: t[k].detach().requires_grad_(k in want) for k in names}
             with torch.enable_grad():
                 grads = torch.autograd.grad(self._kernel(leaves, hp), [leaves[k] for k in want], dk)
