@@ -52,6 +52,8 @@ def cmd_backends(args):
 
     for b in impls.backend_table():
         state = "available" if b["unavailable"] is None else f"unavailable: {b['unavailable']}"
+        if b["origin"] == "peer":  # an external implementation, never to be mistaken for ours
+            state = f"PEER ({b['library']}, not ours; `pip install rfbench[peers]`), {state}"
         print(f"{b['backend']:<12} {state}")
         print(
             f"{'':<12} layers {', '.join(b['layers'])}; devices {', '.join(b['devices'])}; "
