@@ -58,6 +58,12 @@ SLACK = 1.10
 # gamma / r_base with r_base the baseline's roofline fraction.  Above that bound a row is
 # implausible; above gamma alone it is only marked ("above gamma"), not excluded.
 
+# A backend more than this much slower with flush-to-zero off than on stalls on subnormal operands
+# (x86 takes a microcode assist per subnormal operand or result): its unflushed time is that stall,
+# not its speed, and is flagged as such (``flags``; the report shows the flag, not a speed).
+STALL = 2.0
+SKIP = "skip: "  # _first_call's prefix of a refusal (``impls.Inexpressible``)
+
 # The code whose change changes a timing: every backend and the harness that drives it.
 _TIMED = (
     "impls",
@@ -88,7 +94,7 @@ def code_version():
     return h.hexdigest()[:12]
 
 
-def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, seed):
+def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, seed, ftz=False):
     """Everything that changes a timing of this group -> dict (stored on every row as ``key``)."""
     fields = hashlib.sha256(json.dumps(case.fields(), sort_keys=True).encode()).hexdigest()[:8]
     return {
@@ -103,6 +109,7 @@ def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, see
         "seed": seed,
         "machine": machine.machine_name(),
         "code": code_version(),
+        "ftz": bool(ftz),  # timed with flush-to-zero on (``STALL``); rows from before it was keyed: off
     }
 
 
@@ -189,6 +196,8 @@ def _first_call(tm, fn, setup):
         tm.time(fn, setup)
     except timing.ThreadDrift:
         raise
+    except impls.Inexpressible as exc:  # a peer refusing what its mapping cannot make exact: a refusal
+        return SKIP + str(exc)
     except Exception as exc:  # a backend failing is a result row, not the end of the sweep
         return f"{type(exc).__name__}: {exc}".split("\n")[0]
     return None
@@ -249,7 +258,29 @@ def flags(row):
             out.append(f"above gamma: speed-up {up:.2f} over {base} > {g:.2f} (baseline below peak)")
     if row.get("noisy"):
         out.append(f"noisy: iqr/median {row['iqr_rel']:.2f}")
+    slow = row.get("subnormal_slowdown")
+    if slow is not None and slow > STALL:
+        out.append(f"subnormal stall: {slow:.1f}x slower with flush-to-zero off")
     return out
+
+
+def origin(b):
+    """``"ours"`` or ``"peer"`` for a registered backend (``impls._registry``), ``"baseline"`` for conv2d-std."""
+    return impls.BACKENDS[b].origin if b in impls.BACKENDS else "baseline"
+
+
+def _unflushed(tm, fns, budget_s):
+    """Medians of ``fns`` timed again with flush-to-zero off (3 repetitions, interleaved)."""
+    with timing.flush_denormal(False):
+        stats = timing.interleaved(tm, fns, reps=3, warmup=1, warmup_s=0.0, budget_s=budget_s)
+    return {b: s.summary()["median_s"] for b, s in stats.items()}
+
+
+def _subnormal_fields(flushed, unflushed):
+    """``unflushed_median_s`` and ``subnormal_slowdown`` (unflushed / flushed) where measured both ways."""
+    if unflushed is None:
+        return {}
+    return {"unflushed_median_s": unflushed, "subnormal_slowdown": unflushed / flushed if flushed else None}
 
 
 def excluded(row):
@@ -258,10 +289,14 @@ def excluded(row):
     return any(f == "contended" or f.startswith("implausible") for f in fl or [])
 
 
-def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0, key=None):
+def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0, key=None, ftz=False):
     """Time ``pass_`` of ``case`` on every backend that accepts it (plus the ``conv2d-std``
     baselines for DAU, ``baselines.std_variants``), interleaved -> rows.  ``peak``: arithmetic
-    ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions)."""
+    ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions).  ``ftz``: timed
+    with flush-to-zero and denormals-are-zero on in the timing thread, then once more (3 repetitions)
+    with them off: ``unflushed_median_s``, ``subnormal_slowdown`` and the stall flag (``STALL``).
+    Every row records ``ftz`` and ``daz`` as the timing thread had them, and ``origin`` ("ours",
+    "peer", "baseline")."""
     meter = machine.Meter()
     arrays = case.arrays(seed)
     t = runner.tensors(case, arrays, dtype, device)
@@ -298,17 +333,24 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     if case.layer == "dau":
         for v in baselines.std_variants(torch.device(device).type, dtype):
             fns[v] = _std_callables(case, cost["standard_side"], t, dy, pass_, seed, v)
-    for b in list(fns):
-        err = _first_call(tm, *fns[b])
-        if err:
-            rows.append({**base, "backend": b, "status": "error", "reason": err})
-            del fns[b]
-    stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s) if fns else {}
+    with timing.flush_denormal(ftz):
+        modes = env.subnormal_modes()  # as the timing thread has them while timing
+        for b in list(fns):
+            err = _first_call(tm, *fns[b])
+            if err:
+                skip = err.startswith(SKIP)
+                rows.append(
+                    {**base, "backend": b, "status": "skip" if skip else "error", "reason": err.removeprefix(SKIP)}
+                )
+                del fns[b]
+        stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s) if fns else {}
     med = {b: s.summary()["median_s"] for b, s in stats.items()}
+    unflushed = _unflushed(tm, fns, budget_s) if ftz and fns else {}
     load = meter.stop()
     for row in rows:
         row["load"] = load
         row["flags"] = ["contended"] if load["contended"] else []
+        row.update(ftz=modes["ftz"], daz=modes["daz"], origin=origin(row["backend"]))
     state = precision.state()
     for b, s in stats.items():
         summ = s.summary()
@@ -340,6 +382,10 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             if torch.device(device).type == "cuda"
             else "not measured on CPU: no per-pass allocator statistics",
             "load": load,
+            "ftz": modes["ftz"],
+            "daz": modes["daz"],
+            "origin": origin(b),
+            **_subnormal_fields(summ["median_s"], unflushed.get(b)),
         }
         rows.append(row)
     fractions = {r["backend"]: r["roofline_fraction"] for r in rows if r["status"] == "ok"}
@@ -394,7 +440,7 @@ def _why(old, key, retry_contended):
     k = old[0].get("key")
     if not k:
         return "measured again: no key (rows from an older harness)"
-    diff = sorted(f for f in key if k.get(f) != key[f])
+    diff = sorted(f for f in key if k.get(f, False if f == "ftz" else None) != key[f])
     if diff:
         return "measured again: other " + "/".join(diff)
     missing = promised(old[0]["layer"], key) - {r["backend"] for r in old}
@@ -449,6 +495,7 @@ def sweep(
     require_quiet=None,
     retry_contended=False,
     deadline=None,
+    ftz=False,
 ):
     """Measure every (case, pass) group not already in ``out_dir/bench.jsonl`` under the same key,
     appending rows as each group finishes -> ``Sweep``.
@@ -456,8 +503,8 @@ def sweep(
     ``progress(i, total, rows)`` is called after each measured group; ``require_quiet`` (seconds)
     waits before each group until the machine is quiet, raising ``NotQuiet`` after that long;
     ``deadline`` (``time.monotonic()`` seconds) stops before the first group that would start
-    after it (``Sweep.left`` counts what was left).  TF32 is off and, on CUDA, cuDNN's autotuner
-    on for the whole sweep (``precision``).
+    after it (``Sweep.left`` counts what was left); ``ftz``: see ``bench_group``.  TF32 is off and,
+    on CUDA, cuDNN's autotuner on for the whole sweep (``precision``).
     """
     on_cuda = torch.device(device).type == "cuda"
     with precision.exact_fp32(), precision.cudnn_benchmark(on_cuda):
@@ -475,6 +522,7 @@ def sweep(
             require_quiet,
             retry_contended,
             deadline,
+            ftz,
         )
 
 
@@ -492,6 +540,7 @@ def _sweep(
     require_quiet,
     retry_contended,
     deadline,
+    ftz=False,
 ):
     path = os.path.join(out_dir, RESULTS)
     results.repair(path, say=lambda msg: print(msg, flush=True))
@@ -501,7 +550,7 @@ def _sweep(
     todo, current = [], {}  # current: slot -> rows, in grid order
     for c in cases:
         for p in costmodel.PASSES:
-            key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed)
+            key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed, ftz)
             slot = _slot(c.layer, c.name, p, device, dtype)
             prev = old.get(slot)
             why = _why(prev, key, retry_contended) if prev else "new"
@@ -522,7 +571,7 @@ def _sweep(
             ok, seen = machine.wait_until_quiet(tm.threads, require_quiet)
             if not ok:
                 raise machine.NotQuiet(f"the machine stayed busy for {require_quiet:g} s ({seen})")
-        group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s, key)
+        group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s, key, ftz)
         results.append(path, group)
         slot = _slot(case.layer, case.name, pass_, device, dtype)
         _retire(path, slot, group[0]["group"])

@@ -139,6 +139,7 @@ def cmd_bench(args):
         args.budget,
         require_quiet=args.require_quiet,
         retry_contended=args.retry_contended,
+        ftz=getattr(args, "ftz", "off") == "on",
     )
     print(f"groups: {done.summary()}")
     print(console.bench_summary(done.rows))
@@ -292,6 +293,13 @@ def _speed_options(p):
         help="before each group wait up to SECONDS for a quiet machine, else stop (exit 1) instead of measuring",
     )
     p.add_argument("--retry-contended", action="store_true", help="measure again groups flagged contended")
+    p.add_argument(
+        "--ftz",
+        choices=("on", "off"),
+        default="off",
+        help="on: time every backend and peer with flush-to-zero on, then again with it off to flag subnormal "
+        "stalls (rows: ftz, daz, unflushed_median_s, subnormal_slowdown); off (default): as the CPU is set",
+    )
 
 
 def choices():
