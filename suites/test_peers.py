@@ -2,6 +2,7 @@
 signatures through the exact mappings of reference/README.md section 12, judged against the float64
 reference like every backend; what a mapping cannot make exact is refused with its reason."""
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -135,3 +136,45 @@ def test_a_torchvision_built_for_another_torch_is_unavailable_with_the_reason(mo
     )
     monkeypatch.setattr(_registry.metadata, "requires", lambda d: ["torch (>=2.13.0)"])
     assert _registry._torch_mismatch("torchvision") is None
+
+
+def _speed(backend, median, status="ok", **extra):
+    row = {"kind": "speed", "layer": "dau_gauss", "case": "paper", "pass": "forward", "backend": backend}
+    row.update(device="cpu", dtype="float32", status=status, group="g", median_s=median, speedup=None)
+    row.update(model_gamma=1.0, paper_gamma=None, env={"machine": "vm", "cpu": "EPYC"}, ftz=True, daz=True)
+    return {**row, **extra}
+
+
+def _correct(backend, case, status):
+    c = cases.Case(case, "dau_gauss", radius=3)
+    row = runner._row(c, backend, "cpu", "float32", "forward", status, "", 0, rel_err=1e-7, max_abs_err=1e-7)
+    row.update(bound_ratio=0.01 if status == "pass" else 3.0, n_terms=10)
+    return {**row, "env": {"machine": "vm", "cpu": "EPYC"}}
+
+
+def test_the_report_says_which_to_use_and_shows_a_stall_as_a_stall(tmp_path):
+    from rfbench.harness import report
+
+    stall = "subnormal stall: 18.0x slower with flush-to-zero off"
+    rows = [
+        _speed("torch-naive", 0.30),
+        _speed("torch-fast", 0.20),
+        _speed("numba", 0.90),
+        _speed("dcls", 0.50, flags=[stall], unflushed_median_s=9.0, subnormal_slowdown=18.0),
+        _correct("torch-fast", "odd", "pass"),
+        _correct("dcls", "odd", "pass"),
+        _correct("dcls", "integer", "fail"),
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t = report.choice_table(report.frame([str(path)]))
+    assert len(t) == 1
+    r = t.iloc[0]
+    assert r["ours best"] == "torch-fast" and r["peer"] == "dcls"
+    assert r["x ours over peer"] == pytest.approx(2.5) and r["ours ms"] == pytest.approx(200.0)
+    assert r["peer agrees"] == "PEER FAIL: integer" and r["ours agrees"] == "yes (1 cases)"
+    assert r["use"] == "torch-fast" and stall in r["note"] and r["torch-naive ms"] == pytest.approx(300.0)
+    report.write([str(path)], str(tmp_path / "out"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Which should I use" in text and "### Before switching" in text
+    assert text.index("## Which should I use") < text.index("## Figures")
