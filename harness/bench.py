@@ -269,11 +269,22 @@ def origin(b):
     return impls.BACKENDS[b].origin if b in impls.BACKENDS else "baseline"
 
 
-def _unflushed(tm, fns, budget_s):
-    """Medians of ``fns`` timed again with flush-to-zero off (3 repetitions, interleaved)."""
-    with timing.flush_denormal(False):
-        stats = timing.interleaved(tm, fns, reps=3, warmup=1, warmup_s=0.0, budget_s=budget_s)
-    return {b: s.summary()["median_s"] for b, s in stats.items()}
+UNFLUSHED = "unflushed"
+
+
+def _unflushed(fn, setup):
+    """``(fn, setup)`` run with flush-to-zero and denormals-are-zero off (set and reset around the call,
+    a few nanoseconds inside the timed region), to be timed interleaved with the flushed calls: A B
+    A' B' A B ..., so that the ratio of the two medians is not a change of load between two runs."""
+
+    def run(state):
+        torch.set_flush_denormal(False)
+        try:
+            fn(state)
+        finally:
+            torch.set_flush_denormal(True)
+
+    return run, setup
 
 
 def _subnormal_fields(flushed, unflushed):
@@ -293,8 +304,9 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     """Time ``pass_`` of ``case`` on every backend that accepts it (plus the ``conv2d-std``
     baselines for DAU, ``baselines.std_variants``), interleaved -> rows.  ``peak``: arithmetic
     ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions).  ``ftz``: timed
-    with flush-to-zero and denormals-are-zero on in the timing thread, then once more (3 repetitions)
-    with them off: ``unflushed_median_s``, ``subnormal_slowdown`` and the stall flag (``STALL``).
+    with flush-to-zero and denormals-are-zero on in the timing thread, and each backend also with them
+    off, interleaved with the rest (``_unflushed``): ``unflushed_median_s``, ``subnormal_slowdown``
+    and the stall flag (``STALL``).
     Every row records ``ftz`` and ``daz`` as the timing thread had them, and ``origin`` ("ours",
     "peer", "baseline")."""
     meter = machine.Meter()
@@ -343,9 +355,10 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
                     {**base, "backend": b, "status": "skip" if skip else "error", "reason": err.removeprefix(SKIP)}
                 )
                 del fns[b]
-        stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s) if fns else {}
+        both = {**fns, **{(b, UNFLUSHED): _unflushed(*fns[b]) for b in fns}} if ftz else fns
+        stats = timing.interleaved(tm, both, reps=reps, budget_s=budget_s) if fns else {}
+    unflushed = {k[0]: stats.pop(k).summary()["median_s"] for k in list(stats) if isinstance(k, tuple)}
     med = {b: s.summary()["median_s"] for b, s in stats.items()}
-    unflushed = _unflushed(tm, fns, budget_s) if ftz and fns else {}
     load = meter.stop()
     for row in rows:
         row["load"] = load
