@@ -118,6 +118,8 @@ def speed_table(df):
         "gammas",
         "over_gamma",
         "threads",
+        "ftz",
+        "subnormal_slowdown",
         "flags",
     ]
     return (
@@ -346,9 +348,18 @@ def _drop_constant(df, cols=("machine", "device")):
 # ---------------------------------------------------------------- the verdict block
 
 
+def _mark_peers(df):
+    """A peer's name in a table -> "name (peer)": an external implementation, not ours."""
+    if df.empty or "backend" not in df:
+        return df
+    mine = set(peers())
+    return df.assign(backend=[f"{b} (peer)" if b in mine else b for b in df["backend"]])
+
+
 def agreement_view(ran):
     if ran.empty:
         return ran
+    ran = _mark_peers(ran)
     t = ran.rename(
         columns={
             "passed": "cases passed",
@@ -365,7 +376,7 @@ def agreement_view(ran):
 def not_run_view(not_run):
     if not_run.empty:
         return not_run
-    g = not_run.groupby(["backend", "reason"], sort=True)
+    g = _mark_peers(not_run).groupby(["backend", "reason"], sort=True)
     return pd.DataFrame(
         [
             {"backend": b, "not run on": ", ".join(sorted(set(x["device"] + " " + x["dtype"]))), "reason": r}
@@ -533,6 +544,8 @@ def _speed_compact(speed):
         "gmacs_per_s",
         "roofline_fraction",
         "threads",
+        "ftz",
+        "subnormal_slowdown",
         "flags",
     ]
     return t.reindex(columns=cols)
@@ -545,7 +558,7 @@ def sections(df):
     fd = _kind(df, "fd")
     return {
         "Environment": environment_table(df),
-        "Correctness matrix": corr[corr["passed"] + corr["failed"] > 0] if not corr.empty else corr,
+        "Correctness matrix": _mark_peers(corr[corr["passed"] + corr["failed"] > 0]) if not corr.empty else corr,
         "Not run here (the backend's reason)": (
             corr[corr["passed"] + corr["failed"] == 0][["machine", "layer", "backend", "device", "dtype", "note"]]
             if not corr.empty
@@ -556,7 +569,7 @@ def sections(df):
         ),
         "Paper check (DAU IJCV section 4.4)": paper_check(speed),
         "Speed-up, geometric means across cases": geomean_table(speed) if not speed.empty else speed,
-        "Speed per case and pass": _speed_compact(speed),
+        "Speed per case and pass": _mark_peers(_speed_compact(speed)),
     }, speed
 
 
