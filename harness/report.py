@@ -222,6 +222,10 @@ def _stall(row):
     return next((f for f in flags if str(f).startswith("subnormal stall")), None)
 
 
+def _contended(g):
+    return any("contended" in (f if isinstance(f, list) else []) for f in g.get("flags", []))
+
+
 def choice_table(df):
     """The "which should I use" table (``CHOICE_NOTE``): one row per peer per timed group."""
     s = _kind(df, "speed")
@@ -261,6 +265,7 @@ def choice_table(df):
                 for x in (
                     stall and f"peer {stall} (its unflushed time is a stall, not its speed)",
                     row.get("ftz") is not None and f"ftz {'on' if row.get('ftz') else 'off'}",
+                    _contended(g) and "group contended (indicative only)",
                 )
                 if x
             )
