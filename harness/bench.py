@@ -58,6 +58,12 @@ SLACK = 1.10
 # gamma / r_base with r_base the baseline's roofline fraction.  Above that bound a row is
 # implausible; above gamma alone it is only marked ("above gamma"), not excluded.
 
+# A backend more than this much slower with flush-to-zero off than on stalls on subnormal operands
+# (x86 takes a microcode assist per subnormal operand or result): its unflushed time is that stall,
+# not its speed, and is flagged as such (``flags``; the report shows the flag, not a speed).
+STALL = 2.0
+SKIP = "skip: "  # _first_call's prefix of a refusal (``impls.Inexpressible``)
+
 # The code whose change changes a timing: every backend and the harness that drives it.
 _TIMED = (
     "impls",
@@ -88,7 +94,7 @@ def code_version():
     return h.hexdigest()[:12]
 
 
-def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, seed):
+def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, seed, ftz=False):
     """Everything that changes a timing of this group -> dict (stored on every row as ``key``)."""
     fields = hashlib.sha256(json.dumps(case.fields(), sort_keys=True).encode()).hexdigest()[:8]
     return {
@@ -103,6 +109,7 @@ def group_key(case, pass_, backends, device, dtype, threads, reps, budget_s, see
         "seed": seed,
         "machine": machine.machine_name(),
         "code": code_version(),
+        "ftz": bool(ftz),  # timed with flush-to-zero on (``STALL``); rows from before it was keyed: off
     }
 
 
@@ -190,6 +197,8 @@ def _first_call(tm, fn, setup):
         tm.time(fn, setup)
     except timing.ThreadDrift:
         raise
+    except impls.Inexpressible as exc:  # a peer refusing what its mapping cannot make exact: a refusal
+        return SKIP + str(exc)
     except Exception as exc:  # a backend failing is a result row, not the end of the sweep
         return f"{type(exc).__name__}: {exc}".split("\n")[0]
     return None
@@ -250,7 +259,40 @@ def flags(row):
             out.append(f"above gamma: speed-up {up:.2f} over {base} > {g:.2f} (baseline below peak)")
     if row.get("noisy"):
         out.append(f"noisy: iqr/median {row['iqr_rel']:.2f}")
+    slow = row.get("subnormal_slowdown")
+    if slow is not None and slow > STALL:
+        out.append(f"subnormal stall: {slow:.1f}x slower with flush-to-zero off")
     return out
+
+
+def origin(b):
+    """``"ours"`` or ``"peer"`` for a registered backend (``impls._registry``), ``"baseline"`` for conv2d-std."""
+    return impls.BACKENDS[b].origin if b in impls.BACKENDS else "baseline"
+
+
+UNFLUSHED = "unflushed"
+
+
+def _unflushed(fn, setup):
+    """``(fn, setup)`` run with flush-to-zero and denormals-are-zero off (set and reset around the call,
+    a few nanoseconds inside the timed region), to be timed interleaved with the flushed calls: A B
+    A' B' A B ..., so that the ratio of the two medians is not a change of load between two runs."""
+
+    def run(state):
+        torch.set_flush_denormal(False)
+        try:
+            fn(state)
+        finally:
+            torch.set_flush_denormal(True)
+
+    return run, setup
+
+
+def _subnormal_fields(flushed, unflushed):
+    """``unflushed_median_s`` and ``subnormal_slowdown`` (unflushed / flushed) where measured both ways."""
+    if unflushed is None:
+        return {}
+    return {"unflushed_median_s": unflushed, "subnormal_slowdown": unflushed / flushed if flushed else None}
 
 
 def excluded(row):
@@ -259,10 +301,15 @@ def excluded(row):
     return any(f == "contended" or f.startswith("implausible") for f in fl or [])
 
 
-def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0, key=None):
+def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, budget_s=20.0, key=None, ftz=False):
     """Time ``pass_`` of ``case`` on every backend that accepts it (plus the ``conv2d-std``
     baselines for DAU, ``baselines.std_variants``), interleaved -> rows.  ``peak``: arithmetic
-    ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions)."""
+    ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions).  ``ftz``: timed
+    with flush-to-zero and denormals-are-zero on in the timing thread, and each backend also with them
+    off, interleaved with the rest (``_unflushed``): ``unflushed_median_s``, ``subnormal_slowdown``
+    and the stall flag (``STALL``).
+    Every row records ``ftz`` and ``daz`` as the timing thread had them, and ``origin`` ("ours",
+    "peer", "baseline")."""
     meter = machine.Meter()
     arrays = case.arrays(seed)
     t = runner.tensors(case, arrays, dtype, device)
@@ -299,17 +346,25 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     if case.layer == "dau":
         for v in baselines.std_variants(torch.device(device).type, dtype):
             fns[v] = _std_callables(case, cost["standard_side"], t, dy, pass_, seed, v)
-    for b in list(fns):
-        err = _first_call(tm, *fns[b])
-        if err:
-            rows.append({**base, "backend": b, "status": "error", "reason": err})
-            del fns[b]
-    stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s) if fns else {}
+    with timing.flush_denormal(ftz):
+        modes = env.subnormal_modes()  # as the timing thread has them while timing
+        for b in list(fns):
+            err = _first_call(tm, *fns[b])
+            if err:
+                skip = err.startswith(SKIP)
+                rows.append(
+                    {**base, "backend": b, "status": "skip" if skip else "error", "reason": err.removeprefix(SKIP)}
+                )
+                del fns[b]
+        both = {**fns, **{(b, UNFLUSHED): _unflushed(*fns[b]) for b in fns}} if ftz else fns
+        stats = timing.interleaved(tm, both, reps=reps, budget_s=budget_s) if fns else {}
+    unflushed = {k[0]: stats.pop(k).summary()["median_s"] for k in list(stats) if isinstance(k, tuple)}
     med = {b: s.summary()["median_s"] for b, s in stats.items()}
     load = meter.stop()
     for row in rows:
         row["load"] = load
         row["flags"] = ["contended"] if load["contended"] else []
+        row.update(ftz=modes["ftz"], daz=modes["daz"], origin=origin(row["backend"]))
     state = precision.state()
     for b, s in stats.items():
         summ = s.summary()
@@ -341,6 +396,10 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             if torch.device(device).type == "cuda"
             else "not measured on CPU: no per-pass allocator statistics",
             "load": load,
+            "ftz": modes["ftz"],
+            "daz": modes["daz"],
+            "origin": origin(b),
+            **_subnormal_fields(summ["median_s"], unflushed.get(b)),
         }
         rows.append(row)
     fractions = {r["backend"]: r["roofline_fraction"] for r in rows if r["status"] == "ok"}
@@ -395,7 +454,7 @@ def _why(old, key, retry_contended):
     k = old[0].get("key")
     if not k:
         return "measured again: no key (rows from an older harness)"
-    diff = sorted(f for f in key if k.get(f) != key[f])
+    diff = sorted(f for f in key if k.get(f, False if f == "ftz" else None) != key[f])
     if diff:
         return "measured again: other " + "/".join(diff)
     missing = promised(old[0]["layer"], key) - {r["backend"] for r in old}
@@ -451,6 +510,7 @@ def sweep(
     retry_contended=False,
     deadline=None,
     shard=None,
+    ftz=False,
 ):
     """Measure every (case, pass) group not already in ``out_dir/bench.jsonl`` under the same key,
     appending rows as each group finishes -> ``Sweep``.
@@ -461,8 +521,8 @@ def sweep(
     ``progress(i, total, rows)`` is called after each measured group; ``require_quiet`` (seconds)
     waits before each group until the machine is quiet, raising ``NotQuiet`` after that long;
     ``deadline`` (``time.monotonic()`` seconds) stops before the first group that would start
-    after it (``Sweep.left`` counts what was left).  TF32 is off and, on CUDA, cuDNN's autotuner
-    on for the whole sweep (``precision``).
+    after it (``Sweep.left`` counts what was left); ``ftz``: see ``bench_group``.  TF32 is off and,
+    on CUDA, cuDNN's autotuner on for the whole sweep (``precision``).
     """
     on_cuda = torch.device(device).type == "cuda"
     with precision.exact_fp32(), precision.cudnn_benchmark(on_cuda):
@@ -481,6 +541,7 @@ def sweep(
             retry_contended,
             deadline,
             shard,
+            ftz,
         )
 
 
@@ -506,6 +567,7 @@ def _sweep(
     retry_contended,
     deadline,
     shard=None,
+    ftz=False,
 ):
     path = os.path.join(out_dir, RESULTS)
     results.repair(path, say=lambda msg: print(msg, flush=True))
@@ -515,7 +577,7 @@ def _sweep(
     todo, current = [], {}  # current: slot -> rows, in grid order
     groups = [(c, p) for c in cases for p in costmodel.PASSES]
     for c, p in (g for j, g in enumerate(groups) if in_shard(j, shard)):
-        key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed)
+        key = group_key(c, p, backends, device, dtype, tm.threads, reps, budget_s, seed, ftz)
         slot = _slot(c.layer, c.name, p, device, dtype)
         prev = old.get(slot)
         why = _why(prev, key, retry_contended) if prev else "new"
@@ -536,7 +598,7 @@ def _sweep(
             ok, seen = machine.wait_until_quiet(tm.threads, require_quiet)
             if not ok:
                 raise machine.NotQuiet(f"the machine stayed busy for {require_quiet:g} s ({seen})")
-        group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s, key)
+        group = bench_group(case, pass_, backends, device, dtype, tm, peak, seed, reps, budget_s, key, ftz)
         results.append(path, group)
         slot = _slot(case.layer, case.name, pass_, device, dtype)
         _retire(path, slot, group[0]["group"])

@@ -227,7 +227,20 @@ def _default():
         Case("per-unit-sigma-stride2", "dau_gauss", k=2, radius=3, per_unit_sigma=True, stride=2, seed=28),
     ]
     cases += _groups2()
+    cases += _blur0()
     return cases
+
+
+def _blur0():
+    """``dau`` without a blur (``blur_radius = 0``): what DCLS v1 expresses (reference/README.md
+    section 12), on awkward shapes and positions, for every backend."""
+    c = Case("radius0-stride2", "dau", k=3, radius=0, sigma=0.6, stride=2, h=9, w=8, seed=29)
+    return [
+        c,
+        replace(c, name="radius0-beyond", stride=1, offset=-9.0, spread=4.0, seed=34),
+        replace(c, name="radius0-near-integer", stride=1, displace="near-integer", seed=35),
+        replace(c, name="radius0-integer", stride=1, displace="integer", seed=36),
+    ]
 
 
 def _paper():
@@ -249,6 +262,8 @@ def _paper():
         Case("paper-depthwise", "dau", **dw, k=2, sigma=0.5, spread=4.0, radius=2, seed=100),
         Case("paper-depthwise", "njet", **dw, order=2, sigma=1.0, seed=101),
         Case("paper-depthwise", "dau_gauss", **dw, k=2, sigma=0.5, spread=2.0, radius=4, seed=102),
+        # the paper case without its blur: what DCLS v1 computes (the peer's speed at the paper shape)
+        Case("paper-blur0", "dau", **main, k=2, sigma=0.5, spread=4.0, radius=0, seed=30),
     ]
     out += [
         Case(f"side{2 * d + 1}", "dau", **small, k=2, sigma=0.5, spread=d - 1e-3, radius=2, seed=40 + d)

@@ -52,6 +52,8 @@ def cmd_backends(args):
 
     for b in impls.backend_table():
         state = "available" if b["unavailable"] is None else f"unavailable: {b['unavailable']}"
+        if b["origin"] == "peer":  # an external implementation, never to be mistaken for ours
+            state = f"PEER ({b['library']}, not ours; `pip install rfbench[peers]`), {state}"
         print(f"{b['backend']:<12} {state}")
         print(
             f"{'':<12} layers {', '.join(b['layers'])}; devices {', '.join(b['devices'])}; "
@@ -140,6 +142,7 @@ def cmd_bench(args):
         require_quiet=args.require_quiet,
         retry_contended=args.retry_contended,
         shard=shard,
+        ftz=getattr(args, "ftz", "off") == "on",
     )
     print(f"groups: {done.summary()}")
     print(console.bench_summary(done.rows))
@@ -305,6 +308,13 @@ def _speed_options(p):
         help="before each group wait up to SECONDS for a quiet machine, else stop (exit 1) instead of measuring",
     )
     p.add_argument("--retry-contended", action="store_true", help="measure again groups flagged contended")
+    p.add_argument(
+        "--ftz",
+        choices=("on", "off"),
+        default="off",
+        help="on: time every backend and peer with flush-to-zero on, then again with it off to flag subnormal "
+        "stalls (rows: ftz, daz, unflushed_median_s, subnormal_slowdown); off (default): as the CPU is set",
+    )
 
 
 def choices():

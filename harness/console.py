@@ -75,14 +75,22 @@ def group_line(rows):
         ((r.get("speedup"), r["backend"]) for r in rows if r.get("status") == "ok" and r.get("speedup")),
         key=lambda t: -t[0],
     )
-    ups = [f"{b} {u:.2f}x" for u, b in ups if b not in verdict.BASELINES]
+    peers = verdict.peers()
+    ups = [f"{b}{' (peer)' if b in peers else ''} {u:.2f}x" for u, b in ups if b not in verdict.BASELINES]
     text = f"{r0['layer']}-{r0['case']} {r0['pass']}: " + (
         ", ".join(ups) + " over torch-naive" if ups else "no speed-up"
     )
     gam = next((r.get("model_gamma") for r in rows if r.get("model_gamma")), None)
     if gam:
         text += f" (model gamma {gam:.1f})"
-    flags = sorted({f for r in rows for f in (r.get("flags") or []) if str(f).startswith(verdict.EXCLUDING)})
+    flags = sorted(
+        {
+            f if str(f).startswith(verdict.EXCLUDING) else f"{r['backend']} {f}"
+            for r in rows
+            for f in (r.get("flags") or [])
+            if str(f).startswith(verdict.EXCLUDING + ("subnormal stall",))
+        }
+    )
     return text + (f" [{'; '.join(flags)}]" if flags else "")
 
 

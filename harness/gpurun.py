@@ -72,10 +72,11 @@ NAMES = tuple(s.name for s in STEPS)
 
 
 def cuda_backends():
-    """Every backend of the registry that runs on CUDA, in the registry's order."""
+    """Every backend of ours in the registry that runs on CUDA, in the registry's order (the peers are
+    measured by their own step, ``peers``)."""
     from ..impls._registry import BACKENDS
 
-    return tuple(name for name, b in BACKENDS.items() if "cuda" in b.devices)
+    return tuple(name for name, b in BACKENDS.items() if "cuda" in b.devices and b.origin == "ours")
 
 
 def _append_json(path, row):
@@ -773,17 +774,15 @@ def step_profile(ctx):
 
 
 def step_peers(ctx):
-    """ACU with one shared set of positions is ``torchvision.ops.deform_conv2d`` with a 1 x K kernel,
-    ``padding=(0, K // 2)`` and constant offsets ``(pos_y[t], pos_x[t] + K // 2 - t)`` for tap ``t``:
-    deform_conv2d samples tap ``t`` of output ``(i, j)`` at ``(i s + dy_t, j s - K//2 + t + dx_t)``
-    and ACU at ``(i s + pos_y, j s + pos_x)`` (reference/README.md section 4), both bilinear on the
-    zero-extended plane; its output is ``floor(W / s) + 1`` wide for even K, cropped to
-    ``ceil(W / s)``.  Agreement of outputs and every gradient, then speed, interleaved; TF32 off
-    (torch-naive's cuDNN conv would otherwise carry TF32 errors into the float32 agreement)."""
-    try:
-        import torchvision.ops  # noqa: F401
-    except Exception as exc:  # torchvision missing, or a build that does not match torch
-        ctx.note("peers", "deform_conv2d", f"torchvision not usable here: {type(exc).__name__}: {str(exc)[:200]}")
+    """ACU against ``torchvision.ops.deform_conv2d`` through the ``deform-conv2d`` peer backend (its
+    mapping: ``impls/backends/deform_conv2d.py``, reference/README.md section 12): agreement of outputs
+    and every gradient, then speed, interleaved; TF32 off (torch-naive's cuDNN conv would otherwise
+    carry TF32 errors into the float32 agreement)."""
+    from ..impls import BACKENDS
+
+    why = BACKENDS[PEER].unavailable()
+    if why:  # torchvision missing, or a build that does not match torch
+        ctx.note("peers", "deform_conv2d", f"torchvision not usable here: {why[:200]}")
         return
     from . import cases, precision, results
 
@@ -807,6 +806,9 @@ def step_peers(ctx):
             print(f"peers {pass_}: " + ", ".join(f"{r['backend']} {r['median_s'] * 1e6:.1f} us" for r in rows))
 
 
+PEER = "deform-conv2d"  # the registry's peer backend for ACU (torchvision.ops.deform_conv2d)
+
+
 def _peer_agreement(ctx, case):
     """Outputs and every gradient of each backend against deform_conv2d, float64 and float32 -> rows."""
     import torch
@@ -816,7 +818,7 @@ def _peer_agreement(ctx, case):
     rows = []
     for dtype in ("float64", "float32"):
         t = runner.tensors(case, case.arrays(ctx.seed), dtype, ctx.device)
-        ref = _deform(case, t)
+        ref = runner.call(case, PEER, t)
         names = [k for k, v in t.items() if v is not None]
         dy = torch.randn_like(ref)
         gref = torch.autograd.grad(ref, [t[k] for k in names], dy)
@@ -846,7 +848,7 @@ def _peer_speed(ctx, case, pass_):
     dy = torch.randn(case.out_shape(), device=ctx.device)
     fns = {}
     for b in ctx.backends() + ["deform_conv2d"]:
-        call = (lambda: _deform(case, t)) if b == "deform_conv2d" else (lambda b=b: runner.call(case, b, t))
+        call = lambda b=b: runner.call(case, PEER if b == "deform_conv2d" else b, t)  # noqa: E731
         if pass_ == "forward":
             fns[b] = (lambda _, call=call: _nograd(call), None)
         else:
@@ -871,22 +873,6 @@ def _nograd(call):
 
     with torch.no_grad():
         return call()
-
-
-def _deform(case, t):
-    """ACU (shared positions) through ``torchvision.ops.deform_conv2d`` (``step_peers``)."""
-    import torch
-    from torchvision.ops import deform_conv2d
-
-    x, w, px, py = t["x"], t["weight"], t["pos_x"], t["pos_y"]
-    k, s = w.shape[2], case.stride
-    taps = torch.arange(k, device=x.device, dtype=x.dtype)
-    off = torch.stack([py, px + k // 2 - taps], -1).reshape(1, 2 * k, 1, 1)
-    ho, wo = -(-x.shape[2] // s), -(-x.shape[3] // s)
-    wide = (x.shape[3] + 2 * (k // 2) - k) // s + 1
-    off = off.expand(x.shape[0], 2 * k, ho, wide).contiguous()
-    y = deform_conv2d(x, off, w[:, :, None, :], t.get("bias"), stride=s, padding=(0, k // 2))
-    return y[..., :wo]
 
 
 def step_determinism(ctx):

@@ -230,3 +230,73 @@ def compare(a, b, mag, eps, nterms, floor=0.0):
         "ok": bool(worst <= 1.0 and not degenerate),
         "note": "constant output where the reference varies" if degenerate else "",
     }
+
+
+# ---------------------------------------------------------------- peers: coordinate-first sampling
+#
+# Our backends form a bilinear weight from the displacement and its floor (reference/README.md
+# section 1); a peer (DCLS, deform_conv2d) forms the coordinate first, ``c = fl(mu + h)`` with ``h``
+# the window's half-width (DCLS) or ``c = fl(i s - pad + tap + offset)`` (deform_conv2d), then its
+# weights from ``c``.  That rounding moves the sample point by ``delta <= u |c|`` (one more ``u`` for
+# the difference ``tap - c`` of magnitude < 1 where a weight is non-zero), the same shift for every
+# tap of a unit, so the peer computes our layer at a position off by at most ``delta``.  A
+# coefficient ``a(mu)`` of a term then errs by ``delta |da/dmu|`` per axis: an absolute error, which
+# no relative bound covers (a bilinear weight of 1e-6 gets ``u |c|`` added).  Summed over the ``n``
+# terms of an output element with data products of magnitude at most ``D``:
+#
+#     |a - b|  +=  2 delta C1 n D                                                          (**)
+#
+# ``C1``: the largest derivative of a coefficient along one axis (two axes: the 2).  Bilinear
+# weights ``(1 - |X|)`` and their position derivatives ``+-(1 - |X'|)``: ``C1 = 1``.  A Gaussian
+# coefficient (DCLS gauss) is different: ``G`` normalised over the window changes by the factor
+# ``exp(+-2 |d| delta / sigma^2)`` per axis (``|d| <= 2R`` inside the window, the normalising sum
+# moving the other way), a relative error ``4 (2R) delta / sigma^2`` for both axes, counted as
+# operations added to ``n`` (``coordinate_ops``); only the factors the gradients add are absolute:
+# ``d / sigma^2`` in the position gradients (``C1 = 2 / sigma^2``, the normalisation's mean moving
+# too) and ``d^2 / sigma^3`` in the sigma gradient (``C1 = 2 (2 (2R) / sigma^3)``).  DCLS gauss also
+# rounds its exponent in other ways than ours (``|SIG| + 0.27`` back to sigma, a division, a 2-norm
+# then its square: 12 roundings of an argument up to ``(2R)^2 / sigma^2``) and sums its ``side^2``
+# window: relative errors, added to ``n`` as well.
+
+
+def _positions(arrays):
+    pos = [arrays[k] for k in ("mu_x", "mu_y", "pos_x", "pos_y") if arrays.get(k) is not None]
+    return max((float(np.max(np.abs(p), initial=0.0)) for p in pos), default=0.0)
+
+
+def coordinate_delta(case, arrays, dtype):
+    """``delta``: the largest shift of a sample point by a peer's rounded coordinate (above)."""
+    m = _positions(arrays)
+    if case.layer == "dau":  # DCLS v1: c = mu + ceil(max |mu|)
+        mag = m + math.ceil(m)
+    elif case.layer == "dau_gauss":  # DCLS gauss: c = mu + radius
+        mag = m + case.resolved_radius()
+    else:  # deform_conv2d: offset pos + K//2 - tap (|.| <= m + K), then i s - pad + tap + offset
+        mag = 2 * (m + case.k) + max(case.h, case.w) + case.stride
+    return EPS[dtype] * (mag + 1) * (1 + EPS[dtype])
+
+
+def coordinate_ops(case, arrays, dtype):
+    """Relative roundings a peer adds to a coefficient beyond ours, counted as operations (above):
+    4 for the bilinear peers (the normalising sum of v1, the weight differences); for DCLS gauss the
+    exponent's 12 roundings, its ``side^2`` sum and the coordinate shift's relative effect."""
+    if case.layer != "dau_gauss":
+        return 4
+    r = case.resolved_radius()
+    sig = _sigma_min(case)
+    arg = min(underflow_arg(dtype), (2 * r) ** 2 / sig**2)
+    shift = 4 * (2 * r) * coordinate_delta(case, arrays, dtype) / EPS[dtype] / sig**2
+    return math.ceil(12 * arg + (2 * r + 1) ** 2 + shift)
+
+
+def coordinate_floor(case, output, arrays, dy, dtype):
+    """(**) above: ``2 delta C1 n D`` with ``D`` the data scale of ``output`` (not clipped); 0 where the
+    shift is a relative error (DCLS gauss's forward, input and weight gradients: ``coordinate_ops``)."""
+    c1 = 1.0
+    if case.layer == "dau_gauss":
+        sig = _sigma_min(case)
+        c1 = {"mu_x": 2 / sig**2, "mu_y": 2 / sig**2, "sigma": 4 * (2 * case.resolved_radius()) / sig**3}.get(output)
+        if c1 is None:
+            return 0.0
+    d = data_scale(output, arrays, dy)
+    return 2 * coordinate_delta(case, arrays, dtype) * c1 * n_terms(case, output, dtype) * d

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..impls._registry import packages
+from ..impls._registry import packages, peers
 from . import results, verdict
 
 PAPER = {"gamma": 10.125, "inference": 3.25, "training": 12.54, "gpu": "RTX 2080 Ti"}
@@ -118,6 +118,8 @@ def speed_table(df):
         "gammas",
         "over_gamma",
         "threads",
+        "ftz",
+        "subnormal_slowdown",
         "flags",
     ]
     return (
@@ -170,6 +172,137 @@ def paper_check(speed):
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------- which should I use (ours against the peers)
+
+CHOICE_NOTE = (
+    "Per layer, case and pass where a peer (an external implementation, reference/README.md section 12) "
+    "was timed: our fastest backend, the peer, torch-naive and conv2d-std, medians in one interleaved group "
+    "(same machine, device, dtype, threads); x: the peer's time over ours (above 1: ours is faster); agrees: "
+    "every case the backend ran in the correctness matrix of the same machine and dtype passed (section 9), "
+    "PEER FAIL where a peer failed one. use: the faster of the two among those that agree. A stall "
+    "(subnormal operands, flush-to-zero off) is shown as such, not as a speed."
+)
+BEFORE_SWITCHING = (
+    "DCLS `v1` has no blur: our `dau` with a blur (the default, `ceil(3 sigma)`) is another function; only "
+    "`blur_radius=0` maps to it.",
+    "DCLS's position gradient is 0 at integer positions (ours is the derivative from the right), so "
+    "positions that start on the grid do not move under DCLS.",
+    "DCLS keeps positions inside its window (`clamp_parameters`) and renormalises there; our layers read the "
+    "zero-extended plane at any displacement. Its non-square windows put the kernel off-centre.",
+    "DCLS divides every element by its in-window sum + 1e-7 (ours by the sum), and its `gauss` scale is "
+    "`|SIG| + 0.27`: it cannot go below 0.27.",
+    "deform_conv2d has one set of positions per offset group of input channels, not per group of output "
+    "channels (one call per group here).",
+    "Both peers form the sampling coordinate before the bilinear weights: their rounding differs from ours "
+    "near integer positions (reference/README.md section 9).",
+)
+
+
+def _agrees(corr, machine, backend, dtype, layer):
+    """The correctness verdict of ``backend`` on ``layer`` in the same machine and dtype -> text."""
+    if corr.empty:
+        return "not checked"
+    g = corr[
+        (corr["machine"] == machine)
+        & (corr["backend"] == backend)
+        & (corr["dtype"] == dtype)
+        & (corr["layer"] == layer)
+    ]
+    ran = g[g["status"] != "skip"]
+    if ran.empty:
+        return "not checked"
+    bad = sorted(set(ran[ran["status"].isin(["fail", "error"])]["case"]))
+    if bad:
+        return ("PEER FAIL: " if backend in peers() else "FAIL: ") + ", ".join(bad)
+    return f"yes ({ran['case'].nunique()} cases)"
+
+
+def _stall(row):
+    flags = row.get("flags") if isinstance(row.get("flags"), list) else []
+    return next((f for f in flags if str(f).startswith("subnormal stall")), None)
+
+
+def _contended(g):
+    return any("contended" in (f if isinstance(f, list) else []) for f in g.get("flags", []))
+
+
+def choice_table(df):
+    """The "which should I use" table (``CHOICE_NOTE``): one row per peer per timed group."""
+    s = _kind(df, "speed")
+    if s.empty or "backend" not in s:
+        return pd.DataFrame()
+    corr = _kind(df, "correctness")
+    mine = set(peers())
+    out = []
+    for key, g in s.groupby(["machine", "device", "dtype", "layer", "case", "pass"], sort=True):
+        if not mine & set(g["backend"]):
+            continue
+        machine, _, dtype, layer, _, _ = key
+        ok = g[g["status"] == "ok"].set_index("backend")
+        ours = ok[~ok.index.isin(list(mine) + ["torch-naive", "reference"] + [b for b in ok.index if "conv2d" in b])]
+        best = ours["median_s"].idxmin() if len(ours) else None
+        for peer in sorted(mine & set(g["backend"])):
+            rec = dict(zip(("machine", "device", "dtype", "layer", "case", "pass"), key))
+            rec["ours best"] = best
+            rec["ours ms"] = ours["median_s"].get(best) * 1e3 if best else None
+            rec["ours agrees"] = _agrees(corr, machine, best, dtype, layer) if best else "-"
+            rec["peer"] = peer
+            row = g[g["backend"] == peer].iloc[0].to_dict()
+            stall = _stall(row)
+            if row["status"] != "ok":
+                rec["peer ms"] = f"{row['status']}: {str(row.get('reason'))[:90]}"
+            else:
+                rec["peer ms"] = row["median_s"] * 1e3
+            rec["x ours over peer"] = (
+                row["median_s"] / ours["median_s"][best] if best and row["status"] == "ok" else None
+            )
+            rec["peer agrees"] = _agrees(corr, machine, peer, dtype, layer)
+            for b, col in (("torch-naive", "torch-naive ms"), ("conv2d-std", "conv2d-std ms")):
+                rec[col] = ok["median_s"].get(b) * 1e3 if b in ok.index else None
+            rec["use"] = _use(rec, best, peer)
+            rec["note"] = "; ".join(
+                x
+                for x in (
+                    stall and f"peer {stall} (its unflushed time is a stall, not its speed)",
+                    row.get("ftz") is not None and f"ftz {'on' if row.get('ftz') else 'off'}",
+                    _contended(g) and "group contended (indicative only)",
+                )
+                if x
+            )
+            out.append(rec)
+    return _drop_constant(pd.DataFrame(out))
+
+
+def _use(rec, best, peer):
+    good = lambda v: isinstance(v, str) and v.startswith("yes")  # noqa: E731
+    x = rec["x ours over peer"]
+    if x is None:
+        return best if best and good(rec["ours agrees"]) else "-"
+    ours_ok, peer_ok = good(rec["ours agrees"]), good(rec["peer agrees"])
+    if ours_ok and (x >= 1 or not peer_ok):
+        return best
+    if peer_ok and (x < 1 or not ours_ok):
+        return peer
+    return "-"
+
+
+def choice_md(table):
+    if table.empty:
+        return ""
+    out = ["\n## Which should I use\n\n", CHOICE_NOTE + "\n\n", md_table(table), "\n### Before switching\n\n"]
+    return "".join(out + [f"- {line}\n" for line in BEFORE_SWITCHING])
+
+
+def choice_html(table):
+    if table.empty:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in BEFORE_SWITCHING)
+    return (
+        f"<section id='choice'><h2>Which should I use</h2><p class='note'>{html.escape(CHOICE_NOTE)}</p>"
+        f"{html_table(table, 'verdict')}<h3>Before switching</h3><ul>{items}</ul></section>"
+    )
+
+
 # ---------------------------------------------------------------- formatting
 
 
@@ -220,9 +353,18 @@ def _drop_constant(df, cols=("machine", "device")):
 # ---------------------------------------------------------------- the verdict block
 
 
+def _mark_peers(df):
+    """A peer's name in a table -> "name (peer)": an external implementation, not ours."""
+    if df.empty or "backend" not in df:
+        return df
+    mine = set(peers())
+    return df.assign(backend=[f"{b} (peer)" if b in mine else b for b in df["backend"]])
+
+
 def agreement_view(ran):
     if ran.empty:
         return ran
+    ran = _mark_peers(ran)
     t = ran.rename(
         columns={
             "passed": "cases passed",
@@ -239,7 +381,7 @@ def agreement_view(ran):
 def not_run_view(not_run):
     if not_run.empty:
         return not_run
-    g = not_run.groupby(["backend", "reason"], sort=True)
+    g = _mark_peers(not_run).groupby(["backend", "reason"], sort=True)
     return pd.DataFrame(
         [
             {"backend": b, "not run on": ", ".join(sorted(set(x["device"] + " " + x["dtype"]))), "reason": r}
@@ -407,6 +549,8 @@ def _speed_compact(speed):
         "gmacs_per_s",
         "roofline_fraction",
         "threads",
+        "ftz",
+        "subnormal_slowdown",
         "flags",
     ]
     return t.reindex(columns=cols)
@@ -419,7 +563,7 @@ def sections(df):
     fd = _kind(df, "fd")
     return {
         "Environment": environment_table(df),
-        "Correctness matrix": corr[corr["passed"] + corr["failed"] > 0] if not corr.empty else corr,
+        "Correctness matrix": _mark_peers(corr[corr["passed"] + corr["failed"] > 0]) if not corr.empty else corr,
         "Not run here (the backend's reason)": (
             corr[corr["passed"] + corr["failed"] == 0][["machine", "layer", "backend", "device", "dtype", "note"]]
             if not corr.empty
@@ -430,7 +574,7 @@ def sections(df):
         ),
         "Paper check (DAU IJCV section 4.4)": paper_check(speed),
         "Speed-up, geometric means across cases": geomean_table(speed) if not speed.empty else speed,
-        "Speed per case and pass": _speed_compact(speed),
+        "Speed per case and pass": _mark_peers(_speed_compact(speed)),
     }, speed
 
 
@@ -471,7 +615,8 @@ def write(paths, out_dir):
     )
     with open(os.path.join(out_dir, "verdict.md"), "w") as fh:
         fh.write(verdict_md(v, run_line, brief=True))
-    md = ["# rfbench report\n\n", intro + "\n\n", verdict_md(v, run_line), "\n## Figures\n"]
+    choice = choice_table(df)
+    md = ["# rfbench report\n\n", intro + "\n\n", verdict_md(v, run_line), choice_md(choice), "\n## Figures\n"]
     for i, (name, title, caption, _) in enumerate(figs, 1):
         md.append(f"\n### Figure {i}. {title}\n\n![{title}]({name}.png)\n\n{caption}\n")
     md.append("\n## Detailed tables\n")
@@ -483,6 +628,7 @@ def write(paths, out_dir):
         "<h1>rfbench report</h1>",
         f"<p class='note'>{html.escape(intro)}</p>",
         verdict_html(v, run_line),
+        choice_html(choice),
         "<section id='figures'><h2>Figures</h2>",
     ]
     for i, (name, title, caption, png) in enumerate(figs, 1):

@@ -143,12 +143,15 @@ def _run_case(case, backend, dtype, device, seed, op=None):
         names = [k for k, v in t.items() if v is not None]
         dyt = torch.from_numpy(dy).to(DTYPES[dtype]).to(device)
         grads = torch.autograd.grad(y, [t[k] for k in names], dyt, allow_unused=True)
+    except impls.Inexpressible as exc:  # a peer refusing what its mapping cannot make exact: a refusal
+        return [_row(case, backend, device, dtype, "all", "skip", str(exc), seed)]
     except Exception as exc:  # an error is a failed result, reported with its message
         msg = f"{type(exc).__name__}: {exc}"
         return [_row(case, backend, device, dtype, "all", "error", msg + "\n" + traceback.format_exc(limit=3), seed)]
     got = {"forward": y, **dict(zip(names, grads))}
     eps = metrics.EPS[dtype]
-    ftz = impls.BACKENDS[backend].flushes_subnormals(device, dtype, case.layer)
+    record = impls.BACKENDS[backend]
+    ftz = record.flushes_subnormals(device, dtype, case.layer)
     rows = []
     for out, ref in exact.items():
         if ref is None:
@@ -159,6 +162,9 @@ def _run_case(case, backend, dtype, device, seed, op=None):
             continue
         nterms = metrics.n_terms(case, out, dtype)
         floor = metrics.floor(case, out, arrays, dy, dtype, ftz=ftz)
+        if record.coordinate_first:  # a peer's interpolation weights from a rounded coordinate (metrics)
+            nterms += metrics.coordinate_ops(case, arrays, dtype)
+            floor += metrics.coordinate_floor(case, out, arrays, dy, dtype)
         m = metrics.compare(a.detach().double().cpu().numpy(), ref, mag[out], eps, nterms, floor)
         rows.append(
             _row(

@@ -219,3 +219,23 @@ def peaks(device, ariths=("float32",), threads=None):
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=machine.package_root(), env=env
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+class flush_denormal:
+    """Flush-to-zero and denormals-are-zero on (``on``) or off in the calling thread while inside
+    (``torch.set_flush_denormal``: the x86 MXCSR, per thread), the previous setting restored after.
+    With one thread torch and numba compute in the calling thread; worker threads keep their own."""
+
+    def __init__(self, on):
+        self.on = bool(on)
+
+    def __enter__(self):
+        from .env import subnormal_modes
+
+        self.old = subnormal_modes()["ftz"]
+        if not torch.set_flush_denormal(self.on) and self.on:
+            raise RuntimeError("flush-to-zero: this CPU cannot flush denormals (torch.set_flush_denormal)")
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_flush_denormal(self.old)

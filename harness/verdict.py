@@ -22,6 +22,7 @@ try:
 except ImportError:  # the constants below serve ``rfbench matrix`` and ``bench`` without pandas;
     pd = None  # the tables need it, and the commands that write them say so first (harness.cli)
 
+from ..impls._registry import peers
 from . import baselines
 
 PAPER = {"gamma": 10.125, "forward": 3.25, "forward+backward": 12.54, "gpu": "RTX 2080 Ti", "side": 9}
@@ -184,8 +185,9 @@ def speed_rows(df):
 
 
 def efficient(speed):
-    """Rows of the backends under test (not a baseline, not the reference)."""
-    return speed[~speed["backend"].isin(BASELINES + ("reference",))]
+    """Rows of our backends under test (not a baseline, not the reference, not a peer: the report's
+    "which should I use" section sets peers beside them)."""
+    return speed[~speed["backend"].isin(BASELINES + ("reference",) + tuple(peers()))]
 
 
 def split_excluded(speed):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 # _ops and _validate import torch: loaded on first call, so ``import rfbench`` (and ``rfbench backends``) stays fast.
 from ..reference.layers import LAYERS
-from ._registry import BACKENDS, BackendUnavailable, available_backends
+from ._registry import BACKENDS, BackendUnavailable, Inexpressible, available_backends
 from ._registry import table as backend_table
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ __all__ = [
     "available_backends",
     "backend_table",
     "BackendUnavailable",
+    "Inexpressible",
     "BACKENDS",
     "LAYERS",
     "set_device_value_checks",

@@ -11,7 +11,9 @@ import functools
 import glob
 import importlib
 import importlib.util
+import re
 import shutil
+from importlib import metadata
 from dataclasses import dataclass, field
 
 from ..reference.layers import LAYERS as _LAYERS
@@ -45,6 +47,12 @@ class BackendUnavailable(RuntimeError):
     """A backend refuses a request (not installed, no device, dtype or layer unsupported)."""
 
 
+class Inexpressible(BackendUnavailable):
+    """A peer (``origin="peer"``) cannot express this call of our layer exactly (a position outside its
+    window, a hyper-parameter it does not know, ...): raised by its op when it sees the arguments, and
+    reported like any other refusal, with the reason (never approximated)."""
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -65,6 +73,17 @@ class Backend:
     # layers whose dense kernel this backend flushes below the smallest normal on the CPU in
     # float32 (``_math.flush_subnormal``: no subnormal stalls); the floor follows likewise
     ftz_cpu: tuple = field(default=())
+    # "ours" (the project's code) or "peer" (an external implementation reached through an exact
+    # parameter mapping, reference/README.md section 12); ``library``: the distribution it runs
+    origin: str = "ours"
+    library: str = ""
+    # distributions built for one torch release: unavailable when their metadata's torch requirement
+    # excludes the installed torch (read from the metadata, so ``rfbench backends`` imports no torch)
+    torch_builds: tuple = ()
+    # computes its interpolation weights from a rounded coordinate (``x + offset`` first, as
+    # ``grid_sample`` and deform_conv2d do) rather than from the displacement and its floor: the
+    # judge adds that rounding's bound (``harness.metrics.coordinate_floor``, reference/README.md section 9)
+    coordinate_first: bool = False
 
     def unavailable(self):
         """Why this backend cannot run on this machine at all, or None."""
@@ -112,6 +131,34 @@ def _unavailable(b):
         return "no CUDA device"
     if importlib.util.find_spec(b.module, __package__) is None:
         return f"module {b.module} missing"
+    for dist in b.torch_builds:
+        why = _torch_mismatch(dist)
+        if why:
+            return why
+    return None
+
+
+def _release(v):
+    """``"2.13.0+cpu"`` -> ``(2, 13, 0)``."""
+    return tuple(int(p) for p in re.findall(r"\d+", v.split("+")[0])[:3])
+
+
+def _torch_mismatch(dist):
+    """Why ``dist`` was not built for the installed torch (its metadata's torch requirement), or None."""
+    try:
+        have = metadata.version("torch")
+        reqs = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError as exc:
+        return f"{exc} not installed"
+    for req in reqs:
+        m = re.match(r"torch\s*\(?\s*([^;)]*)", req)
+        if not m or ";" in req.split(m.group(0))[0]:
+            continue
+        for op, ver in re.findall(r"(==|>=|<=|<|>|~=)\s*([\w.+*]+)", m.group(1)):
+            a, b = _release(have), _release(ver.rstrip(".*"))
+            ok = {"==": a[: len(b)] == b, ">=": a >= b, "<=": a <= b, "<": a < b, ">": a > b, "~=": a >= b}[op]
+            if not ok:
+                return f"{dist} {metadata.version(dist)} is built for torch{op}{ver}, this is torch {have}"
     return None
 
 
@@ -175,6 +222,35 @@ BACKENDS = {
             summary="CUDA C kernels via cupy.RawModule: shared-memory tiles, block reductions; cuBLAS mixing; "
             "groups: a pass per group",
             ftz_cuda=("float32",),  # CuPy appends -ftz=true to every NVRTC compile (cupy/cuda/compiler.py)
+        ),
+        # Peers: what users pick instead, run behind our signatures through exact mappings
+        # (reference/README.md section 12); never in AUTO_ORDER.
+        Backend(
+            "dcls",
+            ".backends.dcls",
+            ("cpu", "cuda"),
+            F32_64,
+            layers=("dau", "dau_gauss"),
+            requires=("DCLS",),
+            packages=("dcls",),
+            summary="peer: DCLS 0.1.1 kernel construction + conv2d (dau: version v1, blur_radius 0; dau_gauss: gauss)",
+            origin="peer",
+            library="dcls",
+            coordinate_first=True,
+        ),
+        Backend(
+            "deform-conv2d",
+            ".backends.deform_conv2d",
+            ("cpu", "cuda"),
+            F32_64,
+            layers=("acu",),
+            requires=("torchvision",),
+            packages=("torchvision",),
+            summary="peer: torchvision.ops.deform_conv2d, 1 x K kernel, constant offsets (acu, shared positions)",
+            origin="peer",
+            library="torchvision",
+            coordinate_first=True,
+            torch_builds=("torchvision",),
         ),
     )
 }
@@ -242,6 +318,11 @@ def packages():
     return out
 
 
+def peers():
+    """Names of the external implementations (``origin == "peer"``)."""
+    return [n for n, b in BACKENDS.items() if b.origin == "peer"]
+
+
 def twice_differentiable():
     """Backends whose gradients can be differentiated again (``"double_backward"`` in their passes)."""
     return [n for n, b in BACKENDS.items() if "double_backward" in b.passes]
@@ -264,6 +345,8 @@ def table():
             "passes": list(b.passes),
             "unavailable": b.unavailable(),
             "summary": b.summary,
+            "origin": b.origin,
+            "library": b.library,
         }
         for b in BACKENDS.values()
     ]

@@ -11,7 +11,12 @@ from scipy import ndimage
 
 from rfbench import impls
 
-CPU64 = [b for b in impls.BACKENDS if impls.BACKENDS[b].refusal("acu", torch.device("cpu"), torch.float64) is None]
+# Our backends (every layer); a peer runs only the layers its mapping expresses and is judged by the matrix.
+CPU64 = [
+    b
+    for b, rec in impls.BACKENDS.items()
+    if rec.origin == "ours" and rec.refusal("acu", torch.device("cpu"), torch.float64) is None
+]
 
 
 def _t(a, grad=False):

@@ -9,7 +9,15 @@ torch-fast     ``torch_fast.py``           the efficient algorithms in torch ope
 numba          ``numba/layers.py``         over the CPU kernels of ``numba/kernels.py``
 numba-cuda     ``cuda/numba_prims.py``     ``cuda/layers.py`` over ``numba.cuda`` kernels
 cupy           ``cuda/cupy_prims.py``      ``cuda/layers.py`` over the CUDA C of ``cuda/*.cu``
+dcls           ``dcls.py``                 peer: DCLS's kernel construction + conv2d
+deform-conv2d  ``deform_conv2d.py``        peer: ``torchvision.ops.deform_conv2d``
 =============  ==========================  =============================================
+
+The last two are **peers** (registry ``origin="peer"``): external implementations behind our
+signatures through the exact mappings of reference/README.md section 12, judged and timed like
+ours but never chosen by ``"auto"``.  A peer's op raises ``impls.Inexpressible`` (a
+``BackendUnavailable``) for a call its mapping cannot make exact; the matrix and the benchmark
+record that as a refusal with its reason.
 
 The backend interface
 ---------------------
