@@ -24,7 +24,7 @@ from rfbench.impls import nn as rnn
 from rfbench.harness import bench, cases, costmodel, metrics, runner
 from rfbench.reference import LAYERS
 
-CPU = [b for b, rec in impls.BACKENDS.items() if "cpu" in rec.devices]
+CPU = [b for b, rec in impls.BACKENDS.items() if "cpu" in rec.devices and rec.origin == "ours"]  # peers: test_peers.py
 GROUPED = ("dau", "dau_gauss", "njet")
 
 # Awkward grouped shapes: F/G != S/G, stride 2 and 3, a 1 x 1 image, far displacements, depthwise,
