@@ -25,7 +25,8 @@ ACU), ``baseline_roofline`` (baseline -> its roofline fraction), ``threads``, ``
 ``load`` (``machine.Meter``: load1 before/after, cpu_over_wall, wait_share, contended, rule),
 ``vector`` (``env.vector``: numba's vector width and SLP, flush-to-zero and denormals-are-zero in
 the timing thread; the CPU's vector ISA and torch's are in the row's ``env``),
-``flags`` (``flags``), ``key`` (``group_key``), ``precision`` and ``run_precision``, and ``machine``.
+``flags`` (``flags``), ``budget`` (``budget_use``: the group's budget, the seconds it took, the
+repetitions kept, and whether and why it overran), ``key`` (``group_key``), ``precision`` and ``run_precision``, and ``machine``.
 """
 
 import functools
@@ -41,7 +42,7 @@ import torch
 
 from .. import impls
 
-from . import baselines, costmodel, env, machine, precision, results, runner, timing
+from . import baselines, costmodel, env, eta, machine, precision, results, runner, timing
 
 BASELINE = baselines.NAIVE
 STD = baselines.STD
@@ -263,6 +264,7 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     baselines for DAU, ``baselines.std_variants``), interleaved -> rows.  ``peak``: arithmetic
     ("float32", "tf32", ...) -> ``timing.peaks`` of it (None: no roofline fractions)."""
     meter = machine.Meter()
+    start = time.perf_counter()  # the budget bounds the whole group, first calls included
     arrays = case.arrays(seed)
     t = runner.tensors(case, arrays, dtype, device)
     gen = torch.Generator().manual_seed(seed)
@@ -303,11 +305,13 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
         if err:
             rows.append({**base, "backend": b, "status": "error", "reason": err})
             del fns[b]
-    stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s) if fns else {}
+    stats = timing.interleaved(tm, fns, reps=reps, budget_s=budget_s, start=start) if fns else {}
     med = {b: s.summary()["median_s"] for b, s in stats.items()}
     load = meter.stop()
+    spent = budget_use(stats, budget_s, time.perf_counter() - start)
     for row in rows:
         row["load"] = load
+        row["budget"] = spent
         row["flags"] = ["contended"] if load["contended"] else []
     state = precision.state()
     for b, s in stats.items():
@@ -340,6 +344,7 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             if torch.device(device).type == "cuda"
             else "not measured on CPU: no per-pass allocator statistics",
             "load": load,
+            "budget": spent,
         }
         rows.append(row)
     fractions = {r["backend"]: r["roofline_fraction"] for r in rows if r["status"] == "ok"}
@@ -348,6 +353,22 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             row["baseline_roofline"] = {b: fractions[b] for b in row["speedups"] if fractions[b] is not None}
             row["flags"] = flags(row)
     return rows
+
+
+def budget_use(stats, budget_s, spent_s):
+    """How a group used its budget -> dict (every row's ``budget``): ``budget_s``, ``spent_s``,
+    ``reps`` (repetitions kept), ``over`` (spent more than the budget: its minimum of
+    ``timing.MIN_REPS`` repetitions did not fit) and ``slowest`` / ``slowest_call_s`` (the backend
+    whose one call is longest, what made it overrun)."""
+    slow = max(stats.items(), key=lambda kv: max(kv[1].samples, default=0.0), default=(None, None))
+    return {
+        "budget_s": budget_s,
+        "spent_s": spent_s,
+        "reps": min((len(s.samples) for s in stats.values()), default=0),
+        "over": budget_s is not None and spent_s > budget_s,
+        "slowest": slow[0],
+        "slowest_call_s": max(slow[1].samples, default=None) if slow[1] else None,
+    }
 
 
 @dataclass
@@ -387,6 +408,18 @@ def promised(layer, key):
     if layer == "dau":
         out |= set(baselines.std_variants(torch.device(key["device"]).type, key["dtype"]))
     return out
+
+
+def predicted_cost(case, pass_, backends, device, dtype, seed=0):
+    """A group's predicted cost for ``eta``: the MACs of every backend that may run it (the
+    efficient algorithm's, torch-naive's dense kernel) and of the conv2d-std baselines of DAU,
+    from ``costmodel.model`` (what the speed rows report).  Only its ratio between groups matters."""
+    cost = costmodel.model(case, case.arrays(seed), pass_)
+    n_eff = sum(b != BASELINE for b in backends)
+    total = cost["macs_naive"] + n_eff * cost["macs_efficient"]
+    if case.layer == "dau":
+        total += len(baselines.std_variants(torch.device(device).type, dtype)) * (cost["macs_std"] or 0)
+    return max(total, 1)
 
 
 def _why(old, key, retry_contended):
@@ -512,12 +545,18 @@ def _sweep(
                 out.why[why] += 1
                 todo.append((c, p, key))
     peak = None
+    if todo and deadline is not None and time.monotonic() > deadline:  # no probe for groups that cannot start
+        out.left, todo = len(todo), []
     if todo:
         peak = timing.peaks(device, tuple(precisions(device, dtype, [c for c, _, _ in todo])), tm.threads)
+    est = eta.Eta([predicted_cost(c, p, backends, device, dtype, seed) for c, p, _ in todo], budget_s)
+    if todo and hasattr(progress, "begin"):
+        progress.begin(len(todo), est.bound())
     for i, (case, pass_, key) in enumerate(todo):
         if deadline is not None and time.monotonic() > deadline:
             out.left = len(todo) - i
             break
+        t_group = time.monotonic()
         if require_quiet is not None:
             ok, seen = machine.wait_until_quiet(tm.threads, require_quiet)
             if not ok:
@@ -528,7 +567,10 @@ def _sweep(
         _retire(path, slot, group[0]["group"])
         current[slot] = group
         out.measured += 1
-        if progress:
+        est.record(time.monotonic() - t_group)
+        if getattr(progress, "estimates", False):
+            progress(i + 1, len(todo), group, est.left())
+        elif progress:
             progress(i + 1, len(todo), group)
     out.rows = [r for rows in current.values() for r in rows]
     return out

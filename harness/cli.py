@@ -137,13 +137,28 @@ def cmd_bench(args):
         args.budget,
         require_quiet=args.require_quiet,
         retry_contended=args.retry_contended,
+        deadline=_deadline(args),
     )
     print(f"groups: {done.summary()}")
+    if done.left:
+        print(
+            f"--time-limit {args.time_limit:g} s reached: {done.left} group(s) left unmeasured; rerun the same "
+            "command (same --out) to measure only those"
+        )
     print(console.bench_summary(done.rows))
     bad = [r for r in done.rows if bench.excluded(r)]
     if bad:
         print(f"{len(bad)} row(s) flagged contended or implausible: excluded from verdicts and headlines")
     return 0
+
+
+def _deadline(args):
+    """``--time-limit`` as a ``time.monotonic()`` deadline counted from the command's start, or None."""
+    import time
+
+    if getattr(args, "time_limit", None) is None:
+        return None
+    return getattr(args, "deadline", None) or time.monotonic() + args.time_limit
 
 
 def cmd_report(args):
@@ -271,11 +286,25 @@ def _positive_float(text):
 
 def _speed_options(p):
     """Options shared by ``bench`` and ``all``: repetitions, budget, threads, load control."""
+    from .eta import MIN_REPS
     from .machine import cores
 
     p.add_argument("--reps", type=_int_in(1), default=5, help="timed repetitions per backend (after warm-up)")
     p.add_argument(
-        "--budget", type=_positive_float, default=20.0, help="seconds per group after which repetitions stop"
+        "--budget",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the most one group (a case x pass, every backend) may take: no repetition starts that would end "
+        f"past it, but {MIN_REPS} are always kept, and a group whose minimum is longer says so (default 120). "
+        "Part of a group's key: groups measured under another budget are measured again",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop starting groups after SECONDS from the start of the command (the group running then finishes, "
+        "within its --budget); what is left is said, and a rerun with the same --out measures only that",
     )
     p.add_argument(
         "--threads",
@@ -385,7 +414,11 @@ def _error(msg):
 
 def main(argv=None):
     """Parse, fix the thread environment before torch or numba load, run -> exit status."""
+    import time
+
     args = parser().parse_args(argv)
+    if getattr(args, "time_limit", None) is not None:
+        args.deadline = time.monotonic() + args.time_limit  # counted from here, before torch loads
     if getattr(args, "threads", None):
         from .machine import apply_thread_env
 

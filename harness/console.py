@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import runner, verdict
+from . import eta, runner, verdict
 
 
 def _no_pandas(what):
@@ -38,25 +38,36 @@ class Progress:
     On a terminal: one line rewritten in place.  Otherwise (a file, a pipe, CI logs): one
     flushed line per finished group, at most one every ``every_s`` seconds (the last group
     always), so an hour-long sweep shows where it is while it runs.  Each line gives the
-    elapsed time and an estimate of the time left (elapsed per group so far x groups left).
+    elapsed time and an estimate of the time left: the caller's (``left_s``: a speed sweep's,
+    from the cost model and the rate measured so far, ``harness.eta``), else elapsed per item so
+    far x items left.  ``begin(total, bound_s)`` (a sweep calls it before its first group) says
+    how many groups there are and the most they may take, since no rate is known yet.
     """
+
+    estimates = True  # a sweep passes its own estimate of the time left
 
     def __init__(self, label, stream=None, every_s=0.0, clock=time.monotonic):
         """Create it just before the work starts: the clock starts here."""
         self.label, self.stream, self.every_s, self.clock = label, stream, every_s, clock
         self.start, self.last = clock(), None
 
-    def line(self, i, total, now):
+    def begin(self, total, bound_s=None):
+        stream = self.stream or sys.stderr
+        most = f"; at most about {_clock(bound_s)} (groups x budget)" if bound_s else ""
+        stream.write(f"{self.label}: {total} group(s) to measure{most}; time left estimated after the first\n")
+        stream.flush()
+
+    def line(self, i, total, now, left_s=None):
         done = now - self.start
-        left = done / max(i, 1) * (total - i)
-        eta = "done" if i == total else f"about {_clock(left)} left"
+        left = done / max(i, 1) * (total - i) if left_s is None else left_s
+        eta = "done" if i >= total else f"about {_clock(left)} left" if left >= 0.5 else "under 0:01 left"
         return f"{self.label}: {i}/{total} ({100 * i // max(total, 1)}%), {_clock(done)} elapsed, {eta}"
 
-    def __call__(self, i, total, rows=None):
+    def __call__(self, i, total, rows=None, left_s=None):
         """``rows``: the result rows of the group just finished (speed sweeps pass them)."""
         stream = self.stream or sys.stderr
         now = self.clock()
-        text = self.line(i, total, now)
+        text = self.line(i, total, now, left_s)
         if rows:
             text += " | " + group_line(rows)
         if stream.isatty():
@@ -83,6 +94,8 @@ def group_line(rows):
     if gam:
         text += f" (model gamma {gam:.1f})"
     flags = sorted({f for r in rows for f in (r.get("flags") or []) if str(f).startswith(verdict.EXCLUDING)})
+    over = eta.over_budget(rows)
+    flags += [over] if over else []
     return text + (f" [{'; '.join(flags)}]" if flags else "")
 
 
