@@ -26,7 +26,8 @@ ACU), ``baseline_roofline`` (baseline -> its roofline fraction), ``threads``, ``
 ``vector`` (``env.vector``: numba's vector width and SLP, flush-to-zero and denormals-are-zero in
 the timing thread; the CPU's vector ISA and torch's are in the row's ``env``),
 ``flags`` (``flags``), ``budget`` (``budget_use``: the group's budget, the seconds it took, the
-repetitions kept, and whether and why it overran), ``key`` (``group_key``), ``precision`` and ``run_precision``, and ``machine``.
+repetitions kept, and whether and why it overran), ``key`` (``group_key``), ``precision`` and
+``run_precision``, and ``machine``.
 """
 
 import functools
@@ -451,14 +452,19 @@ def _existing(path):
 
 def _retire(path, slot, group):
     """Move rows of ``slot`` not in ``group`` from ``path`` to ``SUPERSEDED`` beside it."""
-    keep, old = [], []
+    keep, old, envs = [], [], {}
     with open(path) as fh:
         for line in fh:
             if not line.strip():
                 continue
+            line = line if line.endswith("\n") else line + "\n"
             r = json.loads(line)
+            if r.get("kind") == results.ENV:
+                envs[r.get("env_id")] = line
             stale = r.get("kind") == "speed" and _row_slot(r) == slot and r.get("group") != group
-            (old if stale else keep).append(line if line.endswith("\n") else line + "\n")
+            if stale and r.get("env_id") in envs and envs[r["env_id"]] not in old:
+                old.append(envs[r["env_id"]])  # the superseded file holds the environment its rows name
+            (old if stale else keep).append(line)
     if old:
         with open(os.path.join(os.path.dirname(path), SUPERSEDED), "a") as fh:
             fh.writelines(old)

@@ -187,5 +187,5 @@ def finish(paths, report_path):
     return "\n".join(
         ["", "Verdict:"]
         + [f"- {line}" for line in verdict_lines(paths)]
-        + [f"report: {html} (and report.md, verdict.md, summary.csv and the figures beside it)"]
+        + [f"report: {html} (and report.md, verdict.md, verdict.json, summary.csv and the figures beside it)"]
     )

@@ -451,8 +451,30 @@ ONLOAD = (
 )
 
 
+VERDICT_JSON = "verdict.json"
+
+
+def write_verdict_json(v, df, paths, path):
+    """``verdict.json``: per question its outcome (pass / fail / not measured), the rule, the
+    sentence and the figures behind it (``verdict.outcomes``), the overall outcome, the machines
+    and the files it was computed from: what a CI job reads instead of the report."""
+    import json
+
+    out = verdict.outcomes(v)
+    doc = {
+        "schema": results.SCHEMA,
+        "outcome": verdict.overall(out),
+        "machines": sorted(set(df["machine"])) if "machine" in df else [],
+        "files": list(paths),
+        "questions": out,
+    }
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1, default=str)
+        fh.write("\n")
+
+
 def write(paths, out_dir):
-    """Write ``report.md``, ``report.html``, ``verdict.md``, ``summary.csv`` and the PNG figures
+    """Write ``report.md``, ``report.html``, ``verdict.md``, ``verdict.json``, ``summary.csv`` and the PNG figures
     -> path of report.md."""
     os.makedirs(out_dir, exist_ok=True)
     df = frame(paths)
@@ -471,6 +493,7 @@ def write(paths, out_dir):
     )
     with open(os.path.join(out_dir, "verdict.md"), "w") as fh:
         fh.write(verdict_md(v, run_line, brief=True))
+    write_verdict_json(v, df, paths, os.path.join(out_dir, VERDICT_JSON))
     md = ["# rfbench report\n\n", intro + "\n\n", verdict_md(v, run_line), "\n## Figures\n"]
     for i, (name, title, caption, _) in enumerate(figs, 1):
         md.append(f"\n### Figure {i}. {title}\n\n![{title}]({name}.png)\n\n{caption}\n")
