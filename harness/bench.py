@@ -376,19 +376,27 @@ def budget_use(stats, budget_s, spent_s):
 class Sweep:
     """What ``sweep`` did: ``rows`` (every current row of the asked groups, reused ones included),
     ``measured`` and ``reused`` group counts, ``why`` (reason -> count of groups measured again),
-    ``left`` (groups not measured because the deadline came first)."""
+    ``left`` (groups not measured because the deadline came first), ``reused_contended`` (reused
+    groups flagged contended: said, never silently taken)."""
 
     rows: list = field(default_factory=list)
     measured: int = 0
     reused: int = 0
     why: Counter = field(default_factory=Counter)
     left: int = 0
+    reused_contended: int = 0
 
     def summary(self):
-        """One line: how many groups were reused, measured, and why some were measured again."""
+        """One line: how many groups were reused (and how many of those were contended), measured,
+        and why some were measured again."""
         s = f"{self.reused} group(s) reused, {self.measured} measured"
         if self.why:
             s += " (" + ", ".join(f"{n} {w}" for w, n in sorted(self.why.items())) + ")"
+        if self.reused_contended:
+            s += (
+                f"; {self.reused_contended} of the reused group(s) were contended (kept out of the verdict; "
+                "--retry-contended measures them again)"
+            )
         if self.left:
             s += f", {self.left} left unmeasured at the deadline"
         return s
@@ -547,6 +555,7 @@ def _sweep(
             current[slot] = prev if why is None else []
             if why is None:
                 out.reused += 1
+                out.reused_contended += any("contended" in (r.get("flags") or []) for r in prev)
             else:
                 out.why[why] += 1
                 todo.append((c, p, key))
@@ -620,3 +629,21 @@ def format_table(rows):
         "meas/g = speed-up over torch-naive / model gamma."
     )
     return "\n".join(lines)
+
+
+def contended_groups(rows):
+    """-> (contended, total): groups of speed rows flagged contended, and all groups that ran."""
+    groups = {}
+    for r in rows:
+        if r.get("kind") == "speed" and r.get("status") == "ok":
+            groups.setdefault(r.get("group"), False)
+            groups[r.get("group")] |= "contended" in (r.get("flags") or [])
+    return sum(groups.values()), len(groups)
+
+
+NO_SPEED_RESULT = (
+    "NO SPEED RESULT: all {n} group(s) were contended (other work took the cores while they ran), so no "
+    "speed-up can be judged. Next: rerun with --threads 1 (fewer threads than busy cores), add "
+    "--retry-contended to measure the contended groups again, or --require-quiet SECONDS to wait for a quiet "
+    "machine before each group (same --out: finished groups are kept)"
+)

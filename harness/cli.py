@@ -10,10 +10,11 @@ rfbench gpu-run --out DIR --budget-s S  a short GPU loan -> the GPU results, ste
 
 RESULTS are files or folders of *.jsonl files (one folder per machine merges in one report).
 Exit status: 0 done, 1 a check failed (matrix failures, compare regressions, machine not
-quiet), 2 usage error (bad argument, missing or unreadable file, unavailable device, an --out
-that cannot be written: checked before any work), 3 results could not be written while running
-(full disk, ...: the file keeps every whole group, rerun to resume), 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM): rerun the same command with the same --out to resume a benchmark.
+quiet, NO SPEED RESULT: every speed group contended), 2 usage error (bad argument, missing or
+unreadable file, unavailable device, an --out that cannot be written: checked before any work), 3
+results could not be written while running (full disk, ...: the file keeps every whole group, rerun
+to resume), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): rerun the same command with the
+same --out to resume a benchmark.
 """
 
 import argparse
@@ -149,6 +150,10 @@ def cmd_bench(args):
     bad = [r for r in done.rows if bench.excluded(r)]
     if bad:
         print(f"{len(bad)} row(s) flagged contended or implausible: excluded from verdicts and headlines")
+    contended, groups = bench.contended_groups(done.rows)
+    if groups and contended == groups:
+        print(bench.NO_SPEED_RESULT.format(n=groups))
+        return 1
     return 0
 
 
@@ -235,11 +240,13 @@ def cmd_all(args):
     args.resume = f"every finished speed group is saved in {os.path.join(args.out, bench.RESULTS)}"
     bench_args = argparse.Namespace(**{**vars(args), "grid": args.bench_grid, "layers": None, "backends": None})
     bench_args.dtype, bench_args.seed = "float32", args.seed or 0
-    cmd_bench(bench_args)
+    speed_status = cmd_bench(bench_args)
     paths = [matrix_path, study, fd, os.path.join(args.out, bench.RESULTS)]
     path = report.write(paths, args.out)
     print(console.finish(paths, path))
-    return status
+    if speed_status:  # said again last, where a user looks
+        print(bench.NO_SPEED_RESULT.format(n=bench.contended_groups(results.load([paths[-1]]))[1]))
+    return status or speed_status
 
 
 def cmd_gpu_run(args):
@@ -284,6 +291,13 @@ def _positive_float(text):
     return v
 
 
+def default_threads():
+    """Half this process's cores, at least 1 (``--threads``' default; its help says why)."""
+    from .machine import cores
+
+    return max(1, cores() // 2)
+
+
 def _speed_options(p):
     """Options shared by ``bench`` and ``all``: repetitions, budget, threads, load control."""
     from .eta import MIN_REPS
@@ -309,8 +323,10 @@ def _speed_options(p):
     p.add_argument(
         "--threads",
         type=_int_in(1, cores(), "a thread count"),
-        default=cores(),
-        help=f"threads of every backend (torch, numba, OpenMP), held for the whole run (default {cores()}: all cores)",
+        default=default_threads(),
+        help=f"threads of every backend (torch, numba, OpenMP), held for the whole run (default {default_threads()}: "
+        "half the cores, at least 1: with every core taken, any other process on the machine makes the threads "
+        "wait on each other and the group is flagged contended; half leaves room for the rest of the machine)",
     )
     p.add_argument(
         "--require-quiet",

@@ -176,16 +176,40 @@ def bench_summary(rows):
 
 def verdict_lines(paths):
     """The three verdict sentences of the report on ``paths``."""
+    return [line for _, line in verdict_marked(paths)]
+
+
+def verdict_marked(paths):
+    """``[(outcome, sentence)]`` of the report on ``paths`` (``verdict.marked``)."""
     from . import report
 
-    return verdict.compute(report.frame(paths))["lines"]
+    return verdict.marked(verdict.compute(report.frame(paths)))
 
 
-def finish(paths, report_path):
-    """The end of ``rfbench all`` / ``report``: the verdict, then where the report is."""
+COLOUR = {verdict.PASS: "32", verdict.FAIL: "31", verdict.NOT_MEASURED: "33"}  # ANSI green, red, yellow
+
+
+def mark(outcome, colour=False):
+    """``PASS`` / ``FAIL`` / ``NOT MEASURED``, in its colour on a terminal (``colour``)."""
+    word = verdict.MARK[outcome]
+    return f"\033[1;{COLOUR[outcome]}m{word}\033[0m" if colour else word
+
+
+def _colour(stream=None):
+    """Colour only on a terminal, and never where NO_COLOR is set (no-color.org)."""
+    import os
+
+    stream = stream or sys.stdout
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def finish(paths, report_path, colour=None):
+    """The end of ``rfbench all`` / ``report``: the verdict, each line led by its outcome, then
+    where the report is."""
+    colour = _colour() if colour is None else colour
     html = report_path[: -len(".md")] + ".html" if report_path.endswith(".md") else report_path
     return "\n".join(
         ["", "Verdict:"]
-        + [f"- {line}" for line in verdict_lines(paths)]
+        + [f"- {mark(o, colour)} {line}" for o, line in verdict_marked(paths)]
         + [f"report: {html} (and report.md, verdict.md, verdict.json, summary.csv and the figures beside it)"]
     )

@@ -346,7 +346,7 @@ def verdict_md(v, run_line, brief=False):
     """The verdict block in markdown; ``brief`` (for ``verdict.md`` and the README) leaves the
     per-layer gradient tables to the report."""
     out = ["## Verdict\n\n", f"_{run_line}_\n\n"]
-    out += [f"- {line}\n" for line in v["lines"]]
+    out += [f"- **{verdict.MARK[o]}** {line}\n" for o, line in verdict.marked(v)]
     for title, note, table in verdict_parts(v):
         if brief and title.startswith("Gradient accuracy"):
             continue
@@ -358,9 +358,13 @@ def verdict_md(v, run_line, brief=False):
 
 def verdict_html(v, run_line):
     out = ["<section id='verdict'><h2>Verdict</h2>", f"<p class='run'>{html.escape(run_line)}</p>"]
-    for line in v["lines"]:
+    for o, line in verdict.marked(v):
         head, _, rest = line.partition(": ")
-        out.append(f"<p class='answer'><b>{html.escape(head)}:</b> {html.escape(rest)}</p>")
+        cls = o.replace(" ", "-")
+        out.append(
+            f"<p class='answer {cls}'><span class='mark'>{verdict.MARK[o]}</span> "
+            f"<b>{html.escape(head)}:</b> {html.escape(rest)}</p>"
+        )
     grads = []
     for title, note, table in verdict_parts(v):
         if title.startswith("Gradient accuracy"):  # side by side, one note for all layers
@@ -439,7 +443,10 @@ STYLE = (
     "table{border-collapse:collapse;font-size:12px;margin:.3em 0 1em}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}td.l{text-align:left}"
     "#verdict{border:2px solid #555;padding:.2em 1em 1em;background:#fafafa}"
-    ".answer{font-size:15px;margin:.5em 0;padding-left:.6em;border-left:4px solid #2a6}"
+    ".answer{font-size:15px;margin:.5em 0;padding-left:.6em;border-left:4px solid #888}"
+    ".answer.pass{border-color:#2a6}.answer.fail{border-color:#c22}.answer.not-measured{border-color:#b80}"
+    ".mark{font-weight:bold;font-size:12px;padding:1px 5px;border-radius:3px;color:#fff;background:#888}"
+    ".pass .mark{background:#2a6}.fail .mark{background:#c22}.not-measured .mark{background:#b80}"
     ".run,.note,figcaption{color:#444;font-size:13px}figure{margin:1.5em 0}img{max-width:100%}"
     "details{margin:.4em 0}summary{cursor:pointer;font-weight:bold}"
     ".side{display:flex;flex-wrap:wrap;gap:0 1.5em}.side h4{margin:.4em 0 .1em}"

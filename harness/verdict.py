@@ -484,3 +484,13 @@ def overall(out):
     (something was not measured, nothing failed)."""
     got = [q["outcome"] for q in out.values()]
     return FAIL if FAIL in got else PASS if all(g == PASS for g in got) else NOT_MEASURED
+
+
+MARK = {PASS: "PASS", FAIL: "FAIL", NOT_MEASURED: "NOT MEASURED"}
+
+
+def marked(v):
+    """``compute``'s result -> [(outcome, line)] for the three questions, in order: the word and
+    colour of each verdict line come from its own outcome, never a fixed green."""
+    out = outcomes(v)
+    return [(out[q]["outcome"], out[q]["line"]) for q in ("agreement", "gradients", "speed")]
