@@ -8,6 +8,13 @@ contract's sections are those of reference/README.md):
 - ``ACUConv2d``       active convolution (contract section 4): ``weight [F,S,K]``, ``pos_x, pos_y [K]`` or ``[P,K]``.
 - ``NJetConv2d``      Gaussian-derivative basis, learned scale (contract section 5): ``alpha [F,S,J]``, one ``sigma``.
 
+Arguments after the two channel counts are keyword-only (``DAUConv2d(3, 16, units=3)``): a third
+number would read as ``nn.Conv2d``'s kernel size, which these layers learn instead.  ``learn_sigma``
+defaults follow each paper: ``DAUConv2d`` False (DAU IJCV learns weights and displacements with one
+fixed sigma, 0.5, shared by every unit: the blur that makes the efficient form cheap), ``DAUGaussConv2d``
+and ``NJetConv2d`` True (a learned per-unit scale, and the N-Jet paper's learned scale, are what those
+layers are for).  The repr names the backend ``"auto"`` picks for the parameters' device and dtype.
+
 Every scale is stored as ``log_sigma`` (``sigma = exp(log_sigma)``, so it stays positive
 whatever the optimiser does); it is a Parameter when learned and a buffer otherwise, so the
 state_dict keys do not depend on ``learn_sigma``.
@@ -98,7 +105,10 @@ def acu_offsets(k, init):
     """
     if init == "grid3x3":
         if k != 9:
-            raise ValueError(f"argument 'synapses' expected 9 for init='grid3x3', got {k}")
+            raise ValueError(
+                f"argument 'synapses' expected 9 for init='grid3x3' (the 3x3 grid), got {k}; for {k} synapses "
+                f"use init='circle' (the centre and {k - 1} point(s) on the unit circle)"
+            )
         return [float(u) for t in (-1, 0, 1) for u in (-1, 0, 1)], [float(t) for t in (-1, 0, 1) for u in (-1, 0, 1)], 4
     ang = [2 * math.pi * i / (k - 1) for i in range(k - 1)]
     return [0.0] + [math.cos(a) for a in ang], [0.0] + [math.sin(a) for a in ang], 0
@@ -135,11 +145,21 @@ class _Layer(nn.Module):
     ``log_sigma``, and ``extra_repr`` listing the attributes named in ``_shown``."""
 
     _shown = ()
+    _layer = ""  # the contract's layer name (reference/layers.py), for the backend "auto" picks
+    _third = ""  # the argument a third positional number would be mistaken for
 
-    def _common(self, in_channels, out_channels, stride, backend, **ints):
+    def _common(self, in_channels, out_channels, stride, backend, positional=(), **ints):
         """Validate and store the channel counts, ``stride``, ``backend`` and each of ``ints`` (name -> value,
-        an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma)."""
+        an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma).
+        ``positional``: arguments given after the two channel counts, refused (they are keyword-only)."""
         name = type(self).__name__
+        if positional:
+            shown = ", ".join(repr(v) for v in (in_channels, out_channels, *positional))
+            raise TypeError(
+                f"{name}({shown}): arguments after in_channels and out_channels are keyword-only; name them, "
+                f"e.g. {name}({in_channels!r}, {out_channels!r}, {self._third}={positional[0]!r}) "
+                f"({self._third} is not nn.Conv2d's kernel_size: the receptive field is learned)"
+            )
         for key, val in dict(in_channels=in_channels, out_channels=out_channels, stride=stride, **ints).items():
             low, none = (0, True) if key.endswith("radius") else (1, False)
             setattr(self, key, _validate.integer(name, key, val, low, allow_none=none))
@@ -159,6 +179,28 @@ class _Layer(nn.Module):
     def learn_sigma(self):
         return isinstance(self.log_sigma, nn.Parameter)
 
+    def _check_input(self, x):
+        """A wrong input blames the input: ``x`` must be ``[N, in_channels, H, W]``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            got = f"{x.dim()}-d input" if x.dim() != 4 else f"{x.shape[1]} channels"
+            raise ValueError(
+                f"{type(self).__name__}: input x expected shape [N, {self.in_channels}, H, W] "
+                f"(in_channels={self.in_channels}), got x of shape {tuple(x.shape)} ({got})"
+            )
+
+    def resolved_backend(self):
+        """The backend this module runs on its parameters' device and dtype: ``backend`` itself, or the
+        one ``"auto"`` picks (``impls._registry.resolve``), or why none can."""
+        from . import _registry
+
+        p = next(self.parameters(), None)
+        if p is None or p.device.type == "meta":
+            return None
+        try:
+            return _registry.resolve(self.backend, self._layer, p.device, p.dtype)
+        except _registry.BackendUnavailable as exc:
+            return f"none: {exc}"
+
     def extra_repr(self):
         def show(key):
             if key == "bias":
@@ -166,6 +208,9 @@ class _Layer(nn.Module):
             if key == "sigma":
                 return _value(self.sigma)
             val = getattr(self, key)
+            if key == "backend" and val == "auto":
+                picked = self.resolved_backend()
+                return repr(val) + (f" -> {picked}" if picked else "")
             return f"{val:g}" if isinstance(val, float) else repr(val)
 
         return ", ".join([f"{self.in_channels}, {self.out_channels}"] + [f"{k}={show(k)}" for k in self._shown])
@@ -189,11 +234,13 @@ class DAUConv2d(_Layer):
     """
 
     _shown = ("units", "sigma", "stride", "bias", "mu_grad", "learn_sigma", "backend")
+    _layer, _third = "dau", "units"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         units: int = 2,
         sigma: float = 0.5,
         stride: int = 1,
@@ -208,7 +255,7 @@ class DAUConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, units=units, blur_radius=blur_radius)
+        self._common(in_channels, out_channels, stride, backend, positional, units=units, blur_radius=blur_radius)
         self.init_sigma = self._real("sigma", sigma)
         self.mu_init = self._choice("mu_init", mu_init, ("uniform", "grid"))
         self.mu_grad = self._choice("mu_grad", mu_grad, ("exact", "gauss"))
@@ -224,6 +271,7 @@ class DAUConv2d(_Layer):
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride, blur_radius=self.blur_radius,
@@ -258,11 +306,13 @@ class DAUGaussConv2d(_Layer):
     """
 
     _shown = ("units", "radius", "init_sigma", "stride", "bias", "learn_sigma", "backend")
+    _layer, _third = "dau_gauss", "units"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         units: int = 2,
         sigma: float = 0.5,
         radius: int | None = None,
@@ -276,7 +326,7 @@ class DAUGaussConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, units=units, radius=radius)
+        self._common(in_channels, out_channels, stride, backend, positional, units=units, radius=radius)
         self.init_sigma = self._real("sigma", sigma)
         if self.radius is None:
             self.radius = math.ceil(MU_RANGE + 3 * self.init_sigma)
@@ -287,6 +337,7 @@ class DAUGaussConv2d(_Layer):
     reset_parameters = DAUConv2d.reset_parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_gauss_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius, stride=self.stride,
@@ -315,11 +366,13 @@ class ACUConv2d(_Layer):
     """
 
     _shown = ("synapses", "init", "fixed_center", "position_groups", "stride", "bias", "normalize_grad", "backend")
+    _layer, _third = "acu", "synapses"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         synapses: int = 9,
         init: str = "grid3x3",
         fixed_center: bool = True,
@@ -333,7 +386,9 @@ class ACUConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, synapses=synapses, position_groups=position_groups)
+        self._common(
+            in_channels, out_channels, stride, backend, positional, synapses=synapses, position_groups=position_groups
+        )
         self.init = self._choice("init", init, ("grid3x3", "circle"))
         if out_channels % position_groups:
             raise ValueError(
@@ -377,6 +432,7 @@ class ACUConv2d(_Layer):
         return px, py
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         px, py = self.positions()
         return acu_conv2d(x, self.weight, px, py, self.bias, stride=self.stride, backend=self.backend)
 
@@ -398,11 +454,13 @@ class NJetConv2d(_Layer):
     """
 
     _shown = ("order", "sigma", "extent", "stride", "bias", "learn_sigma", "backend")
+    _layer, _third = "njet", "order"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         order: int = 2,
         sigma: float = 1.0,
         extent: float = 2.0,
@@ -416,7 +474,7 @@ class NJetConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, radius=radius)
+        self._common(in_channels, out_channels, stride, backend, positional, radius=radius)
         self.order = _validate.integer(type(self).__name__, "order", order, 0)
         self.init_sigma = self._real("sigma", sigma)
         self.extent = self._real("extent", extent)
@@ -433,6 +491,7 @@ class NJetConv2d(_Layer):
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         return njet_conv2d(
             x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent, radius=self.radius,
             stride=self.stride, backend=self.backend,
