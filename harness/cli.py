@@ -104,13 +104,95 @@ def cmd_matrix(args):
     return 1 if bad else 0
 
 
+# Options of ``bench --shape``: name -> (the layers it applies to, what it sets on the case).
+SHAPE_OPTIONS = {
+    "units": (("dau", "dau_gauss", "acu"), "k"),
+    "spread": (("dau", "dau_gauss", "acu"), "spread"),
+    "sigma": (("dau", "dau_gauss", "njet"), "sigma"),
+    "order": (("njet",), "order"),
+    "radius": (("dau", "dau_gauss", "njet"), "radius"),
+    "stride": (("dau", "dau_gauss", "acu", "njet"), "stride"),
+}
+
+
+def user_case(args):
+    """``bench --layer L --shape N,S,F,H,W [--units K] [--spread PX] ...`` -> one ``Case``: the layer's
+    paper case (harness/cases.py) at the user's shape and parameters, so the group runs the same
+    backends, baselines and cost model (gamma) as the paper's.  Checked before torch loads; every
+    message names the argument.  Its name spells the shape and the parameters given, so each shape
+    keeps its own group in bench.jsonl."""
+    from dataclasses import replace
+
+    from . import cases
+
+    if args.layer is None:
+        raise UsageError("--shape: needs --layer (one of dau, dau_gauss, acu, njet)")
+    if args.cases or args.layers:
+        raise UsageError("--shape: times one case of its own; drop --cases / --layers (the grid is not used)")
+    given = {k: getattr(args, k) for k in SHAPE_OPTIONS if getattr(args, k) is not None}
+    for k in given:
+        layers, _ = SHAPE_OPTIONS[k]
+        if args.layer not in layers:
+            raise UsageError(f"--{k}: {args.layer} has no such parameter (it applies to {', '.join(layers)})")
+    base = next(c for c in cases.grid("paper", [args.layer]) if c.name == "paper")
+    n, s_, f_, h, w = args.shape
+    spec = f"{n}x{s_}x{f_}x{h}x{w}" + "".join(f"-{k}{v:g}" for k, v in sorted(given.items()))
+    fields = {SHAPE_OPTIONS[k][1]: v for k, v in given.items()}
+    if "sigma" in given and "radius" not in given and args.layer != "dau_gauss":
+        fields["radius"] = None  # the layer's own rule for the new sigma (dau_gauss has none: its fixed radius)
+    case = replace(base, name="shape-" + spec, n=n, s=s_, f=f_, h=h, w=w, **fields)
+    try:
+        case.resolved_radius()
+    except ValueError as exc:
+        raise UsageError(f"--radius: {exc}") from None
+    return case
+
+
+def _shape(text):
+    parts = text.split(",")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        vals = None
+    if vals is None or len(vals) != 5 or min(vals) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected N,S,F,H,W: five integers >= 1 (batch, in, out, height, width), got {text!r}"
+        )
+    return tuple(vals)
+
+
+def _positive_number(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return v
+
+
 def cmd_bench(args):
+    if getattr(args, "shape", None) is None:
+        for k in ("layer", *SHAPE_OPTIONS):
+            if getattr(args, k, None) is not None:
+                raise UsageError(f"--{k}: only with --shape N,S,F,H,W (a shape of your own)")
+    user = user_case(args) if getattr(args, "shape", None) else None
     _writable(args.out, folder=True)
     from .. import impls
     from . import bench, cases, console
 
     _check_device(args.device)
-    grid = cases.grid(args.grid, args.layers)
+    grid = [user] if user else cases.grid(args.grid, args.layers)
     if getattr(args, "cases", None):
         unknown = sorted(set(args.cases) - {c.name for c in grid})
         if unknown:
@@ -121,8 +203,9 @@ def cmd_bench(args):
     if bench.BASELINE not in backends:
         backends = [bench.BASELINE] + backends
     args.resume = f"every finished group is saved in {os.path.join(args.out, bench.RESULTS)}"
+    what = f"your shape, {user.id}" if user else f"grid {args.grid}"
     print(
-        f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
+        f"speed sweep: {what} ({len(grid)} cases x 3 passes), backends {', '.join(backends)}, "
         f"{args.dtype} on {args.device}, {args.threads} thread(s), results in {args.out}/{bench.RESULTS}"
     )
     done = bench.sweep(
@@ -371,6 +454,25 @@ def parser():
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=DTYPES)
     b.add_argument("--out", default="results", help="folder of bench.jsonl (rerun with the same folder to resume)")
+    u = b.add_argument_group(
+        "a shape of your own",
+        "--layer L --shape N,S,F,H,W times that layer at that shape instead of the grid, with the same backends, "
+        "baselines (torch-naive; conv2d-std for dau) and cost model (gamma); what is not given is the layer's "
+        "paper case's (harness/cases.py)",
+    )
+    u.add_argument("--layer", choices=LAYERS, help="the layer to time at --shape")
+    u.add_argument("--shape", type=_shape, metavar="N,S,F,H,W", help="batch, input and output channels, height, width")
+    u.add_argument("--units", type=_int_in(1), metavar="K", help="units (dau, dau_gauss) or synapses (acu)")
+    u.add_argument(
+        "--spread",
+        type=_nonneg_float,
+        metavar="PX",
+        help="displacements uniform in [-PX, PX] pixels (dau, dau_gauss, acu); conv2d-std's side is 2 ceil(PX) + 1",
+    )
+    u.add_argument("--sigma", type=_positive_number, help="the Gaussian scale (dau, dau_gauss, njet)")
+    u.add_argument("--order", type=_int_in(0), help="the basis order (njet)")
+    u.add_argument("--radius", type=_int_in(0), help="the Gaussian radius in pixels (dau, dau_gauss, njet)")
+    u.add_argument("--stride", type=_int_in(1), help="the stride")
     _speed_options(b)
     b.add_argument("--seed", type=_int_in(0), default=0)
     b.set_defaults(fn=cmd_bench)
