@@ -297,6 +297,7 @@ def cmd_all(args):
 
     _check_device(args.device)
     args.resume = "nothing of the correctness matrix is kept (its rows are written when it ends)"
+    args.rerun = "no speed group was measured yet; rerun the same command (same --out) to start again"
     matrix_path = os.path.join(args.out, "matrix.jsonl")
     if os.path.exists(matrix_path):
         os.remove(matrix_path)
@@ -311,6 +312,8 @@ def cmd_all(args):
             out=matrix_path,
         )
     )
+    args.resume = f"the correctness matrix is saved in {matrix_path}"
+    args.rerun = "no speed group was measured yet; rerun the same command (same --out) to start again"
     study = os.path.join(args.out, "analysis.jsonl")
     if os.path.exists(study):
         os.remove(study)
@@ -321,6 +324,7 @@ def cmd_all(args):
     progress = console.Progress("reference vs central differences", every_s=10)
     results.append(fd, fdcheck.rows(args.seed or 0, progress=progress))
     args.resume = f"every finished speed group is saved in {os.path.join(args.out, bench.RESULTS)}"
+    args.rerun = None  # from here on: the default, resume the speed sweep
     bench_args = argparse.Namespace(**{**vars(args), "grid": args.bench_grid, "layers": None, "backends": None})
     bench_args.dtype, bench_args.seed = "float32", args.seed or 0
     speed_status = cmd_bench(bench_args)
@@ -555,7 +559,8 @@ def main(argv=None):
         return 3
     except KeyboardInterrupt as exc:
         hint = getattr(args, "resume", None)
-        where = f"{hint}; rerun the same command (same --out) to measure only the rest" if hint else "nothing saved"
+        rerun = getattr(args, "rerun", None) or "rerun the same command (same --out) to measure only the rest"
+        where = f"{hint}; {rerun}" if hint else "nothing saved"
         term = isinstance(exc, Terminated)
         _error(f"{'terminated (SIGTERM)' if term else 'interrupted'}: {where}")
         return 143 if term else 130

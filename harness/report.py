@@ -493,7 +493,9 @@ def write(paths, out_dir):
     for name, _, _, png in figs:
         with open(os.path.join(out_dir, name + ".png"), "wb") as fh:
             fh.write(png)
-    run_line = f"From {len(paths)} result file(s), {len(df)} rows: {figures.run(df)}."
+    machines = sorted(set(df["machine"])) if "machine" in df else []
+    joined = f", merged from {len(machines)} machines ({'; '.join(machines)})" if len(machines) > 1 else ""
+    run_line = f"From {len(paths)} result file(s), {len(df)} rows{joined}: {figures.run(df)}."
     intro = (
         f"Correctness tolerance: {TOLERANCE}. Speed-ups are measured within one group (same run, machine, "
         "device, dtype); averages are geometric. Definitions: reference/README.md in the repository."

@@ -238,9 +238,12 @@ def speed(df):
             head = kept[(kept["case"] == case).to_numpy() & has(kept, "torch-naive")]
             best = head.loc[head["over"].map(lambda o: o["torch-naive"]).idxmax()] if len(head) else None
             rec["best backend"] = best["backend"] if best is not None else None
+            # gamma is the cost model's, not a measurement: shown for a case whose groups were all excluded too
+            model = efficient(gp[(gp["case"] == case).to_numpy()])
+            model_gamma = model["gamma"].iloc[0] if len(model) else {}
             for b in BASELINES:
                 up = best["over"].get(b) if best is not None else None
-                gam = best["gamma"].get(b) if best is not None else None
+                gam = best["gamma"].get(b) if best is not None else model_gamma.get(b)
                 rec[f"x over {b}"] = up
                 rec[f"gamma {b}"] = gam
                 rec[f"measured/gamma {b}"] = up / gam if up is not None and gam else None
@@ -377,7 +380,8 @@ def speed_line(table):
                     b += f", {_g(r[f'x over {v}'], '{:.2f}')}x over conv2d-std {what}"
             bits.append(b)
         bits = bits or ["no group left to judge (all excluded or no backend under test)"]
-        parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}: " + "; ".join(bits))
+        where = f" of {key[0]}" if table["machine"].nunique() > 1 else ""  # a merged report names each machine
+        parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}{where}: " + "; ".join(bits))
     known = table["excluded groups"].notna()
     total = int(table["groups"].sum())
     if known.any():

@@ -31,6 +31,11 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The seed again at the end, where ``-q`` (which hides the header) shows it too."""
+    terminalreporter.write_line(f"rfbench: seed {SEED} (replay with RFBENCH_SEED={SEED})")
+
+
 def pytest_report_header(config):
     return f"rfbench: seed {SEED} (replay with RFBENCH_SEED={SEED}), matrix grid {config.getoption('--grid')}"
 
