@@ -230,6 +230,15 @@ def cmd_bench(args):
             "command (same --out) to measure only those"
         )
     print(console.bench_summary(done.rows))
+    from .eta import over_budget
+
+    groups = {}
+    for r in done.rows:
+        groups.setdefault(r.get("group"), []).append(r)
+    for rows in groups.values():
+        over = over_budget(rows)
+        if over:
+            print(f"{rows[0]['layer']}-{rows[0]['case']} {rows[0]['pass']}: {over}")
     bad = [r for r in done.rows if bench.excluded(r)]
     if bad:
         print(f"{len(bad)} row(s) flagged contended or implausible: excluded from verdicts and headlines")

@@ -423,8 +423,9 @@ RULES = {
     "gradients": "pass: every backend gradient within its rounding bound and the reference's analytic gradients "
     "within the central-difference bound; fail: any above; not measured: no gradient rows",
     "speed": "pass: in every layer x pass judged, the best backend is faster than torch-naive (the exact dense "
-    "kernel) on the headline case; fail: one is not; not measured: no speed rows, or every group excluded "
-    "(contended or implausible) or without a backend under test",
+    "kernel) on the headline case; fail: one is not; judged: a layer x pass with a group left (not contended or "
+    "implausible, a backend under test) whose model gamma over torch-naive is above 1 (dau_gauss has no cheaper "
+    "algorithm, gamma 1: shown, not judged); not measured: nothing judged",
 }
 
 
@@ -452,7 +453,8 @@ def outcomes(v):
     worst, fd_worst, fd_n = gradient_worst(v["gradients"])
     marks = [w[0] for w in (worst, fd_worst) if w is not None]
     grad = NOT_MEASURED if not marks else FAIL if max(marks) > 1 else PASS
-    judged = [] if sp.empty else [r for r in sp.to_dict("records") if isinstance(r.get("best backend"), str)]
+    led = [] if sp.empty else [r for r in sp.to_dict("records") if isinstance(r.get("best backend"), str)]
+    judged = [r for r in led if (_num(r.get("gamma torch-naive")) or 0) > 1]
     slow = [r for r in judged if (_num(r.get("x over torch-naive")) or 0) <= 1]
     speed_out = NOT_MEASURED if not judged else FAIL if slow else PASS
     lines = dict(zip(("agreement", "gradients", "speed"), v["lines"]))
@@ -477,6 +479,11 @@ def outcomes(v):
             "rule": RULES["speed"],
             "line": lines["speed"],
             "judged": len(judged),
+            "not_judged": [
+                f"{r['layer']} {r['pass']} (model gamma {_g(_num(r.get('gamma torch-naive')))})"
+                for r in led
+                if r not in judged
+            ],
             "not_faster": [f"{r['layer']} {r['pass']} {r['best backend']}" for r in slow],
             "groups": _records(sp),
         },

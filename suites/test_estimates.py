@@ -100,6 +100,8 @@ def test_bench_bounds_each_group_and_a_time_limit_stops_between_groups(tmp_path)
 
     rows = results.load([str(tmp_path / bench.RESULTS)])
     for r in rows:
+        if r["budget"]["over"]:  # said at the end too, not only in its progress line
+            assert f"{r['layer']}-{r['case']} {r['pass']}: over budget: " in res.stdout
         assert r["budget"]["budget_s"] == 0.5
         assert r["budget"]["spent_s"] <= 0.5 or r["budget"]["over"]
         assert r["budget"]["reps"] >= timing.MIN_REPS

@@ -77,3 +77,40 @@ def test_contended_groups_are_counted():
         {"kind": "speed", "status": "skip", "group": "c"},
     ]
     assert bench.contended_groups(rows) == (1, 2)
+
+
+def _speed_row(layer, up, gamma):
+    return {
+        "kind": "speed",
+        "status": "ok",
+        "machine": "m",
+        "device": "cpu",
+        "dtype": "float32",
+        "layer": layer,
+        "pass": "forward",
+        "case": "paper",
+        "backend": "numba",
+        "group": layer,
+        "speedups": {"torch-naive": up},
+        "gammas": {"torch-naive": gamma},
+        "paper_gamma": None,
+        "flags": [],
+    }
+
+
+def test_the_speed_outcome_judges_only_layers_with_a_cheaper_algorithm():
+    import pandas as pd
+
+    from rfbench.harness import verdict
+
+    def outcome(rows):
+        return verdict.outcomes(verdict.compute(pd.DataFrame(rows)))["speed"]
+
+    gauss = _speed_row("dau_gauss", 0.8, 1.0)  # no cheaper algorithm: gamma 1, slower is expected
+    got = outcome([_speed_row("dau", 3.0, 21.0), gauss])
+    assert (
+        got["outcome"] == "pass" and got["judged"] == 1 and got["not_judged"] == ["dau_gauss forward (model gamma 1)"]
+    )
+    got = outcome([_speed_row("dau", 0.9, 21.0), gauss])
+    assert got["outcome"] == "fail" and got["not_faster"] == ["dau forward numba"]
+    assert outcome([gauss])["outcome"] == "not measured"
