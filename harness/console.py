@@ -60,7 +60,7 @@ class Progress:
     def line(self, i, total, now, left_s=None):
         done = now - self.start
         left = done / max(i, 1) * (total - i) if left_s is None else left_s
-        eta = "done" if i >= total else f"about {_clock(left)} left" if left >= 0.5 else "under 0:01 left"
+        eta = "done" if i >= total else f"about {_clock(left)} left" if left >= 1 else "under 0:01 left"
         return f"{self.label}: {i}/{total} ({100 * i // max(total, 1)}%), {_clock(done)} elapsed, {eta}"
 
     def __call__(self, i, total, rows=None, left_s=None):
