@@ -25,7 +25,9 @@ ACU), ``baseline_roofline`` (baseline -> its roofline fraction), ``threads``, ``
 ``load`` (``machine.Meter``: load1 before/after, cpu_over_wall, wait_share, contended, rule),
 ``vector`` (``env.vector``: numba's vector width and SLP, flush-to-zero and denormals-are-zero in
 the timing thread; the CPU's vector ISA and torch's are in the row's ``env``),
-``flags`` (``flags``), ``key`` (``group_key``), ``precision`` and ``run_precision``, and ``machine``.
+``flags`` (``flags``), ``budget`` (``budget_use``: the group's budget, the seconds it took, the
+repetitions kept, and whether and why it overran), ``key`` (``group_key``), ``precision`` and
+``run_precision``, and ``machine``.
 """
 
 import functools
@@ -41,7 +43,7 @@ import torch
 
 from .. import impls
 
-from . import baselines, costmodel, env, machine, precision, results, runner, timing
+from . import baselines, costmodel, env, eta, machine, precision, results, runner, timing
 
 BASELINE = baselines.NAIVE
 STD = baselines.STD
@@ -311,6 +313,7 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     Every row records ``ftz`` and ``daz`` as the timing thread had them, and ``origin`` ("ours",
     "peer", "baseline")."""
     meter = machine.Meter()
+    start = time.perf_counter()  # the budget bounds the whole group, first calls included
     arrays = case.arrays(seed)
     t = runner.tensors(case, arrays, dtype, device)
     gen = torch.Generator().manual_seed(seed)
@@ -357,12 +360,14 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
                 )
                 del fns[b]
         both = {**fns, **{(b, UNFLUSHED): _unflushed(*fns[b]) for b in fns}} if ftz else fns
-        stats = timing.interleaved(tm, both, reps=reps, budget_s=budget_s) if fns else {}
+        stats = timing.interleaved(tm, both, reps=reps, budget_s=budget_s, start=start) if fns else {}
     unflushed = {k[0]: stats.pop(k).summary()["median_s"] for k in list(stats) if isinstance(k, tuple)}
     med = {b: s.summary()["median_s"] for b, s in stats.items()}
     load = meter.stop()
+    spent = budget_use(stats, budget_s, time.perf_counter() - start)
     for row in rows:
         row["load"] = load
+        row["budget"] = spent
         row["flags"] = ["contended"] if load["contended"] else []
         row.update(ftz=modes["ftz"], daz=modes["daz"], origin=origin(row["backend"]))
     state = precision.state()
@@ -400,6 +405,7 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
             "daz": modes["daz"],
             "origin": origin(b),
             **_subnormal_fields(summ["median_s"], unflushed.get(b)),
+            "budget": spent,
         }
         rows.append(row)
     fractions = {r["backend"]: r["roofline_fraction"] for r in rows if r["status"] == "ok"}
@@ -410,23 +416,47 @@ def bench_group(case, pass_, backends, device, dtype, tm, peak, seed=0, reps=5, 
     return rows
 
 
+def budget_use(stats, budget_s, spent_s):
+    """How a group used its budget -> dict (every row's ``budget``): ``budget_s``, ``spent_s``,
+    ``reps`` (repetitions kept), ``over`` (spent more than the budget: its minimum of
+    ``timing.MIN_REPS`` repetitions did not fit) and ``slowest`` / ``slowest_call_s`` (the backend
+    whose one call is longest, what made it overrun)."""
+    slow = max(stats.items(), key=lambda kv: max(kv[1].samples, default=0.0), default=(None, None))
+    return {
+        "budget_s": budget_s,
+        "spent_s": spent_s,
+        "reps": min((len(s.samples) for s in stats.values()), default=0),
+        "over": budget_s is not None and spent_s > budget_s,
+        "slowest": slow[0],
+        "slowest_call_s": max(slow[1].samples, default=None) if slow[1] else None,
+    }
+
+
 @dataclass
 class Sweep:
     """What ``sweep`` did: ``rows`` (every current row of the asked groups, reused ones included),
     ``measured`` and ``reused`` group counts, ``why`` (reason -> count of groups measured again),
-    ``left`` (groups not measured because the deadline came first)."""
+    ``left`` (groups not measured because the deadline came first), ``reused_contended`` (reused
+    groups flagged contended: said, never silently taken)."""
 
     rows: list = field(default_factory=list)
     measured: int = 0
     reused: int = 0
     why: Counter = field(default_factory=Counter)
     left: int = 0
+    reused_contended: int = 0
 
     def summary(self):
-        """One line: how many groups were reused, measured, and why some were measured again."""
+        """One line: how many groups were reused (and how many of those were contended), measured,
+        and why some were measured again."""
         s = f"{self.reused} group(s) reused, {self.measured} measured"
         if self.why:
             s += " (" + ", ".join(f"{n} {w}" for w, n in sorted(self.why.items())) + ")"
+        if self.reused_contended:
+            s += (
+                f"; {self.reused_contended} of the reused group(s) were contended (kept out of the verdict; "
+                "--retry-contended measures them again)"
+            )
         if self.left:
             s += f", {self.left} left unmeasured at the deadline"
         return s
@@ -447,6 +477,18 @@ def promised(layer, key):
     if layer == "dau":
         out |= set(baselines.std_variants(torch.device(key["device"]).type, key["dtype"]))
     return out
+
+
+def predicted_cost(case, pass_, backends, device, dtype, seed=0):
+    """A group's predicted cost for ``eta``: the MACs of every backend that may run it (the
+    efficient algorithm's, torch-naive's dense kernel) and of the conv2d-std baselines of DAU,
+    from ``costmodel.model`` (what the speed rows report).  Only its ratio between groups matters."""
+    cost = costmodel.model(case, case.arrays(seed), pass_)
+    n_eff = sum(b != BASELINE for b in backends)
+    total = cost["macs_naive"] + n_eff * cost["macs_efficient"]
+    if case.layer == "dau":
+        total += len(baselines.std_variants(torch.device(device).type, dtype)) * (cost["macs_std"] or 0)
+    return max(total, 1)
 
 
 def _why(old, key, retry_contended):
@@ -478,14 +520,19 @@ def _existing(path):
 
 def _retire(path, slot, group):
     """Move rows of ``slot`` not in ``group`` from ``path`` to ``SUPERSEDED`` beside it."""
-    keep, old = [], []
+    keep, old, envs = [], [], {}
     with open(path) as fh:
         for line in fh:
             if not line.strip():
                 continue
+            line = line if line.endswith("\n") else line + "\n"
             r = json.loads(line)
+            if r.get("kind") == results.ENV:
+                envs[r.get("env_id")] = line
             stale = r.get("kind") == "speed" and _row_slot(r) == slot and r.get("group") != group
-            (old if stale else keep).append(line if line.endswith("\n") else line + "\n")
+            if stale and r.get("env_id") in envs and envs[r["env_id"]] not in old:
+                old.append(envs[r["env_id"]])  # the superseded file holds the environment its rows name
+            (old if stale else keep).append(line)
     if old:
         with open(os.path.join(os.path.dirname(path), SUPERSEDED), "a") as fh:
             fh.writelines(old)
@@ -584,16 +631,23 @@ def _sweep(
         current[slot] = prev if why is None else []
         if why is None:
             out.reused += 1
+            out.reused_contended += any("contended" in (r.get("flags") or []) for r in prev)
         else:
             out.why[why] += 1
             todo.append((c, p, key))
     peak = None
+    if todo and deadline is not None and time.monotonic() > deadline:  # no probe for groups that cannot start
+        out.left, todo = len(todo), []
     if todo:
         peak = timing.peaks(device, tuple(precisions(device, dtype, [c for c, _, _ in todo])), tm.threads)
+    est = eta.Eta([predicted_cost(c, p, backends, device, dtype, seed) for c, p, _ in todo], budget_s)
+    if todo and hasattr(progress, "begin"):
+        progress.begin(len(todo), est.bound())
     for i, (case, pass_, key) in enumerate(todo):
         if deadline is not None and time.monotonic() > deadline:
             out.left = len(todo) - i
             break
+        t_group = time.monotonic()
         if require_quiet is not None:
             ok, seen = machine.wait_until_quiet(tm.threads, require_quiet)
             if not ok:
@@ -604,7 +658,10 @@ def _sweep(
         _retire(path, slot, group[0]["group"])
         current[slot] = group
         out.measured += 1
-        if progress:
+        est.record(time.monotonic() - t_group)
+        if getattr(progress, "estimates", False):
+            progress(i + 1, len(todo), group, est.left())
+        elif progress:
             progress(i + 1, len(todo), group)
     out.rows = [r for rows in current.values() for r in rows]
     return out
@@ -648,3 +705,21 @@ def format_table(rows):
         "meas/g = speed-up over torch-naive / model gamma."
     )
     return "\n".join(lines)
+
+
+def contended_groups(rows):
+    """-> (contended, total): groups of speed rows flagged contended, and all groups that ran."""
+    groups = {}
+    for r in rows:
+        if r.get("kind") == "speed" and r.get("status") == "ok":
+            groups.setdefault(r.get("group"), False)
+            groups[r.get("group")] |= "contended" in (r.get("flags") or [])
+    return sum(groups.values()), len(groups)
+
+
+NO_SPEED_RESULT = (
+    "NO SPEED RESULT: all {n} group(s) were contended (other work took the cores while they ran), so no "
+    "speed-up can be judged. Next: rerun with --threads 1 (fewer threads than busy cores), add "
+    "--retry-contended to measure the contended groups again, or --require-quiet SECONDS to wait for a quiet "
+    "machine before each group (same --out: finished groups are kept)"
+)

@@ -10,10 +10,11 @@ rfbench gpu-run --out DIR --budget-s S  a short GPU loan -> the GPU results, ste
 
 RESULTS are files or folders of *.jsonl files (one folder per machine merges in one report).
 Exit status: 0 done, 1 a check failed (matrix failures, compare regressions, machine not
-quiet), 2 usage error (bad argument, missing or unreadable file, unavailable device, an --out
-that cannot be written: checked before any work), 3 results could not be written while running
-(full disk, ...: the file keeps every whole group, rerun to resume), 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM): rerun the same command with the same --out to resume a benchmark.
+quiet, NO SPEED RESULT: every speed group contended), 2 usage error (bad argument, missing or
+unreadable file, unavailable device, an --out that cannot be written: checked before any work), 3
+results could not be written while running (full disk, ...: the file keeps every whole group, rerun
+to resume), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): rerun the same command with the
+same --out to resume a benchmark.
 """
 
 import argparse
@@ -105,13 +106,95 @@ def cmd_matrix(args):
     return 1 if bad else 0
 
 
+# Options of ``bench --shape``: name -> (the layers it applies to, what it sets on the case).
+SHAPE_OPTIONS = {
+    "units": (("dau", "dau_gauss", "acu"), "k"),
+    "spread": (("dau", "dau_gauss", "acu"), "spread"),
+    "sigma": (("dau", "dau_gauss", "njet"), "sigma"),
+    "order": (("njet",), "order"),
+    "radius": (("dau", "dau_gauss", "njet"), "radius"),
+    "stride": (("dau", "dau_gauss", "acu", "njet"), "stride"),
+}
+
+
+def user_case(args):
+    """``bench --layer L --shape N,S,F,H,W [--units K] [--spread PX] ...`` -> one ``Case``: the layer's
+    paper case (harness/cases.py) at the user's shape and parameters, so the group runs the same
+    backends, baselines and cost model (gamma) as the paper's.  Checked before torch loads; every
+    message names the argument.  Its name spells the shape and the parameters given, so each shape
+    keeps its own group in bench.jsonl."""
+    from dataclasses import replace
+
+    from . import cases
+
+    if args.layer is None:
+        raise UsageError("--shape: needs --layer (one of dau, dau_gauss, acu, njet)")
+    if args.cases or args.layers:
+        raise UsageError("--shape: times one case of its own; drop --cases / --layers (the grid is not used)")
+    given = {k: getattr(args, k) for k in SHAPE_OPTIONS if getattr(args, k) is not None}
+    for k in given:
+        layers, _ = SHAPE_OPTIONS[k]
+        if args.layer not in layers:
+            raise UsageError(f"--{k}: {args.layer} has no such parameter (it applies to {', '.join(layers)})")
+    base = next(c for c in cases.grid("paper", [args.layer]) if c.name == "paper")
+    n, s_, f_, h, w = args.shape
+    spec = f"{n}x{s_}x{f_}x{h}x{w}" + "".join(f"-{k}{v:g}" for k, v in sorted(given.items()))
+    fields = {SHAPE_OPTIONS[k][1]: v for k, v in given.items()}
+    if "sigma" in given and "radius" not in given and args.layer != "dau_gauss":
+        fields["radius"] = None  # the layer's own rule for the new sigma (dau_gauss has none: its fixed radius)
+    case = replace(base, name="shape-" + spec, n=n, s=s_, f=f_, h=h, w=w, **fields)
+    try:
+        case.resolved_radius()
+    except ValueError as exc:
+        raise UsageError(f"--radius: {exc}") from None
+    return case
+
+
+def _shape(text):
+    parts = text.split(",")
+    try:
+        vals = [int(p) for p in parts]
+    except ValueError:
+        vals = None
+    if vals is None or len(vals) != 5 or min(vals) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected N,S,F,H,W: five integers >= 1 (batch, in, out, height, width), got {text!r}"
+        )
+    return tuple(vals)
+
+
+def _positive_number(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return v
+
+
 def cmd_bench(args):
+    if getattr(args, "shape", None) is None:
+        for k in ("layer", *SHAPE_OPTIONS):
+            if getattr(args, k, None) is not None:
+                raise UsageError(f"--{k}: only with --shape N,S,F,H,W (a shape of your own)")
+    user = user_case(args) if getattr(args, "shape", None) else None
     _writable(args.out, folder=True)
     from .. import impls
     from . import bench, cases, console
 
     _check_device(args.device)
-    grid = cases.grid(args.grid, args.layers)
+    grid = [user] if user else cases.grid(args.grid, args.layers)
     if getattr(args, "cases", None):
         unknown = sorted(set(args.cases) - {c.name for c in grid})
         if unknown:
@@ -124,8 +207,9 @@ def cmd_bench(args):
     args.resume = f"every finished group is saved in {os.path.join(args.out, bench.RESULTS)}"
     shard = getattr(args, "shard", None)
     share = "" if shard is None else f", share {shard[0]}/{shard[1]} of its groups"
+    what = f"your shape, {user.id}" if user else f"grid {args.grid}"
     print(
-        f"speed sweep: grid {args.grid} ({len(grid)} cases x 3 passes{share}), backends {', '.join(backends)}, "
+        f"speed sweep: {what} ({len(grid)} cases x 3 passes{share}), backends {', '.join(backends)}, "
         f"{args.dtype} on {args.device}, {args.threads} thread(s), results in {args.out}/{bench.RESULTS}"
     )
     done = bench.sweep(
@@ -143,13 +227,41 @@ def cmd_bench(args):
         retry_contended=args.retry_contended,
         shard=shard,
         ftz=getattr(args, "ftz", "off") == "on",
+        deadline=_deadline(args),
     )
     print(f"groups: {done.summary()}")
+    if done.left:
+        print(
+            f"--time-limit {args.time_limit:g} s reached: {done.left} group(s) left unmeasured; rerun the same "
+            "command (same --out) to measure only those"
+        )
     print(console.bench_summary(done.rows))
+    from .eta import over_budget
+
+    groups = {}
+    for r in done.rows:
+        groups.setdefault(r.get("group"), []).append(r)
+    for rows in groups.values():
+        over = over_budget(rows)
+        if over:
+            print(f"{rows[0]['layer']}-{rows[0]['case']} {rows[0]['pass']}: {over}")
     bad = [r for r in done.rows if bench.excluded(r)]
     if bad:
         print(f"{len(bad)} row(s) flagged contended or implausible: excluded from verdicts and headlines")
+    contended, groups = bench.contended_groups(done.rows)
+    if groups and contended == groups:
+        print(bench.NO_SPEED_RESULT.format(n=groups))
+        return 1
     return 0
+
+
+def _deadline(args):
+    """``--time-limit`` as a ``time.monotonic()`` deadline counted from the command's start, or None."""
+    import time
+
+    if getattr(args, "time_limit", None) is None:
+        return None
+    return getattr(args, "deadline", None) or time.monotonic() + args.time_limit
 
 
 def cmd_report(args):
@@ -200,6 +312,7 @@ def cmd_all(args):
 
     _check_device(args.device)
     args.resume = "nothing of the correctness matrix is kept (its rows are written when it ends)"
+    args.rerun = "no speed group was measured yet; rerun the same command (same --out) to start again"
     matrix_path = os.path.join(args.out, "matrix.jsonl")
     if os.path.exists(matrix_path):
         os.remove(matrix_path)
@@ -214,6 +327,8 @@ def cmd_all(args):
             out=matrix_path,
         )
     )
+    args.resume = f"the correctness matrix is saved in {matrix_path}"
+    args.rerun = "no speed group was measured yet; rerun the same command (same --out) to start again"
     study = os.path.join(args.out, "analysis.jsonl")
     if os.path.exists(study):
         os.remove(study)
@@ -224,13 +339,16 @@ def cmd_all(args):
     progress = console.Progress("reference vs central differences", every_s=10)
     results.append(fd, fdcheck.rows(args.seed or 0, progress=progress))
     args.resume = f"every finished speed group is saved in {os.path.join(args.out, bench.RESULTS)}"
+    args.rerun = None  # from here on: the default, resume the speed sweep
     bench_args = argparse.Namespace(**{**vars(args), "grid": args.bench_grid, "layers": None, "backends": None})
     bench_args.dtype, bench_args.seed = "float32", args.seed or 0
-    cmd_bench(bench_args)
+    speed_status = cmd_bench(bench_args)
     paths = [matrix_path, study, fd, os.path.join(args.out, bench.RESULTS)]
     path = report.write(paths, args.out)
     print(console.finish(paths, path))
-    return status
+    if speed_status:  # said again last, where a user looks
+        print(bench.NO_SPEED_RESULT.format(n=bench.contended_groups(results.load([paths[-1]]))[1]))
+    return status or speed_status
 
 
 def cmd_gpu_run(args):
@@ -287,19 +405,42 @@ def _positive_float(text):
     return v
 
 
+def default_threads():
+    """Half this process's cores, at least 1 (``--threads``' default; its help says why)."""
+    from .machine import cores
+
+    return max(1, cores() // 2)
+
+
 def _speed_options(p):
     """Options shared by ``bench`` and ``all``: repetitions, budget, threads, load control."""
+    from .eta import MIN_REPS
     from .machine import cores
 
     p.add_argument("--reps", type=_int_in(1), default=5, help="timed repetitions per backend (after warm-up)")
     p.add_argument(
-        "--budget", type=_positive_float, default=20.0, help="seconds per group after which repetitions stop"
+        "--budget",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the most one group (a case x pass, every backend) may take: no repetition starts that would end "
+        f"past it, but {MIN_REPS} are always kept, and a group whose minimum is longer says so (default 120). "
+        "Part of a group's key: groups measured under another budget are measured again",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop starting groups after SECONDS from the start of the command (the group running then finishes, "
+        "within its --budget); what is left is said, and a rerun with the same --out measures only that",
     )
     p.add_argument(
         "--threads",
         type=_int_in(1, cores(), "a thread count"),
-        default=cores(),
-        help=f"threads of every backend (torch, numba, OpenMP), held for the whole run (default {cores()}: all cores)",
+        default=default_threads(),
+        help=f"threads of every backend (torch, numba, OpenMP), held for the whole run (default {default_threads()}: "
+        "half the cores, at least 1: with every core taken, any other process on the machine makes the threads "
+        "wait on each other and the group is flagged contended; half leaves room for the rest of the machine)",
     )
     p.add_argument(
         "--require-quiet",
@@ -351,6 +492,25 @@ def parser():
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--dtype", default="float32", choices=DTYPES)
     b.add_argument("--out", default="results", help="folder of bench.jsonl (rerun with the same folder to resume)")
+    u = b.add_argument_group(
+        "a shape of your own",
+        "--layer L --shape N,S,F,H,W times that layer at that shape instead of the grid, with the same backends, "
+        "baselines (torch-naive; conv2d-std for dau) and cost model (gamma); what is not given is the layer's "
+        "paper case's (harness/cases.py)",
+    )
+    u.add_argument("--layer", choices=LAYERS, help="the layer to time at --shape")
+    u.add_argument("--shape", type=_shape, metavar="N,S,F,H,W", help="batch, input and output channels, height, width")
+    u.add_argument("--units", type=_int_in(1), metavar="K", help="units (dau, dau_gauss) or synapses (acu)")
+    u.add_argument(
+        "--spread",
+        type=_nonneg_float,
+        metavar="PX",
+        help="displacements uniform in [-PX, PX] pixels (dau, dau_gauss, acu); conv2d-std's side is 2 ceil(PX) + 1",
+    )
+    u.add_argument("--sigma", type=_positive_number, help="the Gaussian scale (dau, dau_gauss, njet)")
+    u.add_argument("--order", type=_int_in(0), help="the basis order (njet)")
+    u.add_argument("--radius", type=_int_in(0), help="the Gaussian radius in pixels (dau, dau_gauss, njet)")
+    u.add_argument("--stride", type=_int_in(1), help="the stride")
     _speed_options(b)
     b.add_argument("--seed", type=_int_in(0), default=0)
     b.add_argument(
@@ -416,7 +576,11 @@ def _error(msg):
 
 def main(argv=None):
     """Parse, fix the thread environment before torch or numba load, run -> exit status."""
+    import time
+
     args = parser().parse_args(argv)
+    if getattr(args, "time_limit", None) is not None:
+        args.deadline = time.monotonic() + args.time_limit  # counted from here, before torch loads
     if getattr(args, "threads", None):
         from .machine import apply_thread_env
 
@@ -435,7 +599,8 @@ def main(argv=None):
         return 3
     except KeyboardInterrupt as exc:
         hint = getattr(args, "resume", None)
-        where = f"{hint}; rerun the same command (same --out) to measure only the rest" if hint else "nothing saved"
+        rerun = getattr(args, "rerun", None) or "rerun the same command (same --out) to measure only the rest"
+        where = f"{hint}; {rerun}" if hint else "nothing saved"
         term = isinstance(exc, Terminated)
         _error(f"{'terminated (SIGTERM)' if term else 'interrupted'}: {where}")
         return 143 if term else 130

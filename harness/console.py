@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import runner, verdict
+from . import eta, runner, verdict
 
 
 def _no_pandas(what):
@@ -38,25 +38,36 @@ class Progress:
     On a terminal: one line rewritten in place.  Otherwise (a file, a pipe, CI logs): one
     flushed line per finished group, at most one every ``every_s`` seconds (the last group
     always), so an hour-long sweep shows where it is while it runs.  Each line gives the
-    elapsed time and an estimate of the time left (elapsed per group so far x groups left).
+    elapsed time and an estimate of the time left: the caller's (``left_s``: a speed sweep's,
+    from the cost model and the rate measured so far, ``harness.eta``), else elapsed per item so
+    far x items left.  ``begin(total, bound_s)`` (a sweep calls it before its first group) says
+    how many groups there are and the most they may take, since no rate is known yet.
     """
+
+    estimates = True  # a sweep passes its own estimate of the time left
 
     def __init__(self, label, stream=None, every_s=0.0, clock=time.monotonic):
         """Create it just before the work starts: the clock starts here."""
         self.label, self.stream, self.every_s, self.clock = label, stream, every_s, clock
         self.start, self.last = clock(), None
 
-    def line(self, i, total, now):
+    def begin(self, total, bound_s=None):
+        stream = self.stream or sys.stderr
+        most = f"; at most about {_clock(bound_s)} (groups x budget)" if bound_s else ""
+        stream.write(f"{self.label}: {total} group(s) to measure{most}; time left estimated after the first\n")
+        stream.flush()
+
+    def line(self, i, total, now, left_s=None):
         done = now - self.start
-        left = done / max(i, 1) * (total - i)
-        eta = "done" if i == total else f"about {_clock(left)} left"
+        left = done / max(i, 1) * (total - i) if left_s is None else left_s
+        eta = "done" if i >= total else f"about {_clock(left)} left" if left >= 1 else "under 0:01 left"
         return f"{self.label}: {i}/{total} ({100 * i // max(total, 1)}%), {_clock(done)} elapsed, {eta}"
 
-    def __call__(self, i, total, rows=None):
+    def __call__(self, i, total, rows=None, left_s=None):
         """``rows``: the result rows of the group just finished (speed sweeps pass them)."""
         stream = self.stream or sys.stderr
         now = self.clock()
-        text = self.line(i, total, now)
+        text = self.line(i, total, now, left_s)
         if rows:
             text += " | " + group_line(rows)
         if stream.isatty():
@@ -91,6 +102,8 @@ def group_line(rows):
             if str(f).startswith(verdict.EXCLUDING + ("subnormal stall",))
         }
     )
+    over = eta.over_budget(rows)
+    flags += [over] if over else []
     return text + (f" [{'; '.join(flags)}]" if flags else "")
 
 
@@ -171,16 +184,40 @@ def bench_summary(rows):
 
 def verdict_lines(paths):
     """The three verdict sentences of the report on ``paths``."""
+    return [line for _, line in verdict_marked(paths)]
+
+
+def verdict_marked(paths):
+    """``[(outcome, sentence)]`` of the report on ``paths`` (``verdict.marked``)."""
     from . import report
 
-    return verdict.compute(report.frame(paths))["lines"]
+    return verdict.marked(verdict.compute(report.frame(paths)))
 
 
-def finish(paths, report_path):
-    """The end of ``rfbench all`` / ``report``: the verdict, then where the report is."""
+COLOUR = {verdict.PASS: "32", verdict.FAIL: "31", verdict.NOT_MEASURED: "33"}  # ANSI green, red, yellow
+
+
+def mark(outcome, colour=False):
+    """``PASS`` / ``FAIL`` / ``NOT MEASURED``, in its colour on a terminal (``colour``)."""
+    word = verdict.MARK[outcome]
+    return f"\033[1;{COLOUR[outcome]}m{word}\033[0m" if colour else word
+
+
+def _colour(stream=None):
+    """Colour only on a terminal, and never where NO_COLOR is set (no-color.org)."""
+    import os
+
+    stream = stream or sys.stdout
+    return stream.isatty() and not os.environ.get("NO_COLOR")
+
+
+def finish(paths, report_path, colour=None):
+    """The end of ``rfbench all`` / ``report``: the verdict, each line led by its outcome, then
+    where the report is."""
+    colour = _colour() if colour is None else colour
     html = report_path[: -len(".md")] + ".html" if report_path.endswith(".md") else report_path
     return "\n".join(
         ["", "Verdict:"]
-        + [f"- {line}" for line in verdict_lines(paths)]
-        + [f"report: {html} (and report.md, verdict.md, summary.csv and the figures beside it)"]
+        + [f"- {mark(o, colour)} {line}" for o, line in verdict_marked(paths)]
+        + [f"report: {html} (and report.md, verdict.md, verdict.json, summary.csv and the figures beside it)"]
     )

@@ -74,9 +74,60 @@ def _git_commit():
 
 
 def environment():
-    """-> dict: machine, CPU, threads, GPU and driver, library versions, git commit, TF32 settings,
+    """-> dict: machine, CPU (model, ISA level, torch's CPU capability, cores, memory, frequency),
+    threads, GPU and driver, library versions, git commit, TF32 settings, ``numba_threading_layer``
     and ``vector`` (``vector()``: numba's vector width and SLP, flush-to-zero)."""
-    return {"machine": machine_name(), **_environment(), "vector": vector()}
+    return {
+        "machine": machine_name(),
+        **_environment(),
+        "numba_threading_layer": numba_threading_layer(),
+        "vector": vector(),
+    }
+
+
+def numba_threading_layer():
+    """The threading layer numba's CPU pool runs on (``omp``, ``tbb``, ``workqueue``), or why it is
+    not known: the pool starts on the first parallel call (before it, numba cannot say)."""
+    import sys
+
+    nb = sys.modules.get("numba")
+    if nb is None:
+        return "not loaded"
+    try:
+        return nb.threading_layer()
+    except ValueError:
+        return f"not started (NUMBA_THREADING_LAYER={nb.config.THREADING_LAYER})"
+
+
+def memory_bytes():
+    """Physical memory of the machine in bytes, or None where it cannot be read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def cpu_mhz():
+    """-> {"max": MHz or None, "now": MHz or None}: the CPU's highest frequency (cpufreq) and the
+    first core's current one (cpufreq, else /proc/cpuinfo); None where the machine does not say
+    (many VMs publish neither)."""
+
+    def read(path, scale):
+        try:
+            with open(path) as fh:
+                return float(fh.read().strip()) / scale
+        except (OSError, ValueError):
+            return None
+
+    base = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    now = read(base + "scaling_cur_freq", 1000.0)
+    if now is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                now = next((float(ln.split(":", 1)[1]) for ln in fh if ln.startswith("cpu MHz")), None)
+        except (OSError, ValueError):
+            now = None
+    return {"max": read(base + "cpuinfo_max_freq", 1000.0), "now": now}
 
 
 def _f32(bits):
@@ -117,6 +168,8 @@ def _environment():
         "cpu_isa": _cpu_isa(),
         "torch_cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
         "cpu_count": os.cpu_count(),
+        "memory_bytes": memory_bytes(),
+        "cpu_mhz": cpu_mhz(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "git_commit": _git_commit(),

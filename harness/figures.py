@@ -38,8 +38,18 @@ def colours(names):
     return {n: palette[i % len(palette)] for i, n in enumerate(sorted(set(names)))}
 
 
+def _seeds(df):
+    """The data seeds, each named by the rows it seeded: "seed 1 (speed), seed 1064045320 (correctness)"."""
+    kinds = {}
+    for kind, seed in zip(df.get("kind", ["rows"] * len(df)), df["seed"]):
+        if seed is not None and seed == seed:
+            kinds.setdefault(int(seed), set()).add(str(kind))
+    return ", ".join(f"seed {s} ({', '.join(sorted(k))})" for s, k in sorted(kinds.items()))
+
+
 def run(df):
-    """Which run made these rows -> "machine, commit abc1234, written 2026-11-21 06:24-06:35 UTC, seed 1"."""
+    """Which run made these rows -> "machine, commit abc1234, written 2026-11-21 06:24-06:35 UTC, seed 1
+    (speed)": ``_seeds`` names what each seed seeded."""
     if df.empty:
         return "no rows"
     bits = [", ".join(sorted(set(df["machine"])))]
@@ -53,11 +63,16 @@ def run(df):
             f"written {a[:16]}" + (f" to {b[11:16] if a[:10] == b[:10] else b[:16]}" if b != a else "") + " UTC"
         )
     if "seed" in df and df["seed"].notna().any():
-        bits.append("seed " + ", ".join(str(int(s)) for s in sorted(set(df["seed"].dropna()))))
+        bits.append(_seeds(df))
     return ", ".join(bits)
 
 
 # ---------------------------------------------------------------- speed
+
+
+# Legend text of the speed figures: 11 pt at 110 dpi is 17 px in the PNG, about 14 px where the report
+# shows figure 1 (1628 px wide) at 1400 px; at 8 pt it was about 10 px, too small to read.
+LEGEND_PT = 11
 
 
 def speedup_vs_gamma(speed):
@@ -76,17 +91,31 @@ def speedup_vs_gamma(speed):
     top = 2.0
     for ax, b in zip(axes[0], bases):
         for (backend, dev, pass_), g in eff.groupby(["backend", "device", "pass"]):
-            pts = [(gm.get(b), o.get(b), bool(e)) for gm, o, e in zip(g["gamma"], g["over"], g["excluded"])]
+            pts = [
+                (gm.get(b), o.get(b), bool(e), case == "paper")
+                for gm, o, e, case in zip(g["gamma"], g["over"], g["excluded"], g["case"])
+            ]
             pts = [p for p in pts if p[0] and p[1]]
             for hollow in (False, True):
-                sel = [p for p in pts if p[2] == hollow]
-                if not sel:
-                    continue
-                x, y, _ = zip(*sel)
-                c = col[f"{backend} ({dev})"]
-                face = "none" if hollow else c
-                ax.scatter(x, y, facecolors=face, edgecolors=c, marker=PASS_MARKER.get(pass_, "x"), s=36, alpha=0.85)
-                top = max(top, max(x), max(y))
+                for paper in (False, True):  # our paper case: large, ringed in black, drawn on top
+                    sel = [p for p in pts if p[2] == hollow and p[3] == paper]
+                    if not sel:
+                        continue
+                    x, y, _, _ = zip(*sel)
+                    c = col[f"{backend} ({dev})"]
+                    face = "none" if hollow else c
+                    ax.scatter(
+                        x,
+                        y,
+                        facecolors=face,
+                        edgecolors="k" if paper else c,
+                        linewidths=1.8 if paper else 1.0,
+                        marker=PASS_MARKER.get(pass_, "x"),
+                        s=130 if paper else 36,
+                        alpha=0.95 if paper else 0.85,
+                        zorder=3 if paper else 2,
+                    )
+                    top = max(top, max(x), max(y))
         if b == bases[-1]:  # the paper's figures are over a standard conv: the conv2d-std panel when drawn
             gam = verdict.PAPER["gamma"]
             ax.scatter([gam], [verdict.PAPER["forward"]], marker="o", s=150, c="gold", edgecolors="k", zorder=4)
@@ -113,11 +142,14 @@ def speedup_vs_gamma(speed):
     h += [plt.Line2D([], [], ls="", marker=m, c="grey", label=p) for p, m in PASS_MARKER.items()]
     h += [
         plt.Line2D([], [], ls="", marker="o", mfc="none", mec="grey", label="hollow: excluded (contended/implausible)"),
+        plt.Line2D(
+            [], [], ls="", marker="o", mfc="grey", mec="k", mew=1.8, ms=11, label="large, ringed: our paper case"
+        ),
         plt.Line2D([], [], ls="--", c="k", label="y = x (speed-up = gamma)"),
         plt.Line2D([], [], ls="", marker="o", c="gold", mec="k", ms=10, label="paper: 3.25x forward, gamma 10.125"),
         plt.Line2D([], [], ls="", marker="^", c="gold", mec="k", ms=10, label="paper: 12.54x forward+backward"),
     ]
-    fig.legend(handles=h, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.legend(handles=h, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=LEGEND_PT, frameon=False)
     fig.tight_layout()
     caption = (
         "Each point is one case and pass of the speed sweep: the measured speed-up of an efficient backend over the "
@@ -198,7 +230,7 @@ def sweeps(speed):
     h += [plt.Line2D([], [], ls="", marker=m, c="grey", label=f"measured, {p}") for p, m in PASS_MARKER.items()]
     h += [plt.Line2D([], [], ls=ls, c="k", label=f"model gamma, {p}") for p, ls in PASS_LINE.items()]
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.legend(handles=h, loc="lower center", ncol=min(len(h), 5), fontsize=8, frameon=False)
+    fig.legend(handles=h, loc="lower center", ncol=min(len(h), 5), fontsize=LEGEND_PT, frameon=False)
     caption = (
         "Measured speed-up of each efficient backend over torch-naive (colour: backend, marker: pass) along the "
         "sweeps of the paper grid, with the cost model's gamma for each pass in black (solid forward, dashed "

@@ -77,6 +77,11 @@ def apply_thread_env(threads):
     """Set ``thread_env(threads)`` in ``os.environ`` (an ``OMP_WAIT_POLICY`` the user set is
     kept) -> names of the libraries already imported, for which it comes too late."""
     for k, v in thread_env(threads).items():
+        if k == "NUMBA_NUM_THREADS" and "numba" in sys.modules:
+            # numba read it at import as its pool's size; changing it now makes numba's next config
+            # reload raise ("Cannot set NUMBA_NUM_THREADS ... once the threads have been launched").
+            # The count is held with numba.set_num_threads (timing.hold_threads) instead.
+            continue
         if k == "OMP_WAIT_POLICY":
             os.environ.setdefault(k, v)
         else:

@@ -488,7 +488,7 @@ def verdict_md(v, run_line, brief=False):
     """The verdict block in markdown; ``brief`` (for ``verdict.md`` and the README) leaves the
     per-layer gradient tables to the report."""
     out = ["## Verdict\n\n", f"_{run_line}_\n\n"]
-    out += [f"- {line}\n" for line in v["lines"]]
+    out += [f"- **{verdict.MARK[o]}** {line}\n" for o, line in verdict.marked(v)]
     for title, note, table in verdict_parts(v):
         if brief and title.startswith("Gradient accuracy"):
             continue
@@ -500,9 +500,13 @@ def verdict_md(v, run_line, brief=False):
 
 def verdict_html(v, run_line):
     out = ["<section id='verdict'><h2>Verdict</h2>", f"<p class='run'>{html.escape(run_line)}</p>"]
-    for line in v["lines"]:
+    for o, line in verdict.marked(v):
         head, _, rest = line.partition(": ")
-        out.append(f"<p class='answer'><b>{html.escape(head)}:</b> {html.escape(rest)}</p>")
+        cls = o.replace(" ", "-")
+        out.append(
+            f"<p class='answer {cls}'><span class='mark'>{verdict.MARK[o]}</span> "
+            f"<b>{html.escape(head)}:</b> {html.escape(rest)}</p>"
+        )
     grads = []
     for title, note, table in verdict_parts(v):
         if title.startswith("Gradient accuracy"):  # side by side, one note for all layers
@@ -583,7 +587,10 @@ STYLE = (
     "table{border-collapse:collapse;font-size:12px;margin:.3em 0 1em}"
     "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}td.l{text-align:left}"
     "#verdict{border:2px solid #555;padding:.2em 1em 1em;background:#fafafa}"
-    ".answer{font-size:15px;margin:.5em 0;padding-left:.6em;border-left:4px solid #2a6}"
+    ".answer{font-size:15px;margin:.5em 0;padding-left:.6em;border-left:4px solid #888}"
+    ".answer.pass{border-color:#2a6}.answer.fail{border-color:#c22}.answer.not-measured{border-color:#b80}"
+    ".mark{font-weight:bold;font-size:12px;padding:1px 5px;border-radius:3px;color:#fff;background:#888}"
+    ".pass .mark{background:#2a6}.fail .mark{background:#c22}.not-measured .mark{background:#b80}"
     ".run,.note,figcaption{color:#444;font-size:13px}figure{margin:1.5em 0}img{max-width:100%}"
     "details{margin:.4em 0}summary{cursor:pointer;font-weight:bold}"
     ".side{display:flex;flex-wrap:wrap;gap:0 1.5em}.side h4{margin:.4em 0 .1em}"
@@ -595,8 +602,30 @@ ONLOAD = (
 )
 
 
+VERDICT_JSON = "verdict.json"
+
+
+def write_verdict_json(v, df, paths, path):
+    """``verdict.json``: per question its outcome (pass / fail / not measured), the rule, the
+    sentence and the figures behind it (``verdict.outcomes``), the overall outcome, the machines
+    and the files it was computed from: what a CI job reads instead of the report."""
+    import json
+
+    out = verdict.outcomes(v)
+    doc = {
+        "schema": results.SCHEMA,
+        "outcome": verdict.overall(out),
+        "machines": sorted(set(df["machine"])) if "machine" in df else [],
+        "files": list(paths),
+        "questions": out,
+    }
+    with open(path, "w") as fh:
+        json.dump(doc, fh, indent=1, default=str)
+        fh.write("\n")
+
+
 def write(paths, out_dir):
-    """Write ``report.md``, ``report.html``, ``verdict.md``, ``summary.csv`` and the PNG figures
+    """Write ``report.md``, ``report.html``, ``verdict.md``, ``verdict.json``, ``summary.csv`` and the PNG figures
     -> path of report.md."""
     os.makedirs(out_dir, exist_ok=True)
     df = frame(paths)
@@ -608,13 +637,16 @@ def write(paths, out_dir):
     for name, _, _, png in figs:
         with open(os.path.join(out_dir, name + ".png"), "wb") as fh:
             fh.write(png)
-    run_line = f"From {len(paths)} result file(s), {len(df)} rows: {figures.run(df)}."
+    machines = sorted(set(df["machine"])) if "machine" in df else []
+    joined = f", merged from {len(machines)} machines ({'; '.join(machines)})" if len(machines) > 1 else ""
+    run_line = f"From {len(paths)} result file(s), {len(df)} rows{joined}: {figures.run(df)}."
     intro = (
         f"Correctness tolerance: {TOLERANCE}. Speed-ups are measured within one group (same run, machine, "
         "device, dtype); averages are geometric. Definitions: reference/README.md in the repository."
     )
     with open(os.path.join(out_dir, "verdict.md"), "w") as fh:
         fh.write(verdict_md(v, run_line, brief=True))
+    write_verdict_json(v, df, paths, os.path.join(out_dir, VERDICT_JSON))
     choice = choice_table(df)
     md = ["# rfbench report\n\n", intro + "\n\n", verdict_md(v, run_line), choice_md(choice), "\n## Figures\n"]
     for i, (name, title, caption, _) in enumerate(figs, 1):

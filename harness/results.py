@@ -1,10 +1,15 @@
 """Result files: JSON lines, one row per layer x backend x device x dtype x case x output/pass.
 
-Every row carries the environment it was measured in (``harness.env``) and the machine's name
-(``machine``), so rows of several machines can be merged in one report.  Rows are appended as
-they are produced, so an interrupted run keeps every finished row.
+Every row carries the machine's name (``machine``), ``schema`` (``SCHEMA``) and ``env_id``: the
+environment it was measured in (``harness.env``) is written once per file, as a line
+``{"kind": "env", "schema": 2, "env_id": ..., "env": {...}}`` before the first row measured
+under it (again when it changes: another commit, another thread setting), and ``load`` gives every
+row its ``env`` back, so rows of several machines can be merged in one report.  Files of schema 1
+(no ``schema``, the environment on every row) load as they are.  Rows are appended as they are
+produced, so an interrupted run keeps every finished row.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -28,16 +33,50 @@ def _clean(v):
     return v
 
 
+SCHEMA = 2  # rows point to an env line (``env_id``); schema 1 rows (none given) carry their ``env``
+ENV = "env"  # the ``kind`` of an environment line
+
+
+def env_id(env):
+    """A short hash naming an environment within its file."""
+    return hashlib.sha256(json.dumps(env, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _last_env_id(path):
+    """The ``env_id`` of the last environment line of ``path``, or None."""
+    last = None
+    if os.path.exists(path):
+        with open(path, errors="replace") as fh:
+            for line in fh:
+                if line.startswith('{"kind": "env"'):
+                    try:
+                        last = json.loads(line).get("env_id")
+                    except json.JSONDecodeError:
+                        pass
+    return last
+
+
 def append(path, rows):
-    """Append ``rows`` (dicts) to the JSON-lines file ``path``, each with ``env``, ``machine`` and the time written."""
+    """Append ``rows`` (dicts) to the JSON-lines file ``path``, each with ``machine``, ``schema``,
+    ``env_id`` and the time written; the environment line first if the file's last one differs."""
     from .env import environment  # imports torch: only when writing rows
 
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     env = environment()
+    eid = env_id(env)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    text = "".join(
-        json.dumps({k: _clean(v) for k, v in {"machine": machine_name(), **r, "written": stamp, "env": env}.items()})
+    head = ""
+    if _last_env_id(path) != eid:
+        line = {"kind": ENV, "schema": SCHEMA, "env_id": eid, "machine": machine_name(), "written": stamp, "env": env}
+        head = json.dumps({k: _clean(v) for k, v in line.items()}) + "\n"
+    text = head + "".join(
+        json.dumps(
+            {
+                k: _clean(v)
+                for k, v in {"machine": machine_name(), **r, "schema": SCHEMA, "written": stamp, "env_id": eid}.items()
+            }
+        )
         + "\n"
         for r in rows
     )
@@ -120,10 +159,11 @@ def files(paths):
 
 def load(paths, say=None):
     """Rows of results files or folders (``files``) -> list of dicts (``"inf"`` strings back to floats).
-    Each row gets ``machine`` (from its environment for rows written before the field existed) and
-    ``source`` (the file it came from).  A torn last line (no newline: a process killed while
-    writing it) is skipped with a warning through ``say`` (default: stderr).  Raises
-    ``ResultsError`` naming the file and line of any other bad line."""
+    Each row gets ``machine`` (from its environment for rows written before the field existed),
+    ``env`` (from the file's env line its ``env_id`` names; env lines themselves are not rows),
+    ``schema`` (1 where the file predates it) and ``source`` (the file it came from).  A torn last
+    line (no newline: a process killed while writing it) is skipped with a warning through ``say``
+    (default: stderr).  Raises ``ResultsError`` naming the file and line of any other bad line."""
     import sys
 
     say = say or (lambda msg: sys.stderr.write(msg + "\n"))
@@ -131,6 +171,7 @@ def load(paths, say=None):
     for p in files(paths):
         with open(p, errors="replace") as fh:
             lines = fh.readlines()
+        envs = {}  # env_id -> environment, from this file's env lines
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -143,7 +184,15 @@ def load(paths, say=None):
                 raise ResultsError(f"{p}:{i}: not a JSON-lines results file ({exc.msg})") from None
             if not isinstance(r, dict):
                 raise ResultsError(f"{p}:{i}: expected one JSON object per line, got {type(r).__name__}")
+            if r.get("kind") == ENV:
+                envs[r.get("env_id")] = r.get("env")
+                continue
             r = {k: float(v) if v in ("inf", "-inf", "nan") else v for k, v in r.items()}
+            if "env_id" in r and "env" not in r:
+                if r["env_id"] not in envs:
+                    raise ResultsError(f"{p}:{i}: row names environment {r['env_id']!r}, which the file does not hold")
+                r["env"] = envs[r["env_id"]]
+            r.setdefault("schema", 1)
             r.setdefault("machine", (r.get("env") or {}).get("machine", "unknown"))
             r["source"] = p
             rows.append(r)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import machine
+from .eta import MIN_REPS
 
 NOISY = 0.10  # IQR / median above which a measurement is flagged
 
@@ -146,29 +147,35 @@ def timer(device, threads=None, malloc=True):
     return CudaTimer(threads) if torch.device(device).type == "cuda" else CpuTimer(threads, malloc)
 
 
-def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None):
+def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None, start=None):
     """Time each of ``fns`` (name -> ``(fn, setup)``) ``reps`` times, interleaved A B C A B C.
 
     Warm-up: at least ``warmup`` calls each and ``warmup_s`` seconds in all (compilation and
-    autotuning land there).  ``budget_s`` stops adding repetitions once spent (at least 3 kept).
-    -> name -> ``Stats``.
+    autotuning land there), cut to one round once the budget is spent.  ``budget_s`` is a bound on
+    the whole group, counted from ``start`` (``time.perf_counter()``; default: now, so the caller's
+    untimed first calls count when it passes its own start): no repetition round starts that would
+    end past it, except to reach ``MIN_REPS``; a group whose minimum is longer than the budget
+    overruns it, and its rows say so (``bench``'s ``budget`` field).  -> name -> ``Stats``.
     """
     t0 = time.perf_counter()
+    start = t0 if start is None else start
+    spent = lambda: time.perf_counter() - start  # noqa: E731
     i = 0
     while i < warmup or time.perf_counter() - t0 < warmup_s:
         for fn, setup in fns.values():
             tm.time(fn, setup)
         i += 1
-        if i >= 50:
+        if i >= 50 or (budget_s is not None and spent() > budget_s):
             break
     stats = {name: Stats() for name in fns}
-    t1 = time.perf_counter()
     for r in range(reps):
+        t_round = time.perf_counter()
         for name, (fn, setup) in fns.items():
             stats[name].samples.append(tm.time(fn, setup))
             if tm.last_cpu is not None:
                 stats[name].cpu.append(tm.last_cpu)
-        if budget_s is not None and r >= 2 and time.perf_counter() - t1 > budget_s:
+        last = time.perf_counter() - t_round
+        if budget_s is not None and r + 1 >= MIN_REPS and spent() + last > budget_s:
             break
     return stats
 

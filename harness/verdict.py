@@ -240,9 +240,12 @@ def speed(df):
             head = kept[(kept["case"] == case).to_numpy() & has(kept, "torch-naive")]
             best = head.loc[head["over"].map(lambda o: o["torch-naive"]).idxmax()] if len(head) else None
             rec["best backend"] = best["backend"] if best is not None else None
+            # gamma is the cost model's, not a measurement: shown for a case whose groups were all excluded too
+            model = efficient(gp[(gp["case"] == case).to_numpy()])
+            model_gamma = model["gamma"].iloc[0] if len(model) else {}
             for b in BASELINES:
                 up = best["over"].get(b) if best is not None else None
-                gam = best["gamma"].get(b) if best is not None else None
+                gam = best["gamma"].get(b) if best is not None else model_gamma.get(b)
                 rec[f"x over {b}"] = up
                 rec[f"gamma {b}"] = gam
                 rec[f"measured/gamma {b}"] = up / gam if up is not None and gam else None
@@ -305,7 +308,9 @@ def agreement_line(ran, not_run):
     return text + "."
 
 
-def gradients_line(grads):
+def gradient_worst(grads):
+    """-> (worst, fd_worst, fd_n): the worst backend gradient and the worst central-difference check,
+    each ``(err/bound, layer, parameter, backend, dtype, rel_err)`` or None, and the checks counted."""
     worst, fd_worst, fd_n = None, None, 0
     for layer, t in grads.items():
         for r in t.to_dict("records"):
@@ -319,6 +324,11 @@ def gradients_line(grads):
                     fd_worst = item if fd_worst is None or v > fd_worst[0] else fd_worst
                 elif r["backend"] != "reference":
                     worst = item if worst is None or v > worst[0] else worst
+    return worst, fd_worst, fd_n
+
+
+def gradients_line(grads):
+    worst, fd_worst, fd_n = gradient_worst(grads)
     if worst is None and fd_worst is None:
         return "Gradients: no gradient rows in these results."
     text = "Gradients: "
@@ -372,7 +382,8 @@ def speed_line(table):
                     b += f", {_g(r[f'x over {v}'], '{:.2f}')}x over conv2d-std {what}"
             bits.append(b)
         bits = bits or ["no group left to judge (all excluded or no backend under test)"]
-        parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}: " + "; ".join(bits))
+        where = f" of {key[0]}" if table["machine"].nunique() > 1 else ""  # a merged report names each machine
+        parts.append(f"{key[3]} {case} case on {key[1]} {key[2]}{where}: " + "; ".join(bits))
     known = table["excluded groups"].notna()
     total = int(table["groups"].sum())
     if known.any():
@@ -403,3 +414,96 @@ def compute(df):
         "speed": sp,
         "lines": [agreement_line(ran, not_run), gradients_line(grads), speed_line(sp)],
     }
+
+
+# ---------------------------------------------------------------- outcomes (verdict.json, the markers)
+
+PASS, FAIL, NOT_MEASURED = "pass", "fail", "not measured"
+RULES = {
+    "agreement": "pass: every backend x device x dtype that ran passes every case (forward error within its "
+    "rounding bound); fail: any case fails; not measured: no correctness rows",
+    "gradients": "pass: every backend gradient within its rounding bound and the reference's analytic gradients "
+    "within the central-difference bound; fail: any above; not measured: no gradient rows",
+    "speed": "pass: in every layer x pass judged, the best backend is faster than torch-naive (the exact dense "
+    "kernel) on the headline case; fail: one is not; judged: a layer x pass with a group left (not contended or "
+    "implausible, a backend under test) whose model gamma over torch-naive is above 1 (dau_gauss has no cheaper "
+    "algorithm, gamma 1: shown, not judged); not measured: nothing judged",
+}
+
+
+def _records(table):
+    """A table -> JSON-ready records (NaN as None)."""
+    rec = table.to_dict("records")
+    return [{k: _num(v) if isinstance(v, (float, np.floating)) else v for k, v in r.items()} for r in rec]
+
+
+def _worst(item):
+    if item is None:
+        return None
+    keys = ("err_over_bound", "layer", "parameter", "backend", "dtype", "rel_err")
+    return dict(zip(keys, (_num(item[0]), *item[1:5], _num(item[5]))))
+
+
+def outcomes(v):
+    """``compute``'s result -> question -> {"outcome": PASS / FAIL / NOT_MEASURED, "rule", "line", and
+    the figures behind it}: what ``verdict.json`` holds and what colours the verdict lines."""
+    ran, not_run, sp = v["agreement"], v["not_run"], v["speed"]
+    if ran.empty:
+        agree = NOT_MEASURED
+    else:
+        agree = FAIL if int(ran["failed"].sum()) else PASS
+    worst, fd_worst, fd_n = gradient_worst(v["gradients"])
+    marks = [w[0] for w in (worst, fd_worst) if w is not None]
+    grad = NOT_MEASURED if not marks else FAIL if max(marks) > 1 else PASS
+    led = [] if sp.empty else [r for r in sp.to_dict("records") if isinstance(r.get("best backend"), str)]
+    judged = [r for r in led if (_num(r.get("gamma torch-naive")) or 0) > 1]
+    slow = [r for r in judged if (_num(r.get("x over torch-naive")) or 0) <= 1]
+    speed_out = NOT_MEASURED if not judged else FAIL if slow else PASS
+    lines = dict(zip(("agreement", "gradients", "speed"), v["lines"]))
+    return {
+        "agreement": {
+            "outcome": agree,
+            "rule": RULES["agreement"],
+            "line": lines["agreement"],
+            "combinations": _records(ran),
+            "not_run": _records(not_run),
+        },
+        "gradients": {
+            "outcome": grad,
+            "rule": RULES["gradients"],
+            "line": lines["gradients"],
+            "worst_backend": _worst(worst),
+            "worst_central_differences": _worst(fd_worst),
+            "central_difference_checks": fd_n,
+        },
+        "speed": {
+            "outcome": speed_out,
+            "rule": RULES["speed"],
+            "line": lines["speed"],
+            "judged": len(judged),
+            "not_judged": [
+                f"{r['layer']} {r['pass']} (model gamma {_g(_num(r.get('gamma torch-naive')))})"
+                for r in led
+                if r not in judged
+            ],
+            "not_faster": [f"{r['layer']} {r['pass']} {r['best backend']}" for r in slow],
+            "groups": _records(sp),
+        },
+    }
+
+
+def overall(out):
+    """One word for a run: FAIL if any question fails, PASS if every one passes, else NOT_MEASURED
+    (something was not measured, nothing failed)."""
+    got = [q["outcome"] for q in out.values()]
+    return FAIL if FAIL in got else PASS if all(g == PASS for g in got) else NOT_MEASURED
+
+
+MARK = {PASS: "PASS", FAIL: "FAIL", NOT_MEASURED: "NOT MEASURED"}
+
+
+def marked(v):
+    """``compute``'s result -> [(outcome, line)] for the three questions, in order: the word and
+    colour of each verdict line come from its own outcome, never a fixed green."""
+    out = outcomes(v)
+    return [(out[q]["outcome"], out[q]["line"]) for q in ("agreement", "gradients", "speed")]

@@ -13,6 +13,13 @@ dividing ``in_channels`` and ``out_channels``; their weights are then ``[F, S/gr
 in_channels = out_channels`` is depthwise).  ``ACUConv2d``'s ``position_groups`` are another thing: groups of
 output channels sharing one set of positions.
 
+Arguments after the two channel counts are keyword-only (``DAUConv2d(3, 16, units=3)``): a third
+number would read as ``nn.Conv2d``'s kernel size, which these layers learn instead.  ``learn_sigma``
+defaults follow each paper: ``DAUConv2d`` False (DAU IJCV learns weights and displacements with one
+fixed sigma, 0.5, shared by every unit: the blur that makes the efficient form cheap), ``DAUGaussConv2d``
+and ``NJetConv2d`` True (a learned per-unit scale, and the N-Jet paper's learned scale, are what those
+layers are for).  The repr names the backend ``"auto"`` picks for the parameters' device and dtype.
+
 Every scale is stored as ``log_sigma`` (``sigma = exp(log_sigma)``, so it stays positive
 whatever the optimiser does); it is a Parameter when learned and a buffer otherwise, so the
 state_dict keys do not depend on ``learn_sigma``.
@@ -106,7 +113,10 @@ def acu_offsets(k, init):
     """
     if init == "grid3x3":
         if k != 9:
-            raise ValueError(f"argument 'synapses' expected 9 for init='grid3x3', got {k}")
+            raise ValueError(
+                f"argument 'synapses' expected 9 for init='grid3x3' (the 3x3 grid), got {k}; for {k} synapses "
+                f"use init='circle' (the centre and {k - 1} point(s) on the unit circle)"
+            )
         return [float(u) for t in (-1, 0, 1) for u in (-1, 0, 1)], [float(t) for t in (-1, 0, 1) for u in (-1, 0, 1)], 4
     ang = [2 * math.pi * i / (k - 1) for i in range(k - 1)]
     return [0.0] + [math.cos(a) for a in ang], [0.0] + [math.sin(a) for a in ang], 0
@@ -143,6 +153,8 @@ class _Layer(nn.Module):
     ``log_sigma``, and ``extra_repr`` listing the attributes named in ``_shown``."""
 
     _shown = ()
+    _layer = ""  # the contract's layer name (reference/layers.py), for the backend "auto" picks
+    _third = ""  # the argument a third positional number would be mistaken for
 
     def __prepare_scriptable__(self):
         """``torch.jit.script`` calls this first (on every submodule): refused, the forward is Python the
@@ -153,11 +165,19 @@ class _Layer(nn.Module):
             "custom operator), or torch.jit.trace(model, args)"
         )
 
-    def _common(self, in_channels, out_channels, stride, backend, **ints):
+    def _common(self, in_channels, out_channels, stride, backend, positional=(), **ints):
         """Validate and store the channel counts, ``stride``, ``backend`` and each of ``ints`` (name -> value,
         an int >= 1, or None where the name ends in ``radius``: a radius may be 0 or left to sigma).  Channel
-        ``groups``, where given, must divide both channel counts."""
+        ``groups``, where given, must divide both channel counts.  ``positional``: arguments given after the
+        two channel counts, refused (they are keyword-only)."""
         name = type(self).__name__
+        if positional:
+            shown = ", ".join(repr(v) for v in (in_channels, out_channels, *positional))
+            raise TypeError(
+                f"{name}({shown}): arguments after in_channels and out_channels are keyword-only; name them, "
+                f"e.g. {name}({in_channels!r}, {out_channels!r}, {self._third}={positional[0]!r}) "
+                f"({self._third} is not nn.Conv2d's kernel_size: the receptive field is learned)"
+            )
         for key, val in dict(in_channels=in_channels, out_channels=out_channels, stride=stride, **ints).items():
             low, none = (0, True) if key.endswith("radius") else (1, False)
             setattr(self, key, _validate.integer(name, key, val, low, allow_none=none))
@@ -182,6 +202,28 @@ class _Layer(nn.Module):
     def learn_sigma(self):
         return isinstance(self.log_sigma, nn.Parameter)
 
+    def _check_input(self, x):
+        """A wrong input blames the input: ``x`` must be ``[N, in_channels, H, W]``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            got = f"{x.dim()}-d input" if x.dim() != 4 else f"{x.shape[1]} channels"
+            raise ValueError(
+                f"{type(self).__name__}: input x expected shape [N, {self.in_channels}, H, W] "
+                f"(in_channels={self.in_channels}), got x of shape {tuple(x.shape)} ({got})"
+            )
+
+    def resolved_backend(self):
+        """The backend this module runs on its parameters' device and dtype: ``backend`` itself, or the
+        one ``"auto"`` picks (``impls._registry.resolve``), or why none can."""
+        from . import _registry
+
+        p = next(self.parameters(), None)
+        if p is None or p.device.type == "meta":
+            return None
+        try:
+            return _registry.resolve(self.backend, self._layer, p.device, p.dtype)
+        except _registry.BackendUnavailable as exc:
+            return f"none: {exc}"
+
     def extra_repr(self):
         def show(key):
             if key == "bias":
@@ -189,6 +231,9 @@ class _Layer(nn.Module):
             if key == "sigma":
                 return _value(self.sigma)
             val = getattr(self, key)
+            if key == "backend" and val == "auto":
+                picked = self.resolved_backend()
+                return repr(val) + (f" -> {picked}" if picked else "")
             return f"{val:g}" if isinstance(val, float) else repr(val)
 
         shown = [k for k in self._shown if k != "groups" or self.groups != 1]  # groups shown when not 1
@@ -214,11 +259,13 @@ class DAUConv2d(_Layer):
     """
 
     _shown = ("units", "sigma", "stride", "groups", "bias", "mu_grad", "learn_sigma", "backend")
+    _layer, _third = "dau", "units"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         units: int = 2,
         sigma: float = 0.5,
         stride: int = 1,
@@ -234,7 +281,9 @@ class DAUConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, units=units, blur_radius=blur_radius, groups=groups)
+        self._common(
+            in_channels, out_channels, stride, backend, positional, units=units, blur_radius=blur_radius, groups=groups
+        )
         self.init_sigma = self._real("sigma", sigma)
         self.mu_init = self._choice("mu_init", mu_init, ("uniform", "grid"))
         self.mu_grad = self._choice("mu_grad", mu_grad, ("exact", "gauss"))
@@ -250,6 +299,7 @@ class DAUConv2d(_Layer):
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, stride=self.stride, blur_radius=self.blur_radius,
@@ -284,11 +334,13 @@ class DAUGaussConv2d(_Layer):
     """
 
     _shown = ("units", "radius", "init_sigma", "stride", "groups", "bias", "learn_sigma", "backend")
+    _layer, _third = "dau_gauss", "units"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         units: int = 2,
         sigma: float = 0.5,
         radius: int | None = None,
@@ -303,7 +355,7 @@ class DAUGaussConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, units=units, radius=radius, groups=groups)
+        self._common(in_channels, out_channels, stride, backend, positional, units=units, radius=radius, groups=groups)
         self.init_sigma = self._real("sigma", sigma)
         if self.radius is None:
             self.radius = math.ceil(MU_RANGE + 3 * self.init_sigma)
@@ -314,6 +366,7 @@ class DAUGaussConv2d(_Layer):
     reset_parameters = DAUConv2d.reset_parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         w = torch.where(self.unit_mask, self.weight, 0)
         return dau_gauss_conv2d(
             x, w, self.mu_x, self.mu_y, self.sigma, self.bias, radius=self.radius, stride=self.stride,
@@ -346,11 +399,13 @@ class ACUConv2d(_Layer):
     """
 
     _shown = ("synapses", "init", "fixed_center", "position_groups", "stride", "bias", "normalize_grad", "backend")
+    _layer, _third = "acu", "synapses"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         synapses: int = 9,
         init: str = "grid3x3",
         fixed_center: bool = True,
@@ -364,7 +419,9 @@ class ACUConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, synapses=synapses, position_groups=position_groups)
+        self._common(
+            in_channels, out_channels, stride, backend, positional, synapses=synapses, position_groups=position_groups
+        )
         self.init = self._choice("init", init, ("grid3x3", "circle"))
         if out_channels % position_groups:
             raise ValueError(
@@ -419,6 +476,7 @@ class ACUConv2d(_Layer):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         if not _tracing():
             self._check_normalised()
         px, py = self.positions()
@@ -448,11 +506,13 @@ class NJetConv2d(_Layer):
     """
 
     _shown = ("order", "sigma", "extent", "stride", "groups", "bias", "learn_sigma", "backend")
+    _layer, _third = "njet", "order"
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
+        *positional: object,
         order: int = 2,
         sigma: float = 1.0,
         extent: float = 2.0,
@@ -467,7 +527,7 @@ class NJetConv2d(_Layer):
     ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self._common(in_channels, out_channels, stride, backend, radius=radius, groups=groups)
+        self._common(in_channels, out_channels, stride, backend, positional, radius=radius, groups=groups)
         self.order = _validate.integer(type(self).__name__, "order", order, 0)
         self.init_sigma = self._real("sigma", sigma)
         self.extent = self._real("extent", extent)
@@ -484,6 +544,7 @@ class NJetConv2d(_Layer):
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         return njet_conv2d(
             x, self.alpha, self.sigma, self.bias, order=self.order, extent=self.extent, radius=self.radius,
             stride=self.stride, groups=self.groups, backend=self.backend,

@@ -28,6 +28,29 @@ from .impls import *  # noqa: E402,F403  (no torch import: loaded on a layer's f
 from .impls import __all__ as __all__  # noqa: E402
 
 
+def _version():
+    """The installed distribution's version; in a checkout without one, pyproject.toml's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rfbench")
+    except metadata.PackageNotFoundError:
+        pass
+    import re
+
+    try:
+        with open(
+            _os.path.join(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))), "pyproject.toml")
+        ) as fh:
+            m = re.search(r'^version\s*=\s*"([^"]+)"', fh.read(), re.M)
+    except OSError:
+        m = None
+    return m.group(1) if m else "unknown"
+
+
+__version__ = _version()
+
+
 def __getattr__(name):
     if name == "nn":  # imports torch: only when asked for
         import importlib

@@ -98,6 +98,8 @@ def test_a_busy_machine_with_require_quiet_stops_with_status_1(tmp_path, monkeyp
 
 def test_bench_prints_how_many_groups_it_reused(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.setattr(timing, "peaks", lambda *a, **k: {"peak_macs": 1e11, "peak_bytes": 1e10})
+    monkeypatch.setattr(machine, "WAIT_SHARE", 2.0)  # never contended: a loaded test machine would exit 1
+    monkeypatch.setattr(machine, "LOAD_MARGIN", 1e9)
     monkeypatch.setattr(cases, "grid", lambda name, layers=None: [cases.Case("t", "acu", n=1, s=1, f=1, h=4, w=4)])
     argv = ["bench", "--backends", "torch-naive", "--threads", "1", "--reps", "2", "--budget", "0.1"]
     code, out, _ = _run(argv + ["--out", str(tmp_path)], capsys)

@@ -59,8 +59,8 @@ def test_report_command_ends_with_the_verdict_and_the_path(tmp_path, capsys, see
     assert cli.main(["report", str(res), "--out", str(tmp_path / "rep")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-5] == "Verdict:"
-    assert lines[-4].startswith("- Agreement: 1 of 1 ") and lines[-3].startswith("- Gradients: ")
-    assert lines[-2].startswith("- Speed vs gamma: no speed rows")
+    assert lines[-4].startswith("- PASS Agreement: 1 of 1 ") and lines[-3].startswith("- PASS Gradients: ")
+    assert lines[-2].startswith("- NOT MEASURED Speed vs gamma: no speed rows")
     assert lines[-1].startswith(f"report: {tmp_path / 'rep' / 'report.html'} ")
 
 

@@ -35,6 +35,11 @@ def _run(out, timeout=300):
     return subprocess.run(_cmd(out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def _done(res):
+    """Finished: exit 0, or 1 with NO SPEED RESULT only (every group contended on a loaded test machine)."""
+    return res.returncode == 0 or (res.returncode == 1 and "NO SPEED RESULT" in res.stdout)
+
+
 def _groups(out):
     rows = results.load([str(Path(out) / bench.RESULTS)], say=lambda m: None)
     groups = {}
@@ -61,7 +66,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     res = _run(tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert _done(res), res.stderr
     _complete(tmp_path)
 
 
@@ -78,12 +83,12 @@ def test_sigterm_ends_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, err
     assert "terminated (SIGTERM)" in err and "rerun the same command" in err
     res = _run(tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert _done(res), res.stderr
     _complete(tmp_path)
 
 
 def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
-    assert _run(tmp_path).returncode == 0
+    assert _done(_run(tmp_path))
     path = tmp_path / bench.RESULTS
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # the last row torn in half
@@ -96,20 +101,20 @@ def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
     )
     assert rep.returncode == 0 and "torn last line skipped" in rep.stderr, rep.stderr
     res = _run(tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert _done(res), res.stderr
     assert "dropped a torn last line" in res.stdout
     assert "1 measured" in res.stdout and "measured again: incomplete" in res.stdout
     _complete(tmp_path)
 
 
 def test_a_group_missing_a_row_is_measured_again(tmp_path):
-    assert _run(tmp_path).returncode == 0
+    assert _done(_run(tmp_path))
     path = tmp_path / bench.RESULTS
     rows = [json.loads(x) for x in path.read_text().splitlines()]
-    victim = next(r for r in rows if r["backend"] == "torch-fast")
+    victim = next(r for r in rows if r.get("backend") == "torch-fast")  # not the env line
     path.write_text("".join(json.dumps(r) + "\n" for r in rows if r is not victim))
     res = _run(tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert _done(res), res.stderr
     assert "5 group(s) reused, 1 measured (1 measured again: incomplete (no row for torch-fast))" in res.stdout
     _complete(tmp_path)
 

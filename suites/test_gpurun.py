@@ -25,8 +25,9 @@ def _cli(*args, timeout=300):
 
 
 def _jsonl(path):
+    """Result rows of a file, without its environment lines (schema 2: ``{"kind": "env"}``)."""
     with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        return [r for r in (json.loads(line) for line in fh if line.strip()) if r.get("kind") != "env"]
 
 
 def _check_files(out):

@@ -168,7 +168,8 @@ def test_results_from_two_machines_merge_by_machine(files, tmp_path):
     with open(files[0]) as src, open(other, "w") as dst:
         for line in src:
             row = json.loads(line)
-            row["env"] = {**row["env"], "machine": "second-host"}
+            if "env" in row:  # the file's env line (schema 2) or every row's env (schema 1)
+                row["env"] = {**row["env"], "machine": "second-host"}
             dst.write(json.dumps(row) + "\n")
     table = report.correctness_table(report.frame([files[0], str(other)]))
     assert set(table["machine"].str.split(" ").str[0]) >= {"second-host"} and table["machine"].nunique() == 2

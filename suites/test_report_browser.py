@@ -50,6 +50,9 @@ def test_html_report_loads_in_chromium_with_verdict_and_every_figure(tmp_path, s
     assert verdict, dom[:2000]
     for answer in ("Agreement:", "Gradients:", "Speed vs gamma:"):
         assert answer in verdict.group(1)
+    # each answer marked by its own outcome: no speed rows here, so the speed answer is not green
+    marks = re.findall(r"<p class=\"answer ([a-z-]+)\"><span class=\"mark\">([A-Z ]+)</span>", verdict.group(1))
+    assert marks == [("pass", "PASS"), ("pass", "PASS"), ("not-measured", "NOT MEASURED")], marks
     figures = re.findall(r"<figure id=\"fig-([a-z_]+)\">", dom)
     assert sorted(f + ".png" for f in figures) == pngs
     decoded = re.search(r"data-images-decoded=\"(\d+)\"", dom)
