@@ -119,6 +119,8 @@ def test_shards_measure_every_group_once_and_report_merges_their_folders(tmp_pat
     grid = [cases.Case("t", "acu", n=1, s=1, f=1, h=4, w=4), cases.Case("u", "acu", n=1, s=1, f=1, h=5, w=3)]
     grid.append(cases.Case("v", "njet", n=1, s=1, f=1, h=4, w=4))  # 3 cases x 3 passes: 9 groups
     monkeypatch.setattr(cases, "grid", lambda name, layers=None: grid)
+    monkeypatch.setattr(machine, "WAIT_SHARE", 2.0)  # never contended: a loaded test machine would exit 1
+    monkeypatch.setattr(machine, "LOAD_MARGIN", 1e9)
     argv = ["bench", "--backends", "torch-naive", "--threads", "1", "--reps", "1", "--budget", "0.05"]
     seen, sizes = [], []
     for i in (1, 2, 3):

@@ -91,7 +91,7 @@ def test_bench_bounds_each_group_and_a_time_limit_stops_between_groups(tmp_path)
     assert res.returncode == 0, res.stderr
     assert "--time-limit 0.01 s reached: 3 group(s) left unmeasured" in res.stdout  # torch's import took longer
     res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0 or "NO SPEED RESULT" in res.stdout, res.stderr  # 1 only: all contended
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("bench: ")]
     assert lines[0].startswith("bench: 3 group(s) to measure; at most about 0:02 (groups x budget)")
     assert lines[1].startswith("bench: 1/3 (33%)") and "left" in lines[1] and "0:00 left" not in lines[1]
