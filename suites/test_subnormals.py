@@ -44,7 +44,7 @@ def test_ftz_is_in_the_group_key_and_old_rows_count_as_off(tmp_path, one_thread)
     path = tmp_path / bench.RESULTS
     _sweep(tmp_path, threads=1)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for r in rows:
+    for r in (r for r in rows if "key" in r):  # schema 2: the first line is the run's environment
         del r["key"]["ftz"]  # rows from before the key had it: timed with the CPU's default (off)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert _sweep(tmp_path, threads=1).reused == 3
