@@ -114,6 +114,7 @@ SHAPE_OPTIONS = {
     "order": (("njet",), "order"),
     "radius": (("dau", "dau_gauss", "njet"), "radius"),
     "stride": (("dau", "dau_gauss", "acu", "njet"), "stride"),
+    "groups": (("dau", "dau_gauss", "njet"), "channel_groups"),
 }
 
 
@@ -142,6 +143,9 @@ def user_case(args):
     fields = {SHAPE_OPTIONS[k][1]: v for k, v in given.items()}
     if "sigma" in given and "radius" not in given and args.layer != "dau_gauss":
         fields["radius"] = None  # the layer's own rule for the new sigma (dau_gauss has none: its fixed radius)
+    g = given.get("groups", 1)
+    if s_ % g or f_ % g:
+        raise UsageError(f"--groups: expected a divisor of both S = {s_} and F = {f_} (--shape), got {g}")
     case = replace(base, name="shape-" + spec, n=n, s=s_, f=f_, h=h, w=w, **fields)
     try:
         case.resolved_radius()
@@ -511,6 +515,12 @@ def parser():
     u.add_argument("--order", type=_int_in(0), help="the basis order (njet)")
     u.add_argument("--radius", type=_int_in(0), help="the Gaussian radius in pixels (dau, dau_gauss, njet)")
     u.add_argument("--stride", type=_int_in(1), help="the stride")
+    u.add_argument(
+        "--groups",
+        type=_int_in(1),
+        metavar="G",
+        help="channel groups (dau, dau_gauss, njet), as nn.Conv2d's; G = S = F is depthwise (conv2d-std too)",
+    )
     _speed_options(b)
     b.add_argument("--seed", type=_int_in(0), default=0)
     b.add_argument(

@@ -33,6 +33,11 @@ def _cli(*argv, code=None):
         (["--layer", "dau", "--shape", "1,2,3,4,5", "--sigma", "0"], "argument --sigma: expected a finite number > 0"),
         (["--layer", "dau", "--shape", "1,2,3,4,5", "--spread", "nan"], "argument --spread: expected a finite"),
         (["--layer", "dau", "--shape", "1,2,3,4,5", "--cases", "paper"], "--shape: times one case of its own"),
+        (
+            ["--layer", "dau", "--shape", "1,4,6,4,5", "--groups", "4"],
+            "--groups: expected a divisor of both S = 4 and F = 6",
+        ),
+        (["--layer", "acu", "--shape", "1,4,4,4,5", "--groups", "2"], "--groups: acu has no such parameter"),
     ],
 )
 def test_mistakes_are_one_line_usage_errors_before_torch(argv, says, tmp_path):
@@ -61,3 +66,13 @@ def test_a_users_shape_is_timed_with_the_paper_baselines_and_gamma(tmp_path):
     assert r["case_fields"]["k"] == 2 and r["case_fields"]["spread"] == 4
     assert r["standard_side"] == 9 and r["paper_gamma"] == 81 / 8  # DAU IJCV Eq. 17 at K = 2, side 9
     assert r["model_gamma"] > 1 and r["speedups"]["torch-naive"] > 0 and r["speedups"]["conv2d-std"] > 0
+
+
+def test_a_depthwise_shape_is_timed_against_a_depthwise_conv2d(tmp_path):
+    argv = ["--layer", "dau", "--shape", "1,6,6,10,10", "--units", "2", "--spread", "2", "--groups", "6"]
+    argv += ["--backends", "numba", "--threads", "1", "--reps", "3", "--budget", "1"]
+    res = _cli(*argv, "--out", str(tmp_path))
+    assert res.returncode == 0 or "NO SPEED RESULT" in res.stdout, res.stderr  # 1 only: all contended
+    rows = [r for r in results.load([str(tmp_path / bench.RESULTS)]) if r["status"] == "ok"]
+    assert {"numba", "torch-naive", "conv2d-std"} <= {r["backend"] for r in rows}
+    assert all(r["case_fields"]["channel_groups"] == 6 for r in rows)
