@@ -240,6 +240,7 @@ def _blur0():
         replace(c, name="radius0-beyond", stride=1, offset=-9.0, spread=4.0, seed=34),
         replace(c, name="radius0-near-integer", stride=1, displace="near-integer", seed=35),
         replace(c, name="radius0-integer", stride=1, displace="integer", seed=36),
+        replace(c, name="radius0-groups3", s=6, f=9, channel_groups=3, stride=1, seed=39),  # Dcls2d's groups
     ]
 
 

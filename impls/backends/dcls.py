@@ -9,7 +9,8 @@ Torch autograd differentiates DCLS's code.
   read ``P[0]`` as the column, v0 as the row), a square window of side ``2h + 1`` with
   ``h = ceil(max |mu|)``, so that every unit's 2 x 2 stencil lies inside it;
 - ``dau_gauss`` is DCLS version ``gauss``: ``SIG = sigma - 0.27`` on both axes (DCLS's scale is
-  ``|SIG| + 0.27``), a window of side ``2 radius + 1``.
+  ``|SIG| + 0.27``), a window of side ``2 radius + 1``;
+- channel ``groups`` are ``Dcls2d``'s own (its kernel ``[F, S/G, side, side]``, then ``conv2d(groups=G)``).
 
 DCLS divides every element by its in-window sum + 1e-7 (ours by the sum): the weight is multiplied
 by ``(Z + 1e-7) / Z`` for the in-window sum ``Z`` (1 for v1; the separable Gaussian sum for gauss).
@@ -33,16 +34,20 @@ from .._registry import Inexpressible
 SIG_OFFSET = 0.27  # DCLS gauss: the scale is |SIG| + 0.27 (ConstructKernel2d.forward_vgauss)
 NORM_EPS = 1e-7  # DCLS: every element divided by its in-window sum + 1e-7
 # The hyper-parameters the mappings express (``keep`` is ours: the taps that reach a pixel).
-KNOWN = {"dau": {"stride", "blur_radius", "mu_grad", "keep"}, "dau_gauss": {"radius", "stride", "keep"}}
+KNOWN = {
+    "dau": {"stride", "blur_radius", "mu_grad", "keep", "groups"},
+    "dau_gauss": {"radius", "stride", "keep", "groups"},
+}
 
 
 @functools.lru_cache(maxsize=32)
-def _construct(f, s, k, side, version, device):
-    """DCLS's kernel construction for ``[F, S, K]`` units in a ``side x side`` window (one instance per
-    shape and device: it caches its index grid on first use)."""
+def _construct(f, s, g, k, side, version, device):
+    """DCLS's kernel construction for ``[F, S/G, K]`` units (``S`` input channels in ``G`` channel groups, as
+    ``Dcls2d(groups=G)`` builds it) in a ``side x side`` window (one instance per shape and device: it
+    caches its index grid on first use)."""
     from DCLS.construct.modules import ConstructKernel2d
 
-    return ConstructKernel2d(f, s, 1, k, (side, side), version)
+    return ConstructKernel2d(f, s, g, k, (side, side), version)
 
 
 def _refuse(layer, why):
@@ -85,8 +90,9 @@ def dau(t, hp):
     # gets its (zero) gradient; (1 + 1e-7) undoes DCLS's normalisation by the in-window sum (1) + 1e-7.
     g0 = _math.gauss1d(t["sigma"].reshape(()), 0)[0]
     w = weight * (g0 * g0) * (1.0 + NORM_EPS)
-    kern = _construct(f_, s_, k_, 2 * half + 1, "v1", str(x.device))(w, torch.stack([mx, my]), None)
-    return tnf.conv2d(x, kern, t["bias"], stride=hp["stride"], padding=half)
+    g = hp.get("groups", 1)
+    kern = _construct(f_, s_ * g, g, k_, 2 * half + 1, "v1", str(x.device))(w, torch.stack([mx, my]), None)
+    return tnf.conv2d(x, kern, t["bias"], stride=hp["stride"], padding=half, groups=g)
 
 
 def dau_gauss(t, hp):
@@ -104,8 +110,9 @@ def dau_gauss(t, hp):
     w = weight * (1.0 + NORM_EPS / (z[0] * z[1]))  # (Z + 1e-7) / Z: the in-window sum Z is separable
     f_, s_, k_ = weight.shape
     big = (sig - SIG_OFFSET).expand(2, f_, s_, k_)
-    kern = _construct(f_, s_, k_, 2 * r + 1, "gauss", str(x.device))(w, torch.stack([mx, my]), big)
-    return tnf.conv2d(x, kern, t["bias"], stride=hp["stride"], padding=r)
+    g = hp.get("groups", 1)
+    kern = _construct(f_, s_ * g, g, k_, 2 * r + 1, "gauss", str(x.device))(w, torch.stack([mx, my]), big)
+    return tnf.conv2d(x, kern, t["bias"], stride=hp["stride"], padding=r, groups=g)
 
 
 OPS = {"dau": _autograd.Differentiable(dau), "dau_gauss": _autograd.Differentiable(dau_gauss)}
