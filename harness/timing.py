@@ -181,12 +181,19 @@ def interleaved(tm, fns, reps=5, warmup=2, warmup_s=0.2, budget_s=None, start=No
 
 
 def _measure_peaks(device, arith, threads=None):
-    """Best MAC/s of square matrix products of a few sizes and bytes/s of a large copy (read + write)
-    in ``arith``: a dtype name, or "tf32" (float32 data, TF32 matrix products)."""
+    """Best MAC/s of square matrix products of a few sizes and of an unpadded conv2d, and bytes/s of a
+    large copy (read + write) in ``arith``: a dtype name, or "tf32" (float32 data, TF32 matrix products)."""
     from . import precision
 
     with precision.fp32(arith == "tf32"):
         return _measure(device, getattr(torch, "float32" if arith == "tf32" else arith), threads)
+
+
+# The probe's conv2d: the DAU paper's 9 x 9 standard conv (N 8, S 64, F 192, 32 x 32 out) without
+# padding, so every MAC counted is done.  torch's CPU matrix product is MKL's, its conv2d oneDNN's:
+# on an AMD EPYC (AVX-512, one thread) MKL's best product ran at 50 GMAC/s and this conv at 54-56,
+# so a probe of products alone read conv2d-std above the machine's peak.
+CONV_PROBE = (8, 64, 192, 40, 9)  # N, S, F, input side, kernel side
 
 
 def _measure(device, dtype, threads):
@@ -196,11 +203,16 @@ def _measure(device, dtype, threads):
     for n in sizes:
         a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
         fns[n] = (lambda _, a=a, b=b: torch.mm(a, b), None)
+    cn, cs, cf, side, k = CONV_PROBE
+    cx = torch.randn(cn, cs, side, side, dtype=dtype, device=device)
+    cw = torch.randn(cf, cs, k, k, dtype=dtype, device=device)
+    fns["conv"] = (lambda _: torch.nn.functional.conv2d(cx, cw), None)
     src = torch.empty(2**26, dtype=dtype, device=device).normal_()
     dst = torch.empty_like(src)
     fns["copy"] = (lambda _: dst.copy_(src), None)
     st = interleaved(tm, fns, reps=7, warmup=2, warmup_s=0.2)
-    macs = max(n**3 / min(st[n].samples) for n in sizes)  # the best run: a peak, not a typical time
+    conv_macs = cn * cf * cs * (side - k + 1) ** 2 * k * k
+    macs = max([n**3 / min(st[n].samples) for n in sizes] + [conv_macs / min(st["conv"].samples)])  # best runs
     return {"peak_macs": macs, "peak_bytes": 2 * src.numel() * src.element_size() / min(st["copy"].samples)}
 
 
@@ -208,7 +220,8 @@ def _measure(device, dtype, threads):
 def peaks(device, ariths=("float32",), threads=None):
     """Measured peaks of this device in this run, once per process, for each arithmetic of
     ``ariths`` (a dtype name, or "tf32": float32 with TF32 matrix products; "float32" runs with
-    TF32 off): MAC/s of the best of square matrix products of a few sizes, and bytes/s of a large
+    TF32 off): MAC/s of the best of square matrix products of a few sizes and an unpadded conv2d
+    (``CONV_PROBE``), and bytes/s of a large
     copy (read + write), on ``threads`` threads (the child gets
     ``harness.machine.thread_env(threads)``).  A kernel can beat this probe by a few percent (its
     roofline fraction then reads above 1).

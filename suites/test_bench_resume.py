@@ -134,6 +134,19 @@ def test_dau_rows_carry_both_baselines_and_their_gammas(tmp_path, one_thread):
         assert fast["measured_over_paper_gamma"] == pytest.approx(fast["speedups"][bench.STD] / fast["paper_gamma"])
         assert std["macs"] == costmodel.std_macs(dau, fast["standard_side"], p)
         assert std["status"] == "ok" and "load" in std and isinstance(std["flags"], list)
+        # its roofline counts the taps inside the image (a library may skip the padding's)
+        inside = costmodel.inside(fast["standard_side"], dau.h, dau.w, dau.stride)
+        floor = std["macs"] * inside / FAKE_PEAK["peak_macs"]
+        assert inside < 1 and std["roofline_fraction"] >= floor / std["median_s"] * (1 - 1e-12)
+
+
+def test_inside_counts_the_taps_that_read_the_image():
+    """Per axis: the taps of each output pixel that land in [0, n) with padding side // 2."""
+    assert costmodel.inside(1, 5, 7) == 1.0
+    assert costmodel.inside(3, 1, 1) == pytest.approx(1 / 9)  # one pixel: only the centre tap of 9
+    assert costmodel.inside(3, 4, 4) == pytest.approx((10 / 12) ** 2)  # 4 pixels x 3 taps, 2 fall outside
+    assert costmodel.inside(9, 32, 32) == pytest.approx(((32 * 9 - 2 * (1 + 2 + 3 + 4)) / (32 * 9)) ** 2)
+    assert costmodel.inside(3, 5, 5, stride=2) == pytest.approx((7 / 9) ** 2)  # outputs at 0, 2, 4
 
 
 def test_conv2d_std_keeps_the_layer_output_shape():
