@@ -67,6 +67,7 @@ from .kernels import (
     _vblur_dg,
     _vblur_t,
     blocked_window,
+    channel_block,
     unit_lists,
 )
 
@@ -186,7 +187,7 @@ class _Dau:
         c = _blur_win(x, g, g, y0, x0, hp, pw)
         off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
-        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias))
+        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias, channel_block(hp, ho, pw, c.itemsize)))
         return (y if nonfinite is None else y + nonfinite), {}
 
     def backward(self, t, saved, dy, hp, needs):
@@ -247,7 +248,8 @@ class _Dau:
             _paste(dyp, dyn, r + y1, r + x1)
             offb = _transpose_units(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1), hp["groups"])
             ab = _transpose_units(a[..., ::-1], hp["groups"])  # tap (da, db) -> (1 - da, 1 - db)
-            back = _rb_shift(dyp, ab, offb, hb, wb, 1, np.zeros(x.shape[1], x.dtype))
+            sgb = channel_block(hq, hb, wq, dyp.itemsize)
+            back = _rb_shift(dyp, ab, offb, hb, wb, 1, np.zeros(x.shape[1], x.dtype), sgb)
             if "x" in needs:
                 out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
             if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
