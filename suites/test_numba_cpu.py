@@ -116,11 +116,41 @@ def test_dau_register_blocks(hw, dtype, mu_grad, monkeypatch, seed):
     """The register-blocked kernels (``_rb_shift``, ``_rb_taps``) where no block is filled exactly:
     rows not a multiple of ``_RB``, columns not a multiple of ``_CW`` (a tail of lanes in the tap
     sums, and a whole block of it at width 2 and 17), more channels than one group or task
-    (``channel_block`` <= 16, ``_TF``, ``_TS`` = 16), and three units per pair (groups of four units cut short).
+    (``channel_block`` <= 12, ``_TF``, ``_TS`` = 16), and three units per pair (groups of four units cut short).
     Judged by the derived bound of reference/README.md section 9 (FMA contraction included)."""
     monkeypatch.setattr(numba_layers, "_WASTE", float("inf"))
     case = cases.Case("rb", "dau", n=2, s=17, f=18, k=3, h=hw[0], w=hw[1], sigma=0.6, spread=4.5, mu_grad=mu_grad)
     _judge(case, dtype, seed)
+
+
+@pytest.mark.parametrize("n, w", [(4, 20), (2, 33), (8, 5)])
+def test_dau_images_side_by_side(n, w, monkeypatch):
+    """The input gradient's gather over images laid side by side (``_side_by_side``) gives what it
+    gives one image at a time, bit for bit: each output sums the same terms in the same order, and
+    no read of one image's outputs reaches its neighbour's ``dy``, even at the widest spread."""
+    monkeypatch.setattr(numba_layers, "_WASTE", float("inf"))
+    args = [
+        _randn(n, 5, 7, w, seed=1),
+        _randn(6, 5, 2, seed=2),
+        _uniform(-4.5, 4.5, 6, 5, 2, seed=3),
+        _uniform(-4.5, 4.5, 6, 5, 2, seed=4),
+        torch.tensor(0.6).double(),
+        None,
+    ]
+    packs = []
+    real = numba_layers._side_by_side
+
+    def spy(*a):
+        packs.append(real(*a)[0])
+        return packs[-1], real(*a)[1]
+
+    monkeypatch.setattr(numba_layers, "_side_by_side", spy)
+    together = _run(impls.dau_conv2d, args, {}, "numba", torch.float32)
+    assert packs and packs[-1] > 1, f"no packing chosen for N={n}, W={w}: {packs}"
+    monkeypatch.setattr(numba_layers, "_side_by_side", lambda n_, wb, gap: (1, max(wb, gap)))
+    alone = _run(impls.dau_conv2d, args, {}, "numba", torch.float32)
+    for name, a, b in zip(("y", "x", "weight", "mu_x", "mu_y", "sigma"), together, alone):
+        assert torch.equal(a, b), f"{name}: packed != one image at a time"
 
 
 def test_rb_taps_short_groups_and_inactive_units():

@@ -395,17 +395,18 @@ _CACHES = "/sys/devices/system/cpu/cpu0/cache"
 L1 = _l1_bytes()
 
 
-def channel_block(hp, ho, pw, itemsize):
-    """Input channels per pass of ``_rb_shift`` over a ``[hp, pw]`` window and ``Ho`` output rows: as many
-    (a multiple of 4, from 4 to 16) as keep the window rows that one block of ``_RB`` output rows reads
-    (``_RB + hp - nrb _RB``) within L1.  Measured on an AMD EPYC (32 KiB L1, AVX-512, one thread), DAU paper
-    case: forward (2.7 kB of rows per channel) 22.0 ms at 8 or 12 against 24.1 ms at 16 and 27.4 ms at 3;
-    input gradient (3.8 kB) 42.0 ms at 8 against 46.0 ms at 16.  The sum over channels runs in blocks
-    of this size (each block's sum is added to ``y`` in turn): fixed for a machine and shape, so results
-    are bit-identical run to run; another L1 size may group the sum differently."""
-    nrb = -(-ho // _RB)
-    per = (_RB + hp - nrb * _RB) * pw * itemsize
-    return max(4, min(16, L1 // max(1, per) // 4 * 4))
+def channel_block(hp, ho, wo, pw, itemsize):
+    """Input channels per pass of ``_rb_shift`` over a ``[hp, pw]`` window and ``[Ho, Wo]`` outputs: as
+    many (a multiple of 4, from 4 to 12) as keep what one column block reads again for every ``f``
+    (the ``_RB + hp - nrb _RB`` rows of one row block over ``_CW`` columns and the halo) within L1.
+    Measured on an AMD EPYC (32 KiB L1, AVX-512, one thread), DAU paper case, kernel only: forward
+    22.4 ms at 8 or 12 against 23.6 at 16 and 25.2 at 4; input gradient (two images side by side)
+    35.3-35.8 ms at 8 or 12 against 36.5 at 16.  The sum over channels runs in blocks of this size
+    (each block's sum added to ``y`` in turn): fixed for a machine and shape, so results are
+    bit-identical run to run; another L1 size may group the sum differently."""
+    nrb, ncb = -(-ho // _RB), -(-wo // _CW)
+    per = (_RB + hp - nrb * _RB) * (pw - (ncb - 1) * _CW) * itemsize
+    return max(4, min(12, L1 // max(1, per) // 4 * 4))
 
 
 def blocked_window(ho, wo, y0, y1, x0, x1):
@@ -416,15 +417,55 @@ def blocked_window(ho, wo, y0, y1, x0, x1):
     return nrb * _RB + y1 - y0, ncb * _CW + x1 - x0
 
 
+@njit(cache=True, inline="always")
+def _rb_block(acc, c1, a, off, y, bias, n, f, rb, cb, s0, s1, plane0, chan, upw, uone, rows, wo):
+    """One ``_RB x _CW`` block of ``y[n, f]`` (row block ``rb``, column block ``cb``) over the channels
+    ``[s0, s1)`` of ``f``'s group (channel ``s`` at ``plane0 + s chan``): accumulated in registers,
+    then stored (``s0 == 0``) or added."""
+    k_ = off.shape[2]
+    for r in range(_RB):
+        for j in range(_CW):
+            acc[r, j] = 0
+    for s in range(s0, s1):
+        plane = plane0 + np.uint64(s) * chan
+        for k in range(k_):
+            o = off[f, s, k]
+            if o < 0:
+                continue
+            a0, a1, a2, a3 = a[f, s, k, 0], a[f, s, k, 1], a[f, s, k, 2], a[f, s, k, 3]
+            base = plane + np.uint64(o)
+            for r in range(_RB + 1):
+                p = base + np.uint64(r) * upw
+                q = p + uone
+                if r < _RB:
+                    for j in range(_CW):
+                        acc[r, j] = acc[r, j] + a0 * c1[p + np.uint64(j)]
+                        acc[r, j] = acc[r, j] + a1 * c1[q + np.uint64(j)]
+                if r > 0:
+                    for j in range(_CW):
+                        acc[r - 1, j] = acc[r - 1, j] + a2 * c1[p + np.uint64(j)]
+                        acc[r - 1, j] = acc[r - 1, j] + a3 * c1[q + np.uint64(j)]
+    j0 = cb * _CW
+    cols = min(_CW, wo - j0)
+    for r in range(rows):
+        yr = y[n, f, rb * _RB + r]
+        if s0 == 0:
+            for j in range(cols):
+                yr[j0 + j] = bias[f] + acc[r, j]
+        else:
+            for j in range(cols):
+                yr[j0 + j] += acc[r, j]
+
+
 @njit(**_RBJIT)
 def _rb_shift(c, a, off, ho, wo, one, bias, sgb):
     """``y[n,f,i,j] = bias[f] + sum_{s,k,m} a[f,s,k,m] c[n,s, o + i pw + j + (0, 1, pw, pw+1)[m]]``, ``o = off[f,s,k]``.
 
     ``c [N,S,hp,pw]`` windows shaped by ``blocked_window``, ``a [F,S/G,K,4]``, ``off [F,S/G,K]`` (``< 0``:
-    the unit reads only zeros, skipped), ``one`` = 1, ``sgb`` input channels per pass (``channel_block``)
-    -> ``[N,F,Ho,Wo]``.  Channel groups: ``G = S / a.shape[1]``, output ``f`` reads the channels
-    ``(f // (F/G)) S/G + s`` of its group (``s`` above is that local index).
-    One task per ``(n, block of _RB rows)``; per block of ``sgb`` input channels and per ``f``, a block of
+    the unit reads only zeros, skipped), ``one`` = 1, ``sgb`` input channels per pass
+    (``channel_block``) -> ``[N,F,Ho,Wo]``.  Channel groups: ``G = S / a.shape[1]``, output ``f``
+    reads the channels ``(f // (F/G)) S/G + s`` of its group (``s`` above is that local index).
+    One task per ``(n, block of _RB rows)``; per pass, column block and ``f``, a block of
     ``_RB x _CW`` outputs lives in registers while every unit of the group adds its four taps (each input row loaded
     once serves two output rows), then is added to ``y``: the sum over ``(s, k)`` runs in a fixed
     order.  MACs ``4 P F S K / G`` times the block waste (none when ``_RB | Ho`` and ``_CW | Wo``).
@@ -433,7 +474,7 @@ def _rb_shift(c, a, off, ho, wo, one, bias, sgb):
     f_, sg, k_ = off.shape
     fg = f_ // (s_ // sg)  # output channels per group
     c1 = c.reshape(-1)
-    upw, uone = np.uint64(pw), np.uint64(one)
+    upw, uone, chan = np.uint64(pw), np.uint64(one), np.uint64(hp * pw)
     nrb, ncb = (ho + _RB - 1) // _RB, (wo + _CW - 1) // _CW
     y = np.empty((n_, f_, ho, wo), c.dtype)
     for task in prange(n_ * nrb):
@@ -441,41 +482,12 @@ def _rb_shift(c, a, off, ho, wo, one, bias, sgb):
         acc = numba.carray(_stack(_ACC, c.dtype), (_RB, _CW))
         rows = min(_RB, ho - rb * _RB)
         for s0 in range(0, sg, sgb):
-            for f in range(f_):
-                gb = (f // fg) * sg  # the first input channel of f's group
-                for cb in range(ncb):
-                    for r in range(_RB):
-                        for j in range(_CW):
-                            acc[r, j] = 0
-                    for s in range(s0, min(sg, s0 + sgb)):
-                        plane = np.uint64(((n * s_ + gb + s) * hp + rb * _RB) * pw + cb * _CW)
-                        for k in range(k_):
-                            o = off[f, s, k]
-                            if o < 0:
-                                continue
-                            a0, a1, a2, a3 = a[f, s, k, 0], a[f, s, k, 1], a[f, s, k, 2], a[f, s, k, 3]
-                            base = plane + np.uint64(o)
-                            for r in range(_RB + 1):
-                                p = base + np.uint64(r) * upw
-                                q = p + uone
-                                if r < _RB:
-                                    for j in range(_CW):
-                                        acc[r, j] = acc[r, j] + a0 * c1[p + np.uint64(j)]
-                                        acc[r, j] = acc[r, j] + a1 * c1[q + np.uint64(j)]
-                                if r > 0:
-                                    for j in range(_CW):
-                                        acc[r - 1, j] = acc[r - 1, j] + a2 * c1[p + np.uint64(j)]
-                                        acc[r - 1, j] = acc[r - 1, j] + a3 * c1[q + np.uint64(j)]
-                    j0 = cb * _CW
-                    cols = min(_CW, wo - j0)
-                    for r in range(rows):
-                        yr = y[n, f, rb * _RB + r]
-                        if s0 == 0:
-                            for j in range(cols):
-                                yr[j0 + j] = bias[f] + acc[r, j]
-                        else:
-                            for j in range(cols):
-                                yr[j0 + j] += acc[r, j]
+            s1 = min(sg, s0 + sgb)
+            for cb in range(ncb):  # the rows of one column block and its halo stay in L1 for every f
+                for f in range(f_):
+                    gb = (f // fg) * sg  # the first input channel of f's group
+                    plane0 = np.uint64(((n * s_ + gb) * hp + rb * _RB) * pw + cb * _CW)
+                    _rb_block(acc, c1, a, off, y, bias, n, f, rb, cb, s0, s1, plane0, chan, upw, uone, rows, wo)
     return y
 
 

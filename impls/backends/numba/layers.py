@@ -66,6 +66,7 @@ from .kernels import (
     _vblur,
     _vblur_dg,
     _vblur_t,
+    _CW,
     blocked_window,
     channel_block,
     unit_lists,
@@ -121,6 +122,17 @@ def _paste(dst, src, top, left):
     i1, j1 = min(hs, hd - top), min(ws, wd - left)
     if i1 > i0 and j1 > j0:
         dst[..., top + i0 : top + i1, left + j0 : left + j1] = src[..., i0:i1, j0:j1]
+
+
+def _side_by_side(n, wb, gap):
+    """``(m, pitch)``: the input gradient's gather runs over ``m`` images (``m | N``, at most 4) laid
+    side by side in one row, ``pitch`` columns apart, when that computes fewer column blocks of
+    ``_CW`` per image than one image alone (a 36-column support takes 3 blocks, 48 columns; two, 38
+    apart in the paper case, take 5 for 72).  ``pitch >= gap`` keeps every read of one image's outputs off its
+    neighbours' ``dy``: each output is the same terms summed in the same order as alone."""
+    pitch = max(wb, gap)
+    cost = {m: -(-((m - 1) * pitch + wb) // _CW) / m for m in (1, 2, 4) if n % m == 0}
+    return min(cost, key=lambda m: (cost[m], m)), pitch
 
 
 def _wide_window(fy, fx, h, w, ho, wo, rb, st):
@@ -187,7 +199,7 @@ class _Dau:
         c = _blur_win(x, g, g, y0, x0, hp, pw)
         off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
-        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias, channel_block(hp, ho, pw, c.itemsize)))
+        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias, channel_block(hp, ho, wo, pw, c.itemsize)))
         return (y if nonfinite is None else y + nonfinite), {}
 
     def backward(self, t, saved, dy, hp, needs):
@@ -243,13 +255,19 @@ class _Dau:
             # dL/d(blurred image) on its support (coordinates -r ...): the forward's gather over dy,
             # zero-padded, at the rotated displacements (taps flipped, units transposed)
             hb, wb = h + 2 * r, wd + 2 * r
-            hq, wq = blocked_window(hb, wb, y0, y1, x0, x1)
-            dyp = np.zeros((n_, f_, hq, wq), x.dtype)
-            _paste(dyp, dyn, r + y1, r + x1)
+            m, pitch = _side_by_side(n_, wb, r + max(wd - x0, wo + x1))
+            wm = (m - 1) * pitch + wb  # m images' supports side by side, ``pitch`` apart
+            hq, wq = blocked_window(hb, wm, y0, y1, x0, x1)
+            dyp = np.zeros((n_ // m, f_, hq, wq), x.dtype)
+            for i in range(m):
+                _paste(dyp, dyn[i::m], r + y1, r + x1 + i * pitch)
             offb = _transpose_units(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1), hp["groups"])
             ab = _transpose_units(a[..., ::-1], hp["groups"])  # tap (da, db) -> (1 - da, 1 - db)
-            sgb = channel_block(hq, hb, wq, dyp.itemsize)
-            back = _rb_shift(dyp, ab, offb, hb, wb, 1, np.zeros(x.shape[1], x.dtype), sgb)
+            sgb = channel_block(hq, hb, wm, wq, dyp.itemsize)
+            back = _rb_shift(dyp, ab, offb, hb, wm, 1, np.zeros(x.shape[1], x.dtype), sgb)
+            if m > 1:  # [N/m, S, Hb, m pitch] -> [N, S, Hb, Wb], image n = m (n // m) + n % m
+                back = np.stack([back[..., i * pitch : i * pitch + wb] for i in range(m)], 1)
+                back = np.ascontiguousarray(back.reshape(n_, x.shape[1], hb, wb))
             if "x" in needs:
                 out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
             if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
