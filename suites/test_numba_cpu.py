@@ -116,10 +116,10 @@ def test_dau_register_blocks(hw, dtype, mu_grad, monkeypatch, seed):
     """The register-blocked kernels (``_rb_shift``, ``_rb_taps``) where no block is filled exactly:
     rows not a multiple of ``_RB``, columns not a multiple of ``_CW`` (a tail of lanes in the tap
     sums, and a whole block of it at width 2 and 17), more channels than one group or task
-    (``channel_block`` <= 12, ``_TF``, ``_TS`` = 16), and three units per pair (groups of four units cut short).
+    (``channel_block`` <= 12, ``_TF`` = 32, ``_TS`` = 8), and three units per pair (groups of four units cut short).
     Judged by the derived bound of reference/README.md section 9 (FMA contraction included)."""
     monkeypatch.setattr(numba_layers, "_WASTE", float("inf"))
-    case = cases.Case("rb", "dau", n=2, s=17, f=18, k=3, h=hw[0], w=hw[1], sigma=0.6, spread=4.5, mu_grad=mu_grad)
+    case = cases.Case("rb", "dau", n=2, s=17, f=33, k=3, h=hw[0], w=hw[1], sigma=0.6, spread=4.5, mu_grad=mu_grad)
     _judge(case, dtype, seed)
 
 

@@ -357,7 +357,7 @@ _RB = 8 if _WIDE else 4  # output rows per block (_rb_shift)
 _CW = 16  # output columns per block: one vector of float32 at 512 bits
 _ACC = _RB * _CW
 _TACC = 4 * _CW  # sums of one unit (_rb_taps): four taps x one column block
-_TF, _TS = 16, 16  # output x input channels per task of _rb_taps
+_TF, _TS = 32, 8  # output x input channels per task of _rb_taps
 # Numba's cache does not key on the SLP setting: without SLP these kernels compile to scalar code,
 # so they are cached only when SLP is on (a cache written with it off would be loaded with it on).
 _RBJIT = {"parallel": True, "fastmath": {"contract"}, "cache": bool(_VEC["numba_slp"])}
