@@ -583,6 +583,8 @@ def _check_cupy(ctx):
                 cupy_cuda.nvrtc_compile(m)  # imports NVRTC from cupy (the gpu extra) on first use
             except ImportError:
                 return "skipped: no CUDA device, and cupy is not installed for an NVRTC compile without one"
+            except OSError as exc:
+                return f"skipped: no CUDA device, and {exc}"
             times.append(f"{m} {time.monotonic() - t0:.1f} s")
         return "no CUDA device: NVRTC compile only (sm_90): " + ", ".join(times)
     from .. import impls

@@ -32,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("rfbench", "impls", "reference", "harness", "examples")  # rfbench, its three folders, its example
 README_EXTRA = "test"  # `pip install -e .[test]` in the README's set-up
 # import name -> the distributions that provide it (where the two names differ)
-DISTRIBUTIONS = {"cupy": ("cupy-cuda13x", "cupy-cuda12x"), "cupy_backends": ("cupy-cuda13x", "cupy-cuda12x")}
+DISTRIBUTIONS = {"cupy": ("cupy-cuda13x", "cupy-cuda12x")}
 GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 

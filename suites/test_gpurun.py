@@ -213,7 +213,7 @@ def test_cupy_source_pastes_includes(tmp_path):
 def test_cupy_modules_compile_with_nvrtc(name):
     """Each module compiles with NVRTC exactly as CuPy compiles it on a GPU (its -ftz=true and
     every name expression included), for sm_90, without a device."""
-    pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="cupy is not installed (the gpu extra)")
+    pytest.importorskip("cupy", reason="cupy is not installed (the gpu extra)")
     from rfbench.impls.backends.cuda import cupy_prims as cupy_cuda
 
     try:

@@ -136,9 +136,14 @@ OPTIONS = ("-std=c++17",)  # CuPy adds -ftz=true and the device's -arch
 def nvrtc_compile(name, arch="sm_90"):
     """Compile module ``name`` (``MODULES``) with NVRTC as ``_module`` does, with CuPy's own
     additions (``-ftz=true``, ``-arch``), every name expression instantiated, without a device
-    (for a CPU-side check before a GPU run) -> NVRTC's log.  Raises RuntimeError with the log."""
-    from cupy_backends.cuda.libs import nvrtc
+    (for a CPU-side check before a GPU run) -> NVRTC's log.  Raises RuntimeError with the log, OSError
+    when CuPy cannot load the NVRTC library (CuPy 14 raises a RuntimeError of its own for that)."""
+    from cupy.cuda import nvrtc  # CuPy's own NVRTC bindings (cupy_backends.cuda.libs.nvrtc), no device needed
 
+    try:
+        nvrtc.getVersion()  # loads the library
+    except (OSError, RuntimeError) as exc:
+        raise OSError(f"NVRTC library not loadable by CuPy: {exc}") from None
     prog = nvrtc.createProgram(source(name), f"{name}.cu", [], [])
     try:
         for expr in _NAMES[name]:
