@@ -22,6 +22,7 @@ a timeout (both processes are ended) or a failed process.
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import socket
@@ -137,11 +138,23 @@ def worker(rank, port, backends, steps, path):
     )
     try:
         res = {b: train(rank, b, steps) for b in backends}
+        dist.barrier()  # rank 1 would otherwise tear down while rank 0 still checks its last step
     finally:
+        # DDP's reducer holds the process group in reference cycles; collect them, then destroy the group,
+        # then collect again, so that gloo's worker threads are joined while the interpreter is alive.
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
     if rank == 0:
         with open(path, "w") as fh:
             json.dump(res, fh)
+    # End without interpreter finalization: a C++ thread of torch that drops a tensor's last Python reference
+    # during finalization takes the GIL, CPython ends that thread with pthread_exit, whose forced unwind
+    # through a noexcept frame aborts the process ("terminate called without an active exception", SIGABRT).
+    # Seen once in CI, on rank 1. Everything this process owes is written and closed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv=None):
