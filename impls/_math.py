@@ -154,7 +154,16 @@ def bilinear(mu):
     """
     fl = torch.floor(mu.detach())
     w = torch.stack(((fl + 1) - mu, mu - fl), -1)
-    return fl.clamp(-(2.0**40), 2.0**40).to(torch.int64), w
+    return _clamped(fl), w
+
+
+def floors(mu):
+    """The floors of ``bilinear`` alone (no weights): int64 ``[...]``."""
+    return _clamped(torch.floor(mu.detach()))
+
+
+def _clamped(fl):
+    return fl.clamp(-(2.0**40), 2.0**40).to(torch.int64)
 
 
 def corner_weights(wy, wx):

@@ -77,7 +77,7 @@ def backend_hp(layer, t, hp):
     if layer.name != "dau":
         hp["keep"] = _math.centred_reach(x.shape[2:], hp["stride"], r)
     elif _validate.free_to_read(x):
-        fl = [_math.bilinear(t[m].detach())[0] for m in ("mu_y", "mu_x")]
+        fl = [_math.floors(t[m]) for m in ("mu_y", "mu_x")]
         hp["keep"] = _math.blur_reach(*fl, hp["stride"], x.shape[2:], r)
     else:
         hp["keep"] = r

@@ -123,34 +123,54 @@ def test_dau_register_blocks(hw, dtype, mu_grad, monkeypatch, seed):
     _judge(case, dtype, seed)
 
 
-@pytest.mark.parametrize("n, w", [(4, 20), (2, 33), (8, 5)])
-def test_dau_images_side_by_side(n, w, monkeypatch):
-    """The input gradient's gather over images laid side by side (``_side_by_side``) gives what it
-    gives one image at a time, bit for bit: each output sums the same terms in the same order, and
-    no read of one image's outputs reaches its neighbour's ``dy``, even at the widest spread."""
+_GRIDS = [(4, 7, 20, (1, 2)), (2, 9, 33, (2, 1)), (8, 7, 5, (2, 4)), (8, 5, 6, (8, 1))]
+
+
+@pytest.mark.parametrize("n, h, w, grid", _GRIDS)
+def test_dau_image_grid(n, h, w, grid, monkeypatch):
+    """The input gradient's gather over images laid out as a grid (``_image_grid``: ``mr`` down, ``mc``
+    across, at the smallest pitches it allows) gives what it gives one image at a time, bit for bit:
+    each output sums the same terms in the same order, and no read of one image's outputs reaches a
+    neighbour's ``dy``, even at the widest spread."""
     monkeypatch.setattr(numba_layers, "_WASTE", float("inf"))
     args = [
-        _randn(n, 5, 7, w, seed=1),
+        _randn(n, 5, h, w, seed=1),
         _randn(6, 5, 2, seed=2),
         _uniform(-4.5, 4.5, 6, 5, 2, seed=3),
         _uniform(-4.5, 4.5, 6, 5, 2, seed=4),
         torch.tensor(0.6).double(),
         None,
     ]
-    packs = []
-    real = numba_layers._side_by_side
+    used = []
 
-    def spy(*a):
-        packs.append(real(*a)[0])
-        return packs[-1], real(*a)[1]
+    def layout(mr, mc):
+        def pick(n_, hb, wb, gaps, threads):
+            used.append((mr, mc))
+            return mr, mc, max(hb, gaps[0]), max(wb, gaps[1])
 
-    monkeypatch.setattr(numba_layers, "_side_by_side", spy)
+        return pick
+
+    monkeypatch.setattr(numba_layers, "_image_grid", layout(*grid))
     together = _run(impls.dau_conv2d, args, {}, "numba", torch.float32)
-    assert packs and packs[-1] > 1, f"no packing chosen for N={n}, W={w}: {packs}"
-    monkeypatch.setattr(numba_layers, "_side_by_side", lambda n_, wb, gap: (1, max(wb, gap)))
+    assert used == [grid]
+    monkeypatch.setattr(numba_layers, "_image_grid", layout(1, 1))
     alone = _run(impls.dau_conv2d, args, {}, "numba", torch.float32)
     for name, a, b in zip(("y", "x", "weight", "mu_x", "mu_y", "sigma"), together, alone):
-        assert torch.equal(a, b), f"{name}: packed != one image at a time"
+        assert torch.equal(a, b), f"{name}: laid out {grid} != one image at a time"
+
+
+def test_image_grid_choice(monkeypatch):
+    """``_image_grid`` on the paper case's input gradient (8 images, a 36 x 36 support, 38 apart), with
+    the AVX-512 blocks (8 x 16): one group of 8 (11.9 blocks per image at one thread, against 15 alone
+    and 12.5 two across); the busiest thread decides at two threads (one group's 5 row blocks, 8
+    images across, would leave one thread 3 of them: 7.1 per image), where two across ties with
+    2 x 4 (6.25) and the tie goes to fewer images."""
+    monkeypatch.setattr(numba_layers, "_RB", 8)
+    monkeypatch.setattr(numba_layers, "_CW", 16)
+    assert numba_layers._image_grid(8, 36, 36, (38, 38), 1) == (1, 8, 38, 38)
+    assert numba_layers._image_grid(8, 36, 36, (38, 38), 2) == (1, 2, 38, 38)
+    assert numba_layers._image_grid(1, 36, 36, (38, 38), 1) == (1, 1, 38, 38)
+    assert numba_layers._image_grid(3, 16, 16, (20, 10), 1)[:2] == (1, 1)  # 16 x 16: whole blocks alone
 
 
 def test_rb_taps_short_groups_and_inactive_units():

@@ -30,8 +30,8 @@ window path serves depthwise layers too (its input-gradient gather runs the unit
 each group, ``_transpose_units``), and the N-Jet mixing is one batched GEMM over the groups.
 
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
-``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements, images side by
-side where that wastes fewer columns: ``_side_by_side``) and, side by side, its result back to one
+``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements, images laid out
+as a grid where that wastes fewer blocks: ``_image_grid``) and, laid out so, its result back to one
 image per plane (``N S Hb Wb``); ``acu`` pads
 ``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
 Intermediates (recomputed in the backward; dau saves only its units' floors and weights): dau
@@ -39,11 +39,13 @@ window ``N S hp pw``; acu shifted maps of one chunk of synapses ``N Kc S Ho Wo <
 (independent of ``G``); njet ``N S M H Wo`` and ``N S J Ho Wo``.
 """
 
+import numba
 import numpy as np
 import torch
 
 from ... import _math
 from .kernels import (
+    active_box,
     _blur_win,
     _blur_win_t,
     _canvas,
@@ -58,21 +60,26 @@ from .kernels import (
     _jet_h_t,
     _jet_v,
     _jet_v_t,
-    _plane_dots,
     _rb_shift,
     _rb_taps,
     _sample,
     _sample_back,
     _scatter,
     _shift,
+    _sigma_dots,
     _tapsums,
     _vblur,
     _vblur_dg,
     _vblur_t,
     _CW,
+    _RB,
     blocked_window,
     channel_block,
+    exact_mu,
+    grid_pack,
+    sampled,
     unit_lists,
+    units,
 )
 
 
@@ -115,29 +122,34 @@ def _shape_out(x, st):
 _WASTE = 1.5  # widest window pitch, relative to the output row, that the window (register-blocked) kernels take
 
 
-def _paste(dst, src, top, left):
-    """``dst[..., top + i, left + j] = src[..., i, j]`` where that lies inside ``dst``.
+def _image_grid(n, hb, wb, gaps, threads):
+    """``(mr, mc, pr, pc)``: the input gradient's gather runs over groups of ``m = mr mc`` images
+    (``m | N``) laid out ``mr`` down and ``mc`` across, ``pr`` rows and ``pc`` columns apart, when that
+    computes fewer ``_RB x _CW`` blocks per image on the busiest of ``threads`` threads than fewer
+    images would (an ``Hb x Wb = 36 x 36`` support takes 5 x 3 blocks alone; 8 images across, 38
+    apart, take 5 x 19: 11.9 per image against 15, at one thread).  ``pr, pc >= gaps`` keeps every
+    read of one image's outputs off its neighbours' ``dy``: each output is the same terms summed in
+    the same order as alone.  Ties go to fewer images per group."""
+    pr, pc = max(hb, gaps[0]), max(wb, gaps[1])
+    best = (0,), (1, 1, pr, pc)  # kept for N <= 1
+    for m in range(1, min(n, 16) + 1):
+        if n % m:
+            continue
+        for mr in range(1, m + 1):
+            if m % mr:
+                continue
+            mc = m // mr
+            rows, cols = -(-((mr - 1) * pr + hb) // _RB), -(-((mc - 1) * pc + wb) // _CW)
+            busiest = -(-(n // m) * rows // threads) * cols  # blocks on the busiest thread
+            key = (busiest / n, m, mr)
+            if m == 1 or key < best[0]:
+                best = key, (mr, mc, pr, pc)
+    return best[1]
 
-    The input gradient's padded ``dy`` (``_Dau._backward_wide``) only spans what the rotated
-    gather reads for the blurred image's support; entries of ``dy`` outside it are joined to
-    canvas points beyond that support (zeros), so they are terms of nothing and are dropped.
-    """
-    (hs, ws), (hd, wd) = src.shape[-2:], dst.shape[-2:]
-    i0, j0 = max(0, -top), max(0, -left)
-    i1, j1 = min(hs, hd - top), min(ws, wd - left)
-    if i1 > i0 and j1 > j0:
-        dst[..., top + i0 : top + i1, left + j0 : left + j1] = src[..., i0:i1, j0:j1]
 
-
-def _side_by_side(n, wb, gap):
-    """``(m, pitch)``: the input gradient's gather runs over ``m`` images (``m | N``, at most 4) laid
-    side by side in one row, ``pitch`` columns apart, when that computes fewer column blocks of
-    ``_CW`` per image than one image alone (a 36-column support takes 3 blocks, 48 columns; two, 38
-    apart in the paper case, take 5 for 72).  ``pitch >= gap`` keeps every read of one image's outputs off its
-    neighbours' ``dy``: each output is the same terms summed in the same order as alone."""
-    pitch = max(wb, gap)
-    cost = {m: -(-((m - 1) * pitch + wb) // _CW) / m for m in (1, 2, 4) if n % m == 0}
-    return min(cost, key=lambda m: (cost[m], m)), pitch
+def _grid_slots(mr, mc, pr, pc):
+    """Where image ``i`` of a group (``i = n % m``, ``m = mr mc``) sits: ``(top, left)`` offsets."""
+    return [(i // mc * pr, i % mc * pc) for i in range(mr * mc)]
 
 
 def _wide_window(fy, fx, h, w, ho, wo, rb, st):
@@ -150,11 +162,8 @@ def _wide_window(fy, fx, h, w, ho, wo, rb, st):
     """
     if st != 1:
         return None
-    act = (fy <= h - 1 + rb) & (fy + ho >= -rb) & (fx <= w - 1 + rb) & (fx + wo >= -rb)
-    if not act.any():
-        return act, 0, 1, 0, 1
-    y0, y1, x0, x1 = fy[act].min(), fy[act].max() + 1, fx[act].min(), fx[act].max() + 1
-    if wo + x1 - x0 > _WASTE * wo:
+    act, y0, y1, x0, x1, count = active_box(fy, fx, h, w, ho, wo, rb)
+    if count and wo + x1 - x0 > _WASTE * wo:
         return None
     return act, int(y0), int(y1), int(x0), int(x1)
 
@@ -180,10 +189,11 @@ class _Dau:
 
     def resave(self, t, hp):
         """What the backward takes from the forward: the units' floors ``fy, fx [F,S,K]``, 1-D weights
-        ``wy, wx [F,S,K,2]`` and stencil coefficients ``a [F,S,K,4]`` (0.6 ms at the paper case, AMD EPYC)."""
-        fy, fx, wy, wx = _bilinear(t["mu_y"], t["mu_x"], 0)
-        a = t["weight"].detach()[..., None] * _taps4(wy, wx)
-        return {"fy": torch.from_numpy(fy), "fx": torch.from_numpy(fx), "wy": wy, "wx": wx, "a": a}
+        ``wy, wx [F,S,K,2]`` and stencil coefficients ``a [F,S,K,4]``, in one pass (``kernels.units``)."""
+        shape = t["weight"].shape
+        fy, fx, wy, wx, a = units(*(_np(t[k]).reshape(-1) for k in ("mu_y", "mu_x", "weight")))
+        fy, fx, wy, wx, a = (_t(v.reshape(*shape, -1)) for v in (fy, fx, wy, wx, a))
+        return {"fy": fy[..., 0], "fx": fx[..., 0], "wy": wy, "wx": wx, "a": a}
 
     @staticmethod
     def _setup(t, hp, saved):
@@ -232,14 +242,14 @@ class _Dau:
 
     @staticmethod
     def _sampled(c, wy, wx):
-        """``sum_m taps[m] c[..., m]``: a sample's sum against ``dy`` from corner sums ``c [F,S,K,4]``."""
-        return (c * _taps4(wy, wx)).sum(-1)
+        """A sample's sum against ``dy`` from corner sums ``c [F,S,K,4]`` (NumPy; ``kernels.sampled``)."""
+        return _t(sampled(c.reshape(-1, 4), _np(wy).reshape(-1, 2), _np(wx).reshape(-1, 2)).reshape(wy.shape[:-1]))
 
     @staticmethod
     def _exact_mu(c, wy, wx, w, out):
-        """Bilinear derivative rule, floor fixed (reference/README.md section 1)."""
-        out["mu_x"] = w * (wy[..., 0] * (c[..., 1] - c[..., 0]) + wy[..., 1] * (c[..., 3] - c[..., 2]))
-        out["mu_y"] = w * (wx[..., 0] * (c[..., 2] - c[..., 0]) + wx[..., 1] * (c[..., 3] - c[..., 1]))
+        """Bilinear derivative rule, floor fixed (``kernels.exact_mu``; ``c`` NumPy)."""
+        gx, gy = exact_mu(c.reshape(-1, 4), _np(wy).reshape(-1, 2), _np(wx).reshape(-1, 2), _np(w).reshape(-1))
+        out["mu_x"], out["mu_y"] = _t(gx.reshape(w.shape)), _t(gy.reshape(w.shape))
 
     def _backward_wide(self, x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs, win):
         act, y0, y1, x0, x1 = win
@@ -252,7 +262,7 @@ class _Dau:
             units = (*unit_lists(off, hc * pw, hp["groups"]), off.shape[2], 1)
             d = np.ascontiguousarray(dyn)
             c = _blur_win(x, g, g, y0, x0, hc, pw)  # recomputed: ~1% of the pass, nothing saved
-            cw = _t(_rb_taps(c, d, *units))
+            cw = _rb_taps(c, d, *units)
             out["weight"] = self._sampled(cw, wy, wx)
             if hp["mu_grad"] == "exact":
                 self._exact_mu(cw, wy, wx, w, out)
@@ -261,31 +271,30 @@ class _Dau:
                 for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                     if name in needs:
                         cn = _rb_taps(_blur_win(x, gr, gc, y0, x0, hc, pw), d, *units)
-                        out[name] = w * self._sampled(_t(cn), wy, wx)
+                        out[name] = w * self._sampled(cn, wy, wx)
         if needs & {"x", "sigma"}:
             # dL/d(blurred image) on its support (coordinates -r ...): the forward's gather over dy,
             # zero-padded, at the rotated displacements (taps flipped, units transposed)
             hb, wb = h + 2 * r, wd + 2 * r
-            m, pitch = _side_by_side(n_, wb, r + max(wd - x0, wo + x1))
-            wm = (m - 1) * pitch + wb  # m images' supports side by side, ``pitch`` apart
-            hq, wq = blocked_window(hb, wm, y0, y1, x0, x1)
-            dyp = np.zeros((n_ // m, f_, hq, wq), x.dtype)
-            for i in range(m):
-                _paste(dyp, dyn[i::m], r + y1, r + x1 + i * pitch)
+            gaps = r + max(h - y0, ho + y1), r + max(wd - x0, wo + x1)
+            mr, mc, pr, pc = _image_grid(n_, hb, wb, gaps, numba.get_num_threads())
+            slots, m = _grid_slots(mr, mc, pr, pc), mr * mc
+            hm, wm = (mr - 1) * pr + hb, (mc - 1) * pc + wb  # a group's supports, laid out as a grid
+            hq, wq = blocked_window(hm, wm, y0, y1, x0, x1)
+            tops, lefts = (np.array([v[k] for v in slots], np.int64) for k in (0, 1))  # of image n = m (n // m) + i
+            dyp = grid_pack(np.ascontiguousarray(dyn), tops + r + y1, lefts + r + x1, hq, wq)
             offb = _transpose_units(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1), hp["groups"])
             ab = _transpose_units(a[..., ::-1], hp["groups"])  # tap (da, db) -> (1 - da, 1 - db)
-            sgb = channel_block(hq, hb, wm, wq, dyp.itemsize)
-            back = _rb_shift(dyp, ab, offb, hb, wm, 1, np.zeros(x.shape[1], x.dtype), sgb)
-            if m > 1:  # [N/m, S, Hb, m pitch] -> [N, S, Hb, Wb], image n = m (n // m) + n % m
-                back = np.stack([back[..., i * pitch : i * pitch + wb] for i in range(m)], 1)
+            sgb = channel_block(hq, hm, wm, wq, dyp.itemsize)
+            back = _rb_shift(dyp, ab, offb, hm, wm, 1, np.zeros(x.shape[1], x.dtype), sgb)
+            if m > 1:  # [N/m, S, hm, wm] -> [N, S, Hb, Wb]
+                back = np.stack([back[..., t : t + hb, u : u + wb] for t, u in slots], 1)
                 back = back.reshape(n_, x.shape[1], hb, wb)  # np.stack made it contiguous: a view
             if "x" in needs:
                 out["x"] = _t(_blur_win_t(back, g, g, -r, -r, h, wd))
             if "sigma" in needs:  # <dL/dcanvas, x * dG/dsigma>, dG = outer(dg, g) + outer(g, dg)
                 dg = _math.gauss1d_dsigma(sig, hp["blur_radius"], r).numpy()
-                parts = _plane_dots(back, _blur_win(x, dg, g, -r, -r, hb, wb))
-                parts += _plane_dots(back, _blur_win(x, g, dg, -r, -r, hb, wb))
-                out["sigma"] = _t(parts).sum()
+                out["sigma"] = _t(_sigma_dots(back, x, g, dg, -r, -r)).sum()
         return out
 
     def _backward_rows(self, x, dyn, sig, r, fy, fx, wy, wx, a, g, w, hp, needs):
@@ -294,16 +303,16 @@ class _Dau:
         out = {}
         h = _hblur(x, g, pad) if needs & {"weight", "mu_x", "mu_y", "sigma"} else None
         if needs & {"weight", "mu_x", "mu_y"}:
-            c = _t(_tapsums(_vblur(h, g, pad), dyn, fy, fx, st))  # [F,S,K,4]
+            c = _tapsums(_vblur(h, g, pad), dyn, fy, fx, st)  # [F,S,K,4]
             out["weight"] = self._sampled(c, wy, wx)
             if hp["mu_grad"] == "exact":
                 self._exact_mu(c, wy, wx, w, out)
             else:  # DAU IJCV Eq. 16: sample x * Dx, x * Dy at the same points
                 gd = _math.gauss_dx1d(sig, hp["blur_radius"], r).numpy()
                 if "mu_x" in needs:
-                    out["mu_x"] = w * self._sampled(_t(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st)), wy, wx)
+                    out["mu_x"] = w * self._sampled(_tapsums(_canvas(x, g, gd, pad), dyn, fy, fx, st), wy, wx)
                 if "mu_y" in needs:
-                    out["mu_y"] = w * self._sampled(_t(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st)), wy, wx)
+                    out["mu_y"] = w * self._sampled(_tapsums(_vblur(h, gd, pad), dyn, fy, fx, st), wy, wx)
         if needs & {"x", "sigma"}:
             # channel groups: _scatter reads them from a's shape [F, S/G, K, 4]
             back = _scatter(dyn, a, fy, fx, st, x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad)
