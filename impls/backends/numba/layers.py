@@ -7,14 +7,15 @@ bit-identical run to run at a fixed thread count; the kernels are bit-identical 
 MACs (reference/README.md section 8), ``P = N Ho Wo``, ``L = Ho Wo``, ``b = 2 rb + 1`` (blur taps),
 ``G`` position groups (acu), ``M = order + 1``, ``J`` basis filters, ``w = 2 r + 1`` (njet taps),
 ``R2 = (2R + 1)^2`` (dau_gauss); ``v`` the block waste of ``_rb_shift`` (outputs rounded up to
-whole blocks of ``_RB`` rows x ``_CW`` columns: 1 at the paper case's 32 x 32, 40 x 48 / 36 x 36
-= 1.48 for its 36 x 36 input-gradient canvas):
+whole blocks of ``_RB`` rows x ``_CW`` columns: 1 at the paper case's 32 x 32; for its 36 x 36
+input-gradient canvas 1.48 one image at a time, 1.17 with the 8 images laid out across, ``_image_grid``):
 
 - dau forward: blur ``N S (H pw + hp pw) b`` + shift ``4 P F S K v``.
   backward: weight and exact mu share one tap-sum pass ``4 P F S K`` (+ the blur again);
   gauss mu: ``2 x 4 P F S K`` more tap sums on ``x * Dx`` and ``x * Dy`` (+ their blurs);
   x: a gather over ``dy`` at the rotated displacements ``4 N F S K Hb Wb v`` (``Hb, Wb = H, W + 2 rb``)
-  + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then two blurs and one dot product.
+  + adjoint blur ``N S (H Wb + H W) b``; sigma: shares that gather, then the derivative's two blurs
+  met with it in one pass (``_sigma_dots``).
   With every gradient (exact): ``8 P F S K v`` + ``O(N S Hb Wb b)``.  Per-row path: the same counts, ``v = 1``.
 - acu forward: interpolate ``4 P S K G`` + 1x1 products ``P F S K`` (GEMM).
   backward: ``P F S K`` (dL/d shifted maps, GEMM) + ``P F S K`` (weight, GEMM) + ``4 P S K G`` (x, adjoint
@@ -31,7 +32,7 @@ each group, ``_transpose_units``), and the N-Jet mixing is one batched GEMM over
 
 Copies that remain: a non-contiguous ``x`` is made contiguous once per pass; ``dau`` copies
 ``dy`` into the zero-padded layout of the input gradient (``N F Hb Wb v`` elements, images laid out
-as a grid where that wastes fewer blocks: ``_image_grid``) and, laid out so, its result back to one
+as a grid where that wastes fewer blocks: ``_image_grid``, ``grid_pack``) and, laid out so, its result back to one
 image per plane (``N S Hb Wb``); ``acu`` pads
 ``x`` by one pixel (``N S (H+2)(W+2)``) and crops its input gradient back (one copy).
 Intermediates (recomputed in the backward; dau saves only its units' floors and weights): dau
@@ -78,6 +79,7 @@ from .kernels import (
     exact_mu,
     grid_pack,
     sampled,
+    unit_coefs,
     unit_lists,
     units,
 )
@@ -168,6 +170,14 @@ def _wide_window(fy, fx, h, w, ho, wo, rb, st):
     return act, int(y0), int(y1), int(x0), int(x1)
 
 
+def _listed(a, off, plane, s_, hp, ho, wo, pw):
+    """``_rb_shift``'s units: coefficients ``[U, 4]``, offsets and starts (``unit_lists`` in blocks of
+    ``channel_block`` channels) of the units ``a [F, S/G, K, 4]``, ``off [F, S/G, K]`` over ``S`` input
+    channels of ``[hp, pw]`` windows (``plane = hp pw``) and ``[Ho, Wo]`` outputs."""
+    start, sk, uoff, _ = unit_lists(off, plane, s_ // off.shape[1], channel_block(hp, ho, wo, pw, a.itemsize))
+    return unit_coefs(a, start, sk), uoff, start
+
+
 def _transpose_units(u, groups):
     """Units ``[F, S/G, K, ...]`` of a layer with ``G`` channel groups -> those of its transpose, ``[S, F/G, K, ...]``
     (input and output channels exchanged within each group): the layer that gathers ``dy`` into the input's
@@ -220,7 +230,7 @@ class _Dau:
         c = _blur_win(x, g, g, y0, x0, hp, pw)
         off = np.where(act, (fy - y0) * pw + fx - x0, -1)
         bias = np.zeros(a.shape[0], x.dtype) if t["bias"] is None else _np(t["bias"])
-        y = _t(_rb_shift(c, a, off, ho, wo, 1, bias, channel_block(hp, ho, wo, pw, c.itemsize)))
+        y = _t(_rb_shift(c, *_listed(a, off, hp * pw, x.shape[1], hp, ho, wo, pw), ho, wo, 1, bias))
         return (y if nonfinite is None else y + nonfinite), saved
 
     def backward(self, t, saved, dy, hp, needs):
@@ -259,10 +269,10 @@ class _Dau:
         if needs & {"weight", "mu_x", "mu_y"}:
             hc, pw = ho + y1 - y0, wo + x1 - x0  # every read of _rb_taps in bounds
             off = np.where(act, (fy - y0) * pw + fx - x0, -1)
-            units = (*unit_lists(off, hc * pw, hp["groups"]), off.shape[2], 1)
+            ul = (*unit_lists(off, hc * pw, hp["groups"]), off.shape[2], 1)
             d = np.ascontiguousarray(dyn)
             c = _blur_win(x, g, g, y0, x0, hc, pw)  # recomputed: ~1% of the pass, nothing saved
-            cw = _rb_taps(c, d, *units)
+            cw = _rb_taps(c, d, *ul)
             out["weight"] = self._sampled(cw, wy, wx)
             if hp["mu_grad"] == "exact":
                 self._exact_mu(cw, wy, wx, w, out)
@@ -270,7 +280,7 @@ class _Dau:
                 gd = _math.gauss_dx1d(sig, hp["blur_radius"], r).numpy()
                 for name, gr, gc in (("mu_x", g, gd), ("mu_y", gd, g)):
                     if name in needs:
-                        cn = _rb_taps(_blur_win(x, gr, gc, y0, x0, hc, pw), d, *units)
+                        cn = _rb_taps(_blur_win(x, gr, gc, y0, x0, hc, pw), d, *ul)
                         out[name] = w * self._sampled(cn, wy, wx)
         if needs & {"x", "sigma"}:
             # dL/d(blurred image) on its support (coordinates -r ...): the forward's gather over dy,
@@ -285,8 +295,8 @@ class _Dau:
             dyp = grid_pack(np.ascontiguousarray(dyn), tops + r + y1, lefts + r + x1, hq, wq)
             offb = _transpose_units(np.where(act, (y1 - 1 - fy) * wq + x1 - 1 - fx, -1), hp["groups"])
             ab = _transpose_units(a[..., ::-1], hp["groups"])  # tap (da, db) -> (1 - da, 1 - db)
-            sgb = channel_block(hq, hm, wm, wq, dyp.itemsize)
-            back = _rb_shift(dyp, ab, offb, hm, wm, 1, np.zeros(x.shape[1], x.dtype), sgb)
+            listed = _listed(ab, offb, hq * wq, f_, hq, hm, wm, wq)
+            back = _rb_shift(dyp, *listed, hm, wm, 1, np.zeros(x.shape[1], x.dtype))
             if m > 1:  # [N/m, S, hm, wm] -> [N, S, Hb, Wb]
                 back = np.stack([back[..., t : t + hb, u : u + wb] for t, u in slots], 1)
                 back = back.reshape(n_, x.shape[1], hb, wb)  # np.stack made it contiguous: a view
