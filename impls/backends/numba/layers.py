@@ -460,7 +460,8 @@ class _Njet:
             bt = _t(b).view(n_, g_, sg * j_, ho * wo).transpose(2, 3)
             out["alpha"] = torch.matmul(dyv, bt).sum(0).view(f_, sg, j_)
         if needs & {"x", "sigma"}:
-            db = torch.matmul(alpha.reshape(g_, fg, -1).transpose(1, 2), dyv).numpy().reshape(n_, s_, j_, ho, wo)
+            db = torch.matmul(alpha.reshape(g_, fg, -1).transpose(1, 2), dyv).numpy()
+            db = np.ascontiguousarray(db).reshape(n_, s_, j_, ho, wo)  # the kernels take C order
             dh = _jet_v_t(db, dn, pairs, st, x.shape[2], d.shape[0])
             if "x" in needs:
                 out["x"] = _t(_jet_h_t(dh, dn, st, x.shape[3]))
