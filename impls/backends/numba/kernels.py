@@ -251,6 +251,23 @@ def _canvas(x, g1, g2, pad):
 # that every read of the kernels below is inside it; a unit with ``off < 0`` reads only zeros and is skipped.
 
 
+@njit(cache=True, inline="always")
+def _hpass(tmp, x1, xb, gc, x0, pw, h, w):
+    """The blur along columns of one plane (flat ``x1`` from ``xb``, ``[H, W]``) onto the window's
+    columns ``[x0, x0 + pw)``: ``tmp[p pw + q] += sum_u gc[u + r] x[p, x0 + q + u]``, taps in order."""
+    r = (gc.shape[0] - 1) // 2
+    for p in range(h):
+        for iu in range(2 * r + 1):
+            u, gu = iu - r, gc[iu]
+            qlo, qhi = max(x0, -u), min(x0 + pw, w - u)  # Q + u inside [0, W)
+            if qhi <= qlo:
+                continue
+            dst = np.uint64(p * pw + qlo - x0)
+            src = xb + np.uint64(p * w + qlo + u)
+            for j in range(np.uint64(qhi - qlo)):
+                tmp[dst + j] = tmp[dst + j] + gu * x1[src + j]
+
+
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def _blur_win(x, gr, gc, y0, x0, hp, pw):
     """``x * outer(gr, gc)`` (``gr`` along rows) on the window rows ``[y0, y0+hp)``, columns ``[x0, x0+pw)``.
@@ -267,16 +284,7 @@ def _blur_win(x, gr, gc, y0, x0, hp, pw):
     for ns in prange(n_ * s_):
         tmp = np.zeros(h * pw, x.dtype)
         xb, ob = np.uint64(ns * h * w), np.uint64(ns * hp * pw)
-        for p in range(h):
-            for iu in range(2 * r + 1):
-                u, gu = iu - r, gc[iu]
-                qlo, qhi = max(x0, -u), min(x0 + pw, w - u)  # Q + u inside [0, W)
-                if qhi <= qlo:
-                    continue
-                dst = np.uint64(p * pw + qlo - x0)
-                src = xb + np.uint64(p * w + qlo + u)
-                for j in range(np.uint64(qhi - qlo)):
-                    tmp[dst + j] = tmp[dst + j] + gu * x1[src + j]
+        _hpass(tmp, x1, xb, gc, x0, pw, h, w)
         for pc in range(hp):
             dst = ob + np.uint64(pc * pw)
             for it in range(2 * r + 1):
@@ -341,17 +349,8 @@ def _sigma_dots(b, x, g, dg, y0, x0):
         hg, hd = np.zeros(h * pw, b.dtype), np.zeros(h * pw, b.dtype)
         row, lanes = np.empty(pw, b.dtype), np.zeros(pw, b.dtype)
         xb, bb = np.uint64(ns * h * w), np.uint64(ns * hp * pw)
-        for p in range(h):
-            for iu in range(2 * r + 1):
-                u, gu, du = iu - r, g[iu], dg[iu]
-                qlo, qhi = max(x0, -u), min(x0 + pw, w - u)  # Q + u inside [0, W)
-                if qhi <= qlo:
-                    continue
-                dst = np.uint64(p * pw + qlo - x0)
-                src = xb + np.uint64(p * w + qlo + u)
-                for j in range(np.uint64(qhi - qlo)):
-                    hg[dst + j] = hg[dst + j] + gu * x1[src + j]
-                    hd[dst + j] = hd[dst + j] + du * x1[src + j]
+        _hpass(hg, x1, xb, g, x0, pw, h, w)
+        _hpass(hd, x1, xb, dg, x0, pw, h, w)
         for pc in range(hp):
             for j in range(pw):
                 row[j] = 0
