@@ -162,8 +162,11 @@ def floors(mu):
     return _clamped(torch.floor(mu.detach()))
 
 
+FLOOR_MAX = 2.0**40  # floors are clamped to +-this: such a stencil lies outside every image
+
+
 def _clamped(fl):
-    return fl.clamp(-(2.0**40), 2.0**40).to(torch.int64)
+    return fl.clamp(-FLOOR_MAX, FLOOR_MAX).to(torch.int64)
 
 
 def corner_weights(wy, wx):

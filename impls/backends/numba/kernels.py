@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from ... import _math
 from . import target
 
 _VEC = target.configure()  # before numba's CPU target starts: SLP and the full vector width
@@ -35,6 +36,7 @@ from numba.core import cgutils  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
 _JIT = {"parallel": True, "fastmath": False, "cache": True}
+_CJIT = {"parallel": True, "fastmath": {"contract"}, "cache": True}  # fused multiply-adds
 
 
 # ---------------------------------------------------------------- small helpers
@@ -268,7 +270,7 @@ def _hpass(tmp, x1, xb, gc, x0, pw, h, w):
                 tmp[dst + j] = tmp[dst + j] + gu * x1[src + j]
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _blur_win(x, gr, gc, y0, x0, hp, pw):
     """``x * outer(gr, gc)`` (``gr`` along rows) on the window rows ``[y0, y0+hp)``, columns ``[x0, x0+pw)``.
 
@@ -297,7 +299,7 @@ def _blur_win(x, gr, gc, y0, x0, hp, pw):
     return out
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _blur_win_t(b, gr, gc, y0, x0, h, w):
     """Adjoint of ``_blur_win``: ``b [N,S,hp,pw]`` -> ``[N,S,H,W]``; flat unsigned indices and
     FMA-contracted fixed-order tap sums, as ``_blur_win``."""
@@ -330,7 +332,7 @@ def _blur_win_t(b, gr, gc, y0, x0, h, w):
     return out
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _sigma_dots(b, x, g, dg, y0, x0):
     """``sum_{p,q} b[n,s,p,q] (x * (outer(dg, g) + outer(g, dg)))[n,s, y0+p, x0+q]`` per ``(n, s)`` -> ``[N*S]``.
 
@@ -702,7 +704,11 @@ def _rb_taps(c, d, start, sk, uoff, sg, k_, one):
 
 # ---------------------------------------------------------------- units' set-up (dau)
 
-_FLOOR_MAX = 2.0**40  # the floors' clamp of ``_math.bilinear``
+
+@njit(cache=True, inline="always")
+def _tap4(y0, y1, x0, x1):
+    """The four stencil weights ``wy[da] wx[db]``, index ``m = 2 da + db``."""
+    return y0 * x0, y0 * x1, y1 * x0, y1 * x1
 
 
 @njit(cache=True)
@@ -722,13 +728,11 @@ def units(mu_y, mu_x, w):
         ly, lx = np.floor(mu_y[u]), np.floor(mu_x[u])
         y0, y1 = (ly + one) - mu_y[u], mu_y[u] - ly
         x0, x1 = (lx + one) - mu_x[u], mu_x[u] - lx
-        fy[u] = np.int64(min(max(ly, -_FLOOR_MAX), _FLOOR_MAX))
-        fx[u] = np.int64(min(max(lx, -_FLOOR_MAX), _FLOOR_MAX))
+        fy[u] = np.int64(min(max(ly, -_math.FLOOR_MAX), _math.FLOOR_MAX))
+        fx[u] = np.int64(min(max(lx, -_math.FLOOR_MAX), _math.FLOOR_MAX))
         wy[u, 0], wy[u, 1], wx[u, 0], wx[u, 1] = y0, y1, x0, x1
-        a[u, 0] = w[u] * (y0 * x0)
-        a[u, 1] = w[u] * (y0 * x1)
-        a[u, 2] = w[u] * (y1 * x0)
-        a[u, 3] = w[u] * (y1 * x1)
+        t0, t1, t2, t3 = _tap4(y0, y1, x0, x1)
+        a[u, 0], a[u, 1], a[u, 2], a[u, 3] = w[u] * t0, w[u] * t1, w[u] * t2, w[u] * t3
     return fy, fx, wy, wx, a
 
 
@@ -760,8 +764,8 @@ def sampled(c, wy, wx):
     of corner sums ``c [U, 4]`` at its 1-D weights ``wy, wx [U, 2]`` -> ``[U]``."""
     out = np.empty(c.shape[0], c.dtype)
     for u in range(c.shape[0]):
-        y0, y1, x0, x1 = wy[u, 0], wy[u, 1], wx[u, 0], wx[u, 1]
-        out[u] = (y0 * x0) * c[u, 0] + (y0 * x1) * c[u, 1] + (y1 * x0) * c[u, 2] + (y1 * x1) * c[u, 3]
+        t0, t1, t2, t3 = _tap4(wy[u, 0], wy[u, 1], wx[u, 0], wx[u, 1])
+        out[u] = t0 * c[u, 0] + t1 * c[u, 1] + t2 * c[u, 2] + t3 * c[u, 3]
     return out
 
 
@@ -984,7 +988,7 @@ def _sample_back(xp, e, a, fy, fx, st, gxp, want_x):
 # dozen MACs) and FMA-contracted, fixed-order tap sums, as the window blurs; arrays C-contiguous.
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _jet_h(x, d, st, wo):
     """Along columns (as ``_hblur``), strided: ``hx[n,s,a,p,j] = sum_u d[a,u] x[n,s,p, j st + u]``.
 
@@ -1012,7 +1016,7 @@ def _jet_h(x, d, st, wo):
     return out
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _jet_h_t(dh, d, st, w):
     """Adjoint of ``_jet_h``: ``[N,S,M,H,Wo]`` -> ``[N,S,H,W]``."""
     n_, s_, m_, h, wo = dh.shape
@@ -1038,7 +1042,7 @@ def _jet_h_t(dh, d, st, w):
     return out
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _jet_v(hx, d, pairs, st, ho):
     """Along rows (as ``_vblur``), strided: ``B[n,s,jb,i] = sum_t d[b,t] hx[n,s,a, i st + t]``, ``(a,b) = pairs[jb]``.
 
@@ -1065,7 +1069,7 @@ def _jet_v(hx, d, pairs, st, ho):
     return out
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _jet_v_t(db, d, pairs, st, h, m_):
     """Adjoint of ``_jet_v``: ``[N,S,J,Ho,Wo]`` -> ``[N,S,M,H,Wo]``."""
     n_, s_, j_, ho, wo = db.shape
@@ -1089,7 +1093,7 @@ def _jet_v_t(db, d, pairs, st, h, m_):
     return out
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@njit(**_CJIT)
 def _jet_dd(x, hx, db, dh, pairs, st, nt):
     """``dL/dd[m, t]`` (the 1-D filter taps) per ``(n, s)``, from both passes. -> ``[N*S, M, nt]``
 
